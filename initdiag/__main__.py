@@ -1,0 +1,3 @@
+from initdiag.cli import main
+
+main()
