@@ -1,0 +1,206 @@
+"""Checks turn statistics into findings; one pure function turns findings into a verdict.
+
+Thresholds and their reasoning are documented in the README ("Findings and thresholds").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+from initdiag import activations, schemes
+from initdiag.stats import RunStats
+
+SEVERITIES = ("info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # info | warning | error
+    code: str
+    layer: str | None
+    message: str
+    hint: str
+    layer_index: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"severity": self.severity, "code": self.code, "layer": self.layer, "message": self.message, "hint": self.hint}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    drift_warning: float = 10.0  # activation second moment vs the input's, either way
+    drift_error: float = 1000.0
+    gradient_warning: float = 100.0  # first/last weight-gradient RMS ratio, either way
+    gradient_error: float = 10000.0
+    saturation_warning: float = 0.10
+    saturation_error: float = 0.50
+    dead_warning: float = 0.10
+    dead_error: float = 0.50
+    symmetry_error: float = 0.0  # any duplicated unit
+
+    def override(self, assignments: dict) -> "Thresholds":
+        """Thresholds with `name=value` overrides; unknown names raise KeyError with the valid ones."""
+        known = {f.name for f in fields(self)}
+        changes = {}
+        for name, value in assignments.items():
+            key = name.replace("-", "_")
+            if key not in known:
+                raise KeyError(name)
+            changes[key] = float(value)
+        return replace(self, **changes)
+
+
+def verdict(findings) -> str:
+    severities = {finding.severity for finding in findings}
+    return "failing" if "error" in severities else "warning" if "warning" in severities else "healthy"
+
+
+def fails(findings, fail_on: str) -> bool:
+    """Whether any finding reaches `fail_on` (info | warning | error | never)."""
+    if fail_on == "never":
+        return False
+    floor = SEVERITIES.index(fail_on)
+    return any(SEVERITIES.index(finding.severity) >= floor for finding in findings)
+
+
+def find(run: RunStats, spec, thresholds: Thresholds = Thresholds()) -> list[Finding]:
+    """Every finding of one run, most severe first, then by layer."""
+    overflow = _overflow(run)
+    findings = overflow + _mismatches(spec)
+    if not overflow:
+        findings += _drift(run, thresholds) + _gradients(run, thresholds)
+    findings += _per_layer(run, thresholds)
+    order = {severity: -i for i, severity in enumerate(SEVERITIES)}
+    return sorted(findings, key=lambda f: (order[f.severity], f.layer_index if f.layer_index is not None else -1))
+
+
+def _finding(severity, code, layer, message, hint) -> Finding:
+    return Finding(severity, code, layer.name if layer else None, message, hint, layer.index if layer else None)
+
+
+def _finite(*values) -> bool:
+    return all(value is not None and math.isfinite(value) for value in values)
+
+
+def _overflow(run: RunStats) -> list[Finding]:
+    for layer in run.layers:
+        if not _finite(layer.weight_mean, layer.weight_std):
+            return [_finding("error", "overflow", layer, f"{layer.name}: the initial weights are not finite",
+                             "check the supplied array or custom init of this layer")]
+        if not _finite(layer.preact_var, layer.act_mean, layer.act_var):
+            return [_finding("error", "overflow", layer,
+                             f"{layer.name}: activations overflowed to inf/NaN in the forward pass",
+                             "the weights are far too large for this depth; use a fan-scaled scheme (xavier, relu, lecun_normal)")]
+    for layer in reversed(run.layers):
+        if not _finite(layer.grad_var, layer.weight_grad_var):
+            return [_finding("error", "overflow", layer,
+                             f"{layer.name}: gradients overflowed to inf/NaN in the backward pass",
+                             "saturated outputs or huge weights; use a fan-scaled scheme for this activation")]
+    return []
+
+
+def _signal(layer) -> float:
+    """The scale a layer passes on: its output's second moment, or its logits' for softmax,
+    whose probabilities always have second moment about 1/width whatever the logits do."""
+    return layer.preact_second_moment if layer.activation.startswith("softmax") else layer.act_second_moment
+
+
+def _level(ratio: float, warning: float, error: float) -> str | None:
+    magnitude = max(ratio, 1 / ratio) if ratio > 0 else math.inf
+    return "error" if magnitude > error else "warning" if magnitude > warning else None
+
+
+def _drift(run: RunStats, t: Thresholds) -> list[Finding]:
+    reference = run.input_second_moment
+    if not reference > 0:
+        return []
+    findings = []
+    for code, grows in (("exploding-activations", True), ("vanishing-activations", False)):
+        ratios = [(layer, _signal(layer) / reference) for layer in run.layers]
+        ratios = [(layer, r) for layer, r in ratios if (r > 1) == grows and r != 1]
+        levels = [(layer, r, _level(r, t.drift_warning, t.drift_error)) for layer, r in ratios]
+        levels = [item for item in levels if item[2]]
+        if not levels:
+            continue
+        severity = "error" if any(level == "error" for *_, level in levels) else "warning"
+        first, ratio, _ = next(item for item in levels if item[2] == severity)
+        worst_layer, worst = max(ratios, key=lambda item: abs(math.log(item[1])) if item[1] > 0 else math.inf)
+        direction = "grows" if grows else "shrinks"
+        hint = (
+            "weights are too large: use a fan-scaled scheme (relu/He for ReLU-like, xavier for tanh/sigmoid, lecun_normal for SELU)"
+            if grows else
+            "weights are too small for this depth: use a fan-scaled scheme (relu/He for ReLU-like, xavier for tanh/sigmoid, lecun_normal for SELU)"
+        )
+        findings.append(_finding(
+            severity, code, first,
+            f"activation second moment {direction} to {_ratio(ratio)} the input's at {first.name}"
+            + (f", {_ratio(worst)} at {worst_layer.name}" if worst_layer is not first else ""),
+            hint,
+        ))
+    return findings
+
+
+def _ratio(ratio: float) -> str:
+    return f"{ratio:.3g}x" if ratio >= 1 else f"1/{1 / ratio:.3g}" if ratio > 0 else "0x"
+
+
+def _gradients(run: RunStats, t: Thresholds) -> list[Finding]:
+    if len(run.layers) < 2:
+        return []
+    first, last = run.layers[0], run.layers[-1]
+    if first.weight_grad_var == 0 and last.weight_grad_var == 0:
+        return [_finding("error", "vanishing-gradients", first, "no gradient reaches any weight (all weight gradients are 0)",
+                         "break the symmetry: zero or constant weights pass no gradient; use a random scheme")]
+    # RMS, not variance: under He, var(dW_l) carries the width ratio n_last/n_first even when healthy.
+    ratio = math.sqrt(first.weight_grad_var / last.weight_grad_var) if last.weight_grad_var else math.inf
+    level = _level(ratio, t.gradient_warning, t.gradient_error)
+    if not level:
+        return []
+    grows = ratio > 1
+    return [_finding(
+        level, "exploding-gradients" if grows else "vanishing-gradients", first,
+        f"weight-gradient RMS at {first.name} is {_ratio(ratio)} that at {last.name}",
+        "gradients grow towards the input: weights too large for this depth" if grows else
+        "gradients shrink towards the input: weights too small, or saturated/dead units block them",
+    )]
+
+
+def _per_layer(run: RunStats, t: Thresholds) -> list[Finding]:
+    findings = []
+    for layer in run.layers:
+        level = "error" if layer.saturation > t.saturation_error else "warning" if layer.saturation > t.saturation_warning else None
+        if level:
+            findings.append(_finding(level, "saturation", layer,
+                                     f"{layer.name}: {layer.saturation:.0%} of outputs are saturated ({layer.activation})",
+                                     "saturated units pass almost no gradient: use smaller weights (xavier for tanh/sigmoid)"))
+        level = "error" if layer.dead_fraction > t.dead_error else "warning" if layer.dead_fraction > t.dead_warning else None
+        if level:
+            findings.append(_finding(level, "dead-units", layer,
+                                     f"{layer.name}: {layer.dead_fraction:.0%} of units output 0 for every sample",
+                                     "dead units never learn: check the weight scale and bias (a small positive bias_init such as 0.01 helps ReLU)"))
+        if layer.fan_out > 1 and layer.symmetry > t.symmetry_error:
+            findings.append(_finding("error", "symmetry", layer,
+                                     f"{layer.name}: {layer.symmetry:.0%} of units duplicate another unit (identical weights and bias)",
+                                     "identical units get identical gradients and never differ: use a random scheme"))
+    return findings
+
+
+def _mismatches(spec) -> list[Finding]:
+    findings = []
+    for layer in spec.layers:
+        init = layer.init
+        if init.scheme in ("supplied", "custom"):
+            continue
+        activation = activations.ACTIVATIONS[layer.activation.name]
+        if any(schemes.same_variance_rule(init.scheme, good) for good in activation.recommended):
+            continue
+        advice = " or ".join(f"{name} ({schemes.SCHEMES[name].formula})" for name in activation.recommended)
+        findings.append(Finding(
+            "info", "scheme-activation-mismatch", layer.name,
+            f"{layer.name}: {init.display} with {layer.activation.name}: {advice} is recommended",
+            f"set init: {activation.recommended[0]} on this layer (rules of thumb: relu/He for ReLU-like, "
+            "xavier for tanh/sigmoid/softmax/identity, lecun_normal for SELU)",
+            layer.index,
+        ))
+    return findings

@@ -1,0 +1,65 @@
+"""Layers, in the CS231n contract: forward(x) -> (out, cache); backward(dout, cache) -> (dx, grads).
+
+Dense weights are (fan_in, fan_out) and the layer computes x @ W + b; PyTorch's nn.Linear
+stores the transpose, (out, in), and computes x @ W.T + b, with the same fans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from initdiag.activations import Activation
+
+
+@dataclass(frozen=True)
+class DenseCache:
+    x: np.ndarray  # (batch, fan_in) input
+    z: np.ndarray  # (batch, fan_out) pre-activation x @ W + b
+    y: np.ndarray  # (batch, fan_out) output φ(z)
+
+
+class Dense:
+    """y = φ(x @ W + b); W: (fan_in, fan_out), b: (fan_out,) or None."""
+
+    kind = "dense"
+
+    def __init__(self, name: str, weights: np.ndarray, bias: np.ndarray | None, activation: Activation):
+        self.name = name
+        self.weights = weights
+        self.bias = bias
+        self.activation = activation
+
+    @property
+    def fans(self) -> tuple[int, int]:
+        return self.weights.shape
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, DenseCache]:
+        z = x @ self.weights
+        if self.bias is not None:
+            z += self.bias
+        y = self.activation.forward(z)
+        return y, DenseCache(x, z, y)
+
+    def backward(self, dy: np.ndarray | None, cache: DenseCache, dz: np.ndarray | None = None, need_dx: bool = True):
+        """dy = dLoss/dy (batch, fan_out) -> (dx or None, {"weights": dW, "bias": db}).
+
+        A loss that pairs with the output activation (softmax with cross-entropy, sigmoid with
+        binary cross-entropy) passes dz = dLoss/dz directly, as PyTorch's fused losses do, so
+        saturated probabilities do not turn the chain rule into 0 · inf.
+        """
+        if dz is None:
+            dz = self.activation.backward(cache.z, cache.y, dy)
+        grads = {"weights": cache.x.T @ dz}
+        if self.bias is not None:
+            grads["bias"] = dz.sum(axis=0)
+        dx = dz @ self.weights.T if need_dx else None
+        return dx, grads
+
+    def __repr__(self) -> str:
+        fan_in, fan_out = self.fans
+        return f"Dense({self.name!r}, {fan_in}->{fan_out}, {self.activation!r})"
+
+
+LAYERS = {"dense": Dense}

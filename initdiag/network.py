@@ -1,0 +1,131 @@
+"""Build a network from a validated spec: estimate its memory, then draw every layer's parameters.
+
+Random numbers: one independent numpy stream per layer's weights and per layer's biases,
+and one each for the input batch and the loss targets, all derived from the spec's seed
+through SeedSequence spawn keys. The same spec and seed give the same numbers, and changing
+one layer leaves every other layer's draws unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from initdiag import activations, sampling, schemes
+from initdiag.layers import LAYERS
+from initdiag.spec import LayerSpec, NetworkSpec, input_batch
+from initdiag.yamlsource import SpecErrors, SpecProblem
+
+STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS = 0, 1, 2, 3
+DEFAULT_MEMORY_FRACTION = 0.5
+
+
+def stream(seed: int, kind: int, index: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(kind, index)))
+
+
+@dataclass
+class Network:
+    spec: NetworkSpec
+    layers: list
+    inputs: np.ndarray  # (batch, features)
+    target_rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    total: int  # bytes
+    largest_layer: LayerSpec
+    largest_bytes: int
+
+
+def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
+    """Bytes a run holds at its peak: parameters and their gradients, every layer's input,
+    pre-activation and output (kept for the backward pass), and the widest layer's gradients
+    and float64 statistics temporaries."""
+    itemsize = np.dtype(spec.dtype).itemsize
+    batch = spec.batch
+    per_layer = {}
+    for layer in spec.layers:
+        params = layer.fan_in * layer.units + (layer.units if layer.bias else 0)
+        per_layer[layer.index] = itemsize * (2 * params + 2 * batch * layer.units)
+    widest = max(max(layer.units, layer.fan_in) for layer in spec.layers)
+    largest = max(spec.layers, key=lambda layer: layer.fan_in * layer.units)
+    transient = itemsize * 3 * batch * widest + 8 * 2 * max(batch * widest, largest.fan_in * largest.units)
+    total = sum(per_layer.values()) + itemsize * batch * spec.input_shape[0] + transient
+    return MemoryEstimate(total, largest, per_layer[largest.index])
+
+
+def available_memory() -> int:
+    """Bytes the machine can give now (MemAvailable), or a conservative guess."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 1024**3
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_memory(spec: NetworkSpec, max_memory: int | None) -> None:
+    estimate = estimate_memory(spec)
+    limit = max_memory if max_memory is not None else int(available_memory() * DEFAULT_MEMORY_FRACTION)
+    if estimate.total <= limit:
+        return
+    layer = estimate.largest_layer
+    source = "--max-memory" if max_memory is not None else "half the memory available now; raise it with --max-memory"
+    raise SpecErrors([SpecProblem(
+        layer.location, layer.path,
+        f"this run needs about {format_bytes(estimate.total)} (weights, activations and gradients at batch "
+        f"{spec.batch}), more than the {format_bytes(limit)} allowed ({source}); the largest layer is "
+        f"'{layer.name}' with {layer.fan_in}×{layer.units} weights ({format_bytes(estimate.largest_bytes)})",
+        file=spec.file,
+    )])
+
+
+def _parameters(spec: NetworkSpec, layer: LayerSpec):
+    dtype = np.dtype(spec.dtype)
+    shape = (layer.fan_in, layer.units)
+    init = layer.init
+    try:
+        weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index), shape, dtype)
+    except Exception as err:  # a custom init is user code: its failure is the user's input problem
+        if init.scheme != "custom":
+            raise
+        raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"custom init failed: {err}", file=spec.file)]) from None
+    bias = None
+    if layer.bias:
+        if init.scheme == "torch_default" and layer.bias_init is None:
+            bias = sampling.standard_uniform(stream(spec.seed, STREAM_BIAS, layer.index), (layer.units,), dtype)
+            bias *= dtype.type(1 / np.sqrt(layer.fan_in))
+        else:
+            bias = np.full(layer.units, layer.bias_init or 0.0, dtype=dtype)
+    return weights, bias
+
+
+def build(spec: NetworkSpec, max_memory: int | None = None) -> Network:
+    """Check the memory bound, then initialise every layer (in threads: the draws are independent)."""
+    check_memory(spec, max_memory)
+    with ThreadPoolExecutor(max_workers=min(len(spec.layers), os.cpu_count() or 1)) as pool:
+        parameters = list(pool.map(lambda layer: _parameters(spec, layer), spec.layers))
+    layers = [
+        LAYERS[layer.kind](layer.name, weights, bias, activations.make(layer.activation.name, layer.activation.params))
+        for layer, (weights, bias) in zip(spec.layers, parameters)
+    ]
+    inputs = input_batch(spec, stream(spec.seed, STREAM_INPUT))
+    return Network(spec, layers, inputs, stream(spec.seed, STREAM_TARGETS))

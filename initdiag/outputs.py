@@ -1,0 +1,43 @@
+"""Writing results: atomically, and never over anything the user wrote as input."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """'8GB', '512MiB', '1.5g', '1000000' -> bytes; ValueError with the accepted forms otherwise."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in UNITS:
+        raise ValueError(f"'{text}' is not a size; write e.g. 8GB, 512MB, 2GiB or a number of bytes")
+    size = float(match.group(1)) * UNITS[match.group(2).lower()]
+    if size <= 0:
+        raise ValueError(f"'{text}' must be more than 0 bytes")
+    return int(size)
+
+
+def write_atomic(path: Path, text: str, protected=()) -> None:
+    """Write via a temporary file in the same folder and a rename, so readers never see half a file.
+
+    Raises ValueError if `path` is one of the `protected` input files."""
+    path = Path(path)
+    target = path.resolve()
+    for other in protected:
+        if Path(other).resolve() == target:
+            raise ValueError(f"refusing to write the report over the input file {other}")
+    directory = target.parent
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,82 @@
+"""One forward and backward pass through a built network, measuring every layer on the way."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from initdiag import losses, stats
+from initdiag.network import Network
+from initdiag.schemes import Fans
+from initdiag.stats import LayerStats, RunStats
+
+
+def run(network: Network) -> RunStats:
+    """Propagate the network's input batch forward, its loss backward, and measure each layer.
+
+    Overflow is not an error here: inf and NaN flow into the statistics, where the checks
+    name the first layer they appear in; numpy's warnings about them are silenced.
+    """
+    spec, layers = network.spec, network.layers
+    with np.errstate(all="ignore"):
+        x = network.inputs
+        caches, forward = [], []
+        for layer in layers:
+            y, cache = layer.forward(x)
+            caches.append(cache)
+            forward.append(_forward_stats(layer, cache))
+            x = y
+
+        loss = losses.resolve(spec.loss, layers[-1].activation.name)
+        targets = loss.targets(network.target_rng, x.shape, x.dtype)
+        dy = loss.output_gradient(x, targets)
+        dz = loss.logit_gradient(x, targets) if loss.fused else None
+        backward = [None] * len(layers)
+        for i in reversed(range(len(layers))):
+            grad_var = stats.mean_var(dy)[1] if dy is not None else 0.0
+            dx, grads = layers[i].backward(dy, caches[i], dz=dz, need_dx=i > 0)
+            backward[i] = (grad_var, stats.mean_var(grads["weights"])[1])
+            dy, dz = dx, None
+            caches[i] = None  # free activations as soon as their gradients are done
+
+        measured = [
+            _layer_stats(i, layer, spec_layer, forward[i], backward[i])
+            for i, (layer, spec_layer) in enumerate(zip(layers, spec.layers))
+        ]
+        input_mean, input_var = stats.mean_var(network.inputs)
+    return RunStats(input_mean, input_var, loss.name, tuple(measured))
+
+
+def _forward_stats(layer, cache) -> dict:
+    preact_mean, preact_var = stats.mean_var(cache.z)
+    act_mean, act_var = stats.mean_var(cache.y)
+    return {
+        "preact_mean": preact_mean,
+        "preact_var": preact_var,
+        "act_mean": act_mean,
+        "act_var": act_var,
+        "dead_fraction": stats.dead_fraction(cache.y),
+        "saturation": layer.activation.saturation(cache.z, cache.y),
+    }
+
+
+def _layer_stats(index, layer, spec_layer, forward: dict, backward: tuple) -> LayerStats:
+    weight_mean, weight_var = stats.mean_var(layer.weights)
+    fan_in, fan_out = layer.fans
+    init = spec_layer.init
+    expected = init.definition.std(Fans(fan_in, fan_out), init.params)
+    return LayerStats(
+        index=index,
+        name=layer.name,
+        kind=layer.kind,
+        activation=spec_layer.activation.display,
+        init=init.display,
+        fan_in=fan_in,
+        fan_out=fan_out,
+        weight_mean=weight_mean,
+        weight_std=float(np.sqrt(weight_var)),
+        weight_std_expected=expected,
+        grad_var=backward[0],
+        weight_grad_var=backward[1],
+        symmetry=stats.symmetry(layer.weights, layer.bias),
+        **forward,
+    )

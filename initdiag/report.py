@@ -1,0 +1,26 @@
+"""The report of one check: plain data assembled from the spec, the run and the findings."""
+
+from __future__ import annotations
+
+from initdiag import __version__
+from initdiag.checks import verdict
+
+
+def build(spec, run, findings, scheme: str | None = None) -> dict:
+    """The JSON-shaped report (documented in the README; keys may be added, never renamed)."""
+    return {
+        "initdiag_version": __version__,
+        "spec": spec.file,
+        "name": spec.name,
+        "scheme": scheme,
+        "seed": spec.seed,
+        "batch": spec.batch,
+        "dtype": spec.dtype,
+        "loss": run.loss,
+        "input_distribution": spec.input_distribution,
+        "input_mean": run.input_mean,
+        "input_var": run.input_var,
+        "verdict": verdict(findings),
+        "findings": [finding.as_dict() for finding in findings],
+        "layers": [layer.as_dict() for layer in run.layers],
+    }

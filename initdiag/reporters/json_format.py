@@ -1,0 +1,20 @@
+"""The JSON report: strict JSON, so inf and NaN (which JSON lacks) are written as null."""
+
+from __future__ import annotations
+
+import json
+import math
+
+
+def _strict(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(item) for item in value]
+    return value
+
+
+def render(report: dict, **_options) -> str:
+    return json.dumps(_strict(report), indent=2, allow_nan=False) + "\n"

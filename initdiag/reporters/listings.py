@@ -1,0 +1,48 @@
+"""`initdiag schemes` and `initdiag activations`: the registries as tables that fold, never cut."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _render(title: str, columns: list[str], rows: list[list[str]], color: bool, width: int) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False,
+                      color_system="standard" if color else None)
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    return out.getvalue()
+
+
+def _params(defaults: dict) -> str:
+    return ", ".join(f"{name}={'required' if value is None else value}" for name, value in defaults.items())
+
+
+def schemes(color: bool = False, width: int = 80) -> str:
+    from initdiag.schemes import SCHEMES, aliases_of
+
+    rows = [
+        [name, ", ".join(aliases_of(name)), scheme.formula, _params(scheme.params)]
+        for name, scheme in SCHEMES.items()
+    ]
+    return _render("weight-initialization schemes (fan_in = inputs, fan_out = outputs; N(0, v) has variance v)",
+                   ["scheme", "aliases", "weights", "parameters"], rows, color, width)
+
+
+def activations(color: bool = False, width: int = 80) -> str:
+    from initdiag.activations import ACTIVATIONS, ALIASES
+
+    rows = []
+    for name, cls in ACTIVATIONS.items():
+        aliases = ", ".join(alias for alias, target in ALIASES.items() if target == name)
+        rows.append([name, aliases, cls.formula + (f" ({_params(cls.params)})" if cls.params else ""),
+                     " or ".join(cls.recommended), cls.saturation_rule or "-"])
+    return _render("activations (recommended scheme: the rules-of-thumb table)",
+                   ["activation", "aliases", "formula", "recommended", "saturated when"], rows, color, width)

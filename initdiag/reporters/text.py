@@ -1,0 +1,157 @@
+"""The text report: a header, a per-layer table, the findings with their hints, a verdict.
+
+It must stay whole in an 80-column CI log: numbers use compact formats, every column
+folds instead of cutting to an ellipsis, and when one table would not fit it is split
+into a configuration table and a statistics table.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+VERDICT_STYLE = {"failing": "bold red", "warning": "bold yellow", "healthy": "bold green"}
+FLAG = {
+    "exploding-activations": "explode",
+    "vanishing-activations": "vanish",
+    "exploding-gradients": "grad-explode",
+    "vanishing-gradients": "grad-vanish",
+    "saturation": "sat",
+    "dead-units": "dead",
+    "symmetry": "sym",
+    "overflow": "overflow",
+    "scheme-activation-mismatch": "hint",
+}
+
+
+def number(value) -> str:
+    """Compact: 3 significant digits, exponent without '+' or leading zeros (1.2e24, 3e-5)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if value == 0:
+        return "0"
+    text = f"{value:.3g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
+
+
+def percent(fraction) -> str:
+    if fraction is None or (isinstance(fraction, float) and math.isnan(fraction)):
+        return "-"
+    value = 100 * fraction
+    return "0" if value == 0 else f"{value:.0f}" if value >= 1 else f"{value:.1f}"
+
+
+def _table(title: str | None, columns: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, padding=(0, 1))
+    for header, justify in columns:
+        table.add_column(header, justify=justify, overflow="fold")
+    return table
+
+
+def _flags(report: dict) -> dict:
+    flags: dict[str, list] = {}
+    for finding in report["findings"]:
+        if finding["layer"] is not None:
+            style = SEVERITY_STYLE[finding["severity"]]
+            flags.setdefault(finding["layer"], []).append(Text(FLAG.get(finding["code"], finding["code"]), style=style))
+    return {name: Text(" ").join(items) for name, items in flags.items()}
+
+
+def _wide(report: dict, flags: dict) -> Table:
+    table = _table(None, [
+        ("#", "right"), ("layer", "left"), ("units", "right"), ("activation", "left"), ("init", "left"),
+        ("w std", "right"), ("pre var", "right"), ("act var", "right"), ("grad var", "right"),
+        ("w-grad var", "right"), ("dead%", "right"), ("sat%", "right"), ("sym%", "right"), ("flags", "left"),
+    ])
+    for layer in report["layers"]:
+        table.add_row(
+            str(layer["index"]), layer["name"], str(layer["fan_out"]), layer["activation"], layer["init"],
+            number(layer["weight_std"]), number(layer["preact_var"]), number(layer["act_var"]),
+            number(layer["grad_var"]), number(layer["weight_grad_var"]), percent(layer["dead_fraction"]),
+            percent(layer["saturation"]), percent(layer["symmetry"]), flags.get(layer["name"], ""),
+        )
+    return table
+
+
+def _split(report: dict, flags: dict) -> list[Table]:
+    config = _table("layers", [
+        ("#", "right"), ("layer", "left"), ("fans", "right"), ("activation", "left"), ("init", "left"),
+        ("w std", "right"), ("expected", "right"),
+    ])
+    measured = _table("statistics", [
+        ("#", "right"), ("pre var", "right"), ("act var", "right"), ("grad var", "right"), ("w-grad var", "right"),
+        ("dead%", "right"), ("sat%", "right"), ("sym%", "right"), ("flags", "left"),
+    ])
+    for layer in report["layers"]:
+        config.add_row(
+            str(layer["index"]), layer["name"], f"{layer['fan_in']}→{layer['fan_out']}", layer["activation"],
+            layer["init"], number(layer["weight_std"]), number(layer["weight_std_expected"]),
+        )
+        measured.add_row(
+            str(layer["index"]), number(layer["preact_var"]), number(layer["act_var"]), number(layer["grad_var"]),
+            number(layer["weight_grad_var"]), percent(layer["dead_fraction"]), percent(layer["saturation"]),
+            percent(layer["symmetry"]), flags.get(layer["name"], ""),
+        )
+    return [config, measured]
+
+
+def _header(report: dict) -> Text:
+    scheme = f" · scheme {report['scheme']}" if report["scheme"] else ""
+    return Text.assemble(
+        ("initdiag ", "bold"), (report["spec"], "bold"), f" ({report['name']})",
+        f" · seed {report['seed']} · batch {report['batch']} · {report['dtype']} · loss {report['loss']}"
+        f" · input {report['input_distribution']}{scheme}",
+    )
+
+
+def _findings(report: dict) -> list[Text]:
+    lines = []
+    for finding in report["findings"]:
+        line = Text.assemble((f"{finding['severity']}", SEVERITY_STYLE[finding["severity"]]), " ",
+                             (finding["code"], "bold"), ": ", finding["message"])
+        lines.append(line)
+        if finding["hint"]:
+            lines.append(Text.assemble("  hint: ", (finding["hint"], "dim")))
+    return lines
+
+
+def _verdict(report: dict) -> Text:
+    counts = {severity: 0 for severity in SEVERITY_STYLE}
+    for finding in report["findings"]:
+        counts[finding["severity"]] += 1
+    summary = ", ".join(f"{count} {severity}{'s' if count != 1 and severity != 'info' else ''}" for severity, count in counts.items() if count)
+    return Text.assemble("verdict: ", (report["verdict"], VERDICT_STYLE[report["verdict"]]), f" ({summary})" if summary else "")
+
+
+def render(report: dict, color: bool = False, width: int = 80) -> str:
+    out = io.StringIO()
+    console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False,
+                      color_system="standard" if color else None, soft_wrap=False)
+    flags = _flags(report)
+    console.print(_header(report))
+    console.print()
+    wide = _wide(report, flags)
+    if Measurement.get(console, console.options.update_width(10_000), wide).maximum <= width:
+        console.print(wide)
+    else:
+        for table in _split(report, flags):
+            console.print(table)
+            console.print()
+    if report["findings"]:
+        console.print()
+        for line in _findings(report):
+            console.print(line)
+    console.print()
+    console.print(_verdict(report))
+    return out.getvalue()

@@ -1,0 +1,92 @@
+"""Per-layer statistics of one forward and backward pass: plain data, and the reductions that make it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    index: int
+    name: str
+    kind: str
+    activation: str
+    init: str
+    fan_in: int
+    fan_out: int
+    weight_mean: float
+    weight_std: float
+    weight_std_expected: float | None  # the scheme's formula, where it has one
+    preact_mean: float
+    preact_var: float
+    act_mean: float
+    act_var: float
+    grad_var: float  # of dLoss/d(layer output)
+    weight_grad_var: float  # of dLoss/dW
+    dead_fraction: float
+    saturation: float
+    symmetry: float
+
+    @property
+    def act_second_moment(self) -> float:
+        return self.act_var + self.act_mean**2
+
+    @property
+    def preact_second_moment(self) -> float:
+        return self.preact_var + self.preact_mean**2
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Everything measured in one run: the input's moments and each layer's statistics."""
+
+    input_mean: float
+    input_var: float
+    loss: str
+    layers: tuple
+
+    @property
+    def input_second_moment(self) -> float:
+        return self.input_var + self.input_mean**2
+
+
+def mean_var(x: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) variance over all entries.
+
+    Computed in the array's dtype (numpy's pairwise sums keep float32 accurate), and again
+    in float64 only when float32 squares overflowed although the data is finite.
+    """
+    if x.size == 0:
+        return 0.0, 0.0
+    mean, var = x.mean(), x.var()
+    if not (np.isfinite(mean) and np.isfinite(var)) and x.dtype != np.float64 and np.isfinite(x).all():
+        mean, var = x.mean(dtype=np.float64), x.var(dtype=np.float64)
+    return float(mean), float(var)
+
+
+def dead_fraction(y: np.ndarray) -> float:
+    """Fraction of units (columns) whose output is exactly zero for every sample."""
+    return float(np.count_nonzero(~y.any(axis=0))) / y.shape[1]
+
+
+def symmetry(weights: np.ndarray, bias: np.ndarray | None) -> float:
+    """Fraction of units that duplicate an earlier unit: identical incoming weights and bias.
+
+    Identical columns have bit-identical column sums (each column is summed in the same
+    order), so distinct sums prove distinct units and the exact comparison only runs when
+    sums collide, as they do for constant inits.
+    """
+    units = weights.shape[1]
+    if units < 2:
+        return 0.0
+    if np.unique(weights.sum(axis=0)).size == units:
+        return 0.0
+    columns = weights if bias is None else np.vstack([weights, bias[None, :]])
+    rows = np.ascontiguousarray(columns.T) + 0.0  # + 0.0 turns -0.0 into 0.0 so bytes compare as values
+    distinct = np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()).size
+    return (units - distinct) / units
