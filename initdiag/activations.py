@@ -57,37 +57,48 @@ def _erf_small(x):
 
 
 def _erfc_large(a):
-    """erfc on a >= 1 (and NaN)."""
+    """erfc on a >= 1 (and NaN), a one-dimensional."""
     a = np.minimum(a, _ERFC_CLAMP)
     out = np.exp(-a * a)
-    mid = a < 8.0
-    out[mid] *= _poly(a[mid], _P) / _poly(a[mid], _Q, monic=True)
-    tail = ~mid
-    out[tail] *= _poly(a[tail], _R) / _poly(a[tail], _S, monic=True)
+    in_tail = a >= 8.0
+    if not in_tail.any():  # the usual case: skip the gathers
+        out *= _poly(a, _P) / _poly(a, _Q, monic=True)
+        return out
+    # Integer-index gathers: much faster than boolean-mask indexing on large arrays.
+    mid, tail = np.flatnonzero(~in_tail), np.flatnonzero(in_tail)
+    am, at = a[mid], a[tail]
+    out[mid] *= _poly(am, _P) / _poly(am, _Q, monic=True)
+    out[tail] *= _poly(at, _R) / _poly(at, _S, monic=True)
     return out
+
+
+def _split(x):
+    """x flattened, |x|, and the flat indices of |x| < 1 and of the rest (including NaN)."""
+    flat = x.ravel()
+    ax = np.abs(flat)
+    small = ax < 1.0
+    return flat, ax, np.flatnonzero(small), np.flatnonzero(~small)
 
 
 def erf(x) -> np.ndarray:
     """Error function, vectorised; within about 1 ulp of math.erf in float64."""
     x = _as_float(x)
-    out, ax = np.empty_like(x), np.abs(x)
-    small = ax < 1.0
-    out[small] = _erf_small(x[small])
-    big = ~small
-    out[big] = np.copysign(1.0 - _erfc_large(ax[big]), x[big])
-    return out
+    flat, ax, small, big = _split(x)
+    out = np.empty_like(flat)
+    out[small] = _erf_small(flat[small])
+    out[big] = np.copysign(1.0 - _erfc_large(ax[big]), flat[big])
+    return out.reshape(x.shape)
 
 
 def erfc(x) -> np.ndarray:
     """1 - erf(x) without the cancellation, so tiny tails (x >> 1) keep their relative accuracy."""
     x = _as_float(x)
-    out, ax = np.empty_like(x), np.abs(x)
-    small = ax < 1.0
-    out[small] = 1.0 - _erf_small(x[small])
-    big = ~small
+    flat, ax, small, big = _split(x)
+    out = np.empty_like(flat)
+    out[small] = 1.0 - _erf_small(flat[small])
     tail = _erfc_large(ax[big])
-    out[big] = np.where(x[big] < 0, 2.0 - tail, tail)
-    return out
+    out[big] = np.where(flat[big] < 0, 2.0 - tail, tail)
+    return out.reshape(x.shape)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -165,7 +176,7 @@ class Identity(Activation):
     name, formula, recommended = "identity", "x", ("xavier",)
 
     def forward(self, z):
-        return z  # no copy
+        return z  # no copy: callers must not write into y in place
 
     def backward(self, z, y, dy):
         return dy
@@ -204,7 +215,8 @@ class ELU(Activation):
         return np.where(z > 0, z, self.alpha * np.expm1(np.minimum(z, 0.0)))
 
     def backward(self, z, y, dy):
-        return np.where(z > 0, dy, dy * (self.alpha * np.exp(np.minimum(z, 0.0))))  # x <= 0
+        # elu'(0) = alpha, from the x <= 0 side as in PyTorch
+        return np.where(z > 0, dy, dy * (self.alpha * np.exp(np.minimum(z, 0.0))))
 
 
 @_register
@@ -298,7 +310,8 @@ class Softplus(Activation):
 
 @_register
 class Softsign(Activation):
-    name, formula, recommended, saturation_rule = "softsign", "x/(1 + |x|)", ("xavier",), "|y| > 0.99"
+    name, formula, recommended = "softsign", "x/(1 + |x|)", ("xavier",)
+    saturation_rule = "|y| > 0.99"
 
     def forward(self, z):
         big = np.finfo(z.dtype).max  # clamping inf keeps inf/inf from giving NaN; the answer is +-1
@@ -313,7 +326,7 @@ class Softsign(Activation):
         return _fraction(np.abs(y) > 0.99)
 
 
-_SQRT_HALF = np.sqrt(0.5)
+_SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 

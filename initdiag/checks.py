@@ -142,7 +142,7 @@ def _drift(run: RunStats, t: Thresholds) -> list[Finding]:
 
 
 def _ratio(ratio: float) -> str:
-    return f"{ratio:.3g}x" if ratio >= 1 else f"1/{1 / ratio:.3g}" if ratio > 0 else "0x"
+    return f"{ratio:.3g}x" if ratio >= 1 else f"1/{1 / ratio:.3g}" if ratio > 0 else "0 (no signal)"
 
 
 def _gradients(run: RunStats, t: Thresholds) -> list[Finding]:
@@ -187,20 +187,25 @@ def _per_layer(run: RunStats, t: Thresholds) -> list[Finding]:
 
 
 def _mismatches(spec) -> list[Finding]:
-    findings = []
+    """One info finding per (init, activation) pair the rules of thumb advise against, naming its layers."""
+    groups: dict = {}
     for layer in spec.layers:
         init = layer.init
         if init.scheme in ("supplied", "custom"):
             continue
         activation = activations.ACTIVATIONS[layer.activation.name]
-        if any(schemes.same_variance_rule(init.scheme, good) for good in activation.recommended):
-            continue
-        advice = " or ".join(f"{name} ({schemes.SCHEMES[name].formula})" for name in activation.recommended)
+        if not any(schemes.same_variance_rule(init.scheme, good) for good in activation.recommended):
+            groups.setdefault((init.display, activation.name), []).append(layer)
+    findings = []
+    for (init, activation_name), layers in groups.items():
+        recommended = activations.ACTIVATIONS[activation_name].recommended
+        advice = " or ".join(f"{name} ({schemes.SCHEMES[name].formula})" for name in recommended)
+        names = layers[0].name if len(layers) == 1 else f"{layers[0].name}..{layers[-1].name} ({len(layers)} layers)"
         findings.append(Finding(
-            "info", "scheme-activation-mismatch", layer.name,
-            f"{layer.name}: {init.display} with {layer.activation.name}: {advice} is recommended",
-            f"set init: {activation.recommended[0]} on this layer (rules of thumb: relu/He for ReLU-like, "
-            "xavier for tanh/sigmoid/softmax/identity, lecun_normal for SELU)",
-            layer.index,
+            "info", "scheme-activation-mismatch", layers[0].name,
+            f"{names}: {init} with {activation_name}: {advice} is recommended",
+            f"set init: {recommended[0]} on {'these layers' if len(layers) > 1 else 'this layer'} (rules of thumb: "
+            "relu/He for ReLU-like, xavier for tanh/sigmoid/softmax/identity, lecun_normal for SELU)",
+            layers[0].index,
         ))
     return findings

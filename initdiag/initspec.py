@@ -89,7 +89,7 @@ def parse_init(check: Checker, path: tuple, value) -> InitSpec | None:
     before = len(check.problems)
     for key, given in (raw or {}).items():
         if key not in scheme.params:
-            what = f"parameter of {scheme.name}" if scheme.params else f"parameter ({scheme.name} takes none)"
+            what = f"{scheme.name} parameter" if scheme.params else f"parameter ({scheme.name} takes none)"
             check.unknown_key(params_path + (key,), key, scheme.params, what)
             continue
         params[key] = _param(check, params_path + (key,), scheme.name, key, given)

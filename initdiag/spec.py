@@ -117,13 +117,16 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     default_bias = check.number(("defaults", "bias_init"), defaults["bias_init"]) if "bias_init" in defaults else None
 
     layers = _layers(check, data, input_shape, default_init, default_activation, default_bias)
-    if check.problems:
-        raise SpecErrors(check.problems)
     spec = NetworkSpec(doc.file, name, input_shape, batch, seed, dtype, distribution, loss, tuple(layers))
-    problems = shape_problems(spec)
+    problems = check.problems + shape_problems(spec)
     if problems:
-        raise SpecErrors(problems)
+        raise SpecErrors(sorted(problems, key=_position))
     return spec
+
+
+def _position(problem: SpecProblem) -> tuple:
+    where = problem.location
+    return (where.line, where.column) if where else (0, 0)
 
 
 def _input_shape(check: Checker, data: dict) -> tuple | None:

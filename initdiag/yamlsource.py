@@ -100,7 +100,7 @@ class _Builder:
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as err:
-            raise self.problem(node, f"unsupported YAML value ({err.problem})") from None
+            raise self.problem(node, f"the YAML tag '{node.tag}' is not allowed: a spec holds plain data only") from None
 
     def mapping(self, node, path: Path_) -> dict:
         seen: dict = {}

@@ -302,7 +302,8 @@ def test_saturation_fraction(name):
 
 
 # ------------------------------------------------------------------ metadata and lookup
-RECOMMENDED = {  # the Deeplearning4j rules of thumb (hard_sigmoid, hardtanh, softsign, softplus by analogy)
+# The Deeplearning4j rules of thumb; hard_sigmoid, hardtanh, softsign and softplus by analogy.
+RECOMMENDED = {
     "relu": ("relu",), "leaky_relu": ("relu",), "elu": ("relu",), "softplus": ("relu",),
     "tanh": ("xavier",), "sigmoid": ("xavier",), "hard_sigmoid": ("xavier",),
     "hardtanh": ("xavier",), "softsign": ("xavier",), "softmax": ("xavier",),
