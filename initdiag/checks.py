@@ -134,15 +134,22 @@ def _drift(run: RunStats, t: Thresholds) -> list[Finding]:
         )
         findings.append(_finding(
             severity, code, first,
-            f"activation second moment {direction} to {_ratio(ratio)} the input's at {first.name}"
-            + (f", {_ratio(worst)} at {worst_layer.name}" if worst_layer is not first else ""),
+            f"activation second moment {direction} to {_relative(ratio)} at {first.name}"
+            + (f" ({_relative(worst)} at {worst_layer.name})" if worst_layer is not first else ""),
             hint,
         ))
     return findings
 
 
+def _relative(ratio: float) -> str:
+    if ratio == 0:
+        return "0 (no signal left)"
+    return f"{ratio:.3g}x the input's" if ratio >= 1 else f"1/{1 / ratio:.3g} of the input's"
+
+
 def _ratio(ratio: float) -> str:
-    return f"{ratio:.3g}x" if ratio >= 1 else f"1/{1 / ratio:.3g}" if ratio > 0 else "0 (no signal)"
+    """7.5e+04x, 1/1.33e+03 of, 0x (no signal left): a factor relative to what follows it."""
+    return f"{ratio:.3g}x" if ratio >= 1 else f"1/{1 / ratio:.3g} of" if ratio > 0 else "0x (no signal left)"
 
 
 def _gradients(run: RunStats, t: Thresholds) -> list[Finding]:
@@ -166,22 +173,26 @@ def _gradients(run: RunStats, t: Thresholds) -> list[Finding]:
     )]
 
 
+def _percent(fraction: float) -> str:
+    return f"{fraction:.0%}" if round(fraction * 100, 1).is_integer() else f"{fraction:.1%}"
+
+
 def _per_layer(run: RunStats, t: Thresholds) -> list[Finding]:
     findings = []
     for layer in run.layers:
         level = "error" if layer.saturation > t.saturation_error else "warning" if layer.saturation > t.saturation_warning else None
         if level:
             findings.append(_finding(level, "saturation", layer,
-                                     f"{layer.name}: {layer.saturation:.0%} of outputs are saturated ({layer.activation})",
+                                     f"{layer.name}: {_percent(layer.saturation)} of outputs are saturated ({layer.activation})",
                                      "saturated units pass almost no gradient: use smaller weights (xavier for tanh/sigmoid)"))
         level = "error" if layer.dead_fraction > t.dead_error else "warning" if layer.dead_fraction > t.dead_warning else None
         if level:
             findings.append(_finding(level, "dead-units", layer,
-                                     f"{layer.name}: {layer.dead_fraction:.0%} of units output 0 for every sample",
+                                     f"{layer.name}: {_percent(layer.dead_fraction)} of units output 0 for every sample",
                                      "dead units never learn: check the weight scale and bias (a small positive bias_init such as 0.01 helps ReLU)"))
         if layer.fan_out > 1 and layer.symmetry > t.symmetry_error:
             findings.append(_finding("error", "symmetry", layer,
-                                     f"{layer.name}: {layer.symmetry:.0%} of units duplicate another unit (identical weights and bias)",
+                                     f"{layer.name}: {_percent(layer.symmetry)} of units duplicate another unit (identical weights and bias)",
                                      "identical units get identical gradients and never differ: use a random scheme"))
     return findings
 

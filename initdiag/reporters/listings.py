@@ -13,8 +13,10 @@ def _render(title: str, columns: list[str], rows: list[list[str]], color: bool, 
     console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False,
                       color_system="standard" if color else None)
     table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    names = max(len(row[0]) for row in rows)
+    for i, column in enumerate(columns):
+        # the name column keeps its longest name whole; the descriptive ones wrap
+        table.add_column(column, overflow="fold", min_width=names if i == 0 else None)
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -32,7 +34,7 @@ def schemes(color: bool = False, width: int = 80) -> str:
         [name, ", ".join(aliases_of(name)), scheme.formula, _params(scheme.params)]
         for name, scheme in SCHEMES.items()
     ]
-    return _render("weight-initialization schemes (fan_in = inputs, fan_out = outputs; N(0, v) has variance v)",
+    return _render("schemes (fan_in: inputs, fan_out: outputs; N(0, v) has variance v)",
                    ["scheme", "aliases", "weights", "parameters"], rows, color, width)
 
 
