@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, fields, replace
 
 from initdiag import activations, schemes
+from initdiag.numbers import compact
 from initdiag.stats import RunStats
 
 SEVERITIES = ("info", "warning", "error")
@@ -144,12 +145,12 @@ def _drift(run: RunStats, t: Thresholds) -> list[Finding]:
 def _relative(ratio: float) -> str:
     if ratio == 0:
         return "0 (no signal left)"
-    return f"{ratio:.3g}x the input's" if ratio >= 1 else f"1/{1 / ratio:.3g} of the input's"
+    return f"{compact(ratio)}x the input's" if ratio >= 1 else f"1/{compact(1 / ratio)} of the input's"
 
 
 def _ratio(ratio: float) -> str:
     """7.5e+04x, 1/1.33e+03 of, 0x (no signal left): a factor relative to what follows it."""
-    return f"{ratio:.3g}x" if ratio >= 1 else f"1/{1 / ratio:.3g} of" if ratio > 0 else "0x (no signal left)"
+    return f"{compact(ratio)}x" if ratio >= 1 else f"1/{compact(1 / ratio)} of" if ratio > 0 else "0x (no signal left)"
 
 
 def _gradients(run: RunStats, t: Thresholds) -> list[Finding]:

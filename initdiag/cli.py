@@ -61,8 +61,11 @@ def _terminal() -> tuple[bool, int]:
     """Colour only on a terminal and never with NO_COLOR; 80 columns unless a terminal says otherwise."""
     tty = sys.stdout.isatty()
     color = tty and not os.environ.get("NO_COLOR")
-    width = os.get_terminal_size().columns if tty else int(os.environ.get("COLUMNS", "0") or 0) or 80
-    return color, width
+    try:
+        width = int(os.environ.get("COLUMNS", "")) if not tty else os.get_terminal_size().columns
+    except (ValueError, OSError):
+        width = 0
+    return color, width if width > 0 else 80
 
 
 def _thresholds(assignments: list[str]):
@@ -75,8 +78,8 @@ def _thresholds(assignments: list[str]):
             changes[name.strip()] = float(value)
         except ValueError:
             sep = ""
-        if not sep:
-            raise _invalid([f"--threshold: expected name=value (e.g. dead_warning=0.2), not '{assignment}'"])
+        if not sep or not changes[name.strip()] >= 0:  # also refuses NaN, which would switch a check off silently
+            raise _invalid([f"--threshold: expected name=value with a value >= 0 (e.g. dead_warning=0.2), not '{assignment}'"])
     try:
         return thresholds.override(changes)
     except KeyError as err:
@@ -129,8 +132,10 @@ def check(
         text = REPORTERS[output_format.value](result, color=False, width=max(width, 80))
         try:
             outputs.write_atomic(output, text, protected=[spec_path])
-        except (OSError, ValueError) as err:
+        except ValueError as err:
             raise _invalid([f"--output: {err}"]) from None
+        except OSError as err:
+            raise _invalid([f"--output: cannot write {output}: {err.strerror or err}"]) from None
         typer.echo(f"wrote {output} (verdict: {result['verdict']})", err=True)
     else:
         sys.stdout.write(REPORTERS[output_format.value](result, color=color, width=width))

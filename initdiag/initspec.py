@@ -102,7 +102,7 @@ def parse_init(check: Checker, path: tuple, value) -> InitSpec | None:
         return None
     if not _resolve_external(check, params_path, scheme.name, params):
         return None
-    return InitSpec(scheme.name, params, format_path(path), check.doc.where(path))
+    return InitSpec(scheme.name, params, format_path(path) or check.doc.file, check.doc.where(path))
 
 
 def _example(name: str) -> str:

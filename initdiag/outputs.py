@@ -32,10 +32,18 @@ def write_atomic(path: Path, text: str, protected=()) -> None:
         if Path(other).resolve() == target:
             raise ValueError(f"refusing to write the report over the input file {other}")
     directory = target.parent
+    if target.is_dir():
+        raise IsADirectoryError(21, "it is a directory")
+    if not directory.is_dir():
+        raise FileNotFoundError(2, f"no folder {directory}")
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        # mkstemp makes the file private; give the report the mode any new file would get
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, target)
     except BaseException:
         if os.path.exists(temporary):

@@ -25,17 +25,22 @@ representable, symmetric about 0 (mean exactly 0), and never exactly 0 or ±1.
 The truncated normal redraws every value outside [-bound, bound] (rejection), so
 its distribution is exactly N(0, 1) conditioned on the interval.
 
-Throughput measured on this machine (2-core AMD EPYC VM, numpy 2.4, one thread,
-24 calls of shape (1024, 1024) float32, each on its own Generator, best of 5):
-``standard_normal`` ~ 380 M values/s (0.063 s) vs ``Generator.standard_normal``
-~ 95 M values/s (0.25 s): about 4x. About 45% of our time is the PCG64 bit
-generator itself (~2.3 ns per 64-bit word), so no transform can go much faster.
+Throughput measured on this machine (2-core AMD EPYC VM shared with other jobs, numpy
+2.4; 24 calls of shape (1024, 1024) float32, each on its own Generator; best of 11-15
+runs, medians are 20-50% higher and noisy). One thread: ``standard_normal`` 65-83 ms
+(~300-370 M values/s) vs ``Generator.standard_normal`` 220-260 ms (~95-110 M/s), i.e.
+3.1-3.4x. Both totals include ~30 ms of page faults for the fresh 4 MB outputs. About
+40% of our time is the PCG64 bit generator itself (~2.4 ns per 64-bit word), so no
+transform of its bits can go much faster. ``truncated_standard_normal`` costs ~1.5x
+``standard_normal`` (finding the 4.6% to redraw); ``standard_uniform`` ~45-55 ms.
 
 Threads: the heavy work is numpy ufuncs and ``random_raw``, which release the GIL, and
 all scratch buffers are per call (no shared mutable state), so calls on different
-Generators may run concurrently. Two threads over 24 Generators measured 0.040 s
-vs 0.063 s single-threaded (~1.6x). Never share one Generator between threads:
-the draw order, and hence the output, would no longer be deterministic.
+Generators may run concurrently and give the same arrays as sequential calls. Two
+threads over 24 Generators helped only 1.2-1.5x (best 52-64 ms): the passes are
+SIMD- and cache-bound, and with the VM's other load the second core was often busy.
+Numpy's scalar ziggurat scales better (~1.8x, 127-145 ms) but stays ~2x slower.
+Never share one Generator between threads: the draw order would not be deterministic.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import math
 import numpy as np
 
 _F32 = np.float32
-# Outputs per pass: a 64K float32 chunk plus its scratch is ~0.5 MB, so each of the
+# Outputs per pass: a 64K float32 chunk plus its bits and scratch is ~0.75 MB, so each of the
 # ~10 passes over it stays in the 1 MB per-core L2 instead of streaming through RAM.
 _CHUNK = 1 << 16
 _TWO_PI_2_24 = _F32(2.0 * math.pi / 2**24)

@@ -162,6 +162,8 @@ def _input_distribution(check: Checker, data: dict, input_shape, batch):
         check.problem(path, f"the batch holds {array.shape[0]} samples but 'batch' is {batch}; drop 'batch' or make them agree")
     elif array.shape[0] == 0:
         check.problem(path, "the batch is empty")
+    elif not np.isfinite(array).all():
+        check.problem(path, "the batch holds NaN or infinite values")
     else:
         batch = array.shape[0]
     return str(check.resolve(value)), batch
@@ -183,7 +185,7 @@ def _activation(check: Checker, path: tuple, value) -> ActivationSpec | None:
     values = dict(cls.params)
     for key, raw in (params or {}).items():
         if key not in cls.params:
-            check.unknown_key(params_path + (key,), key, cls.params, f"parameter of {cls.name}")
+            check.unknown_key(params_path + (key,), key, cls.params, f"{cls.name} parameter" if cls.params else f"parameter ({cls.name} takes none)")
             continue
         number = check.number(params_path + (key,), raw)
         if number is not None:

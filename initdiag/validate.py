@@ -111,7 +111,8 @@ class Checker:
         if isinstance(value, dict) and len(value) == 1:
             (name, params), = value.items()
             return name, params, path + (name,)
-        self.problem(path, f"expected a {what} name, or a one-key mapping such as {{name: {{param: value}}}}, not {self.show(value)}")
+        article = "an" if what[0] in "aeiou" else "a"
+        self.problem(path, f"expected {article} {what} name, or a one-key mapping such as {{name: {{param: value}}}}, not {self.show(value)}")
         return None
 
     def resolve(self, relative: str) -> Path:
@@ -130,8 +131,11 @@ class Checker:
             return None
         try:
             array = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as err:
-            self.problem(path, f"cannot read '{relative}' as a .npy array ({err})")
+        except ValueError:
+            self.problem(path, f"'{relative}' is not a .npy array of numbers (pickled objects are refused)")
+            return None
+        except OSError as err:
+            self.problem(path, f"cannot read '{relative}' ({err.strerror or err})")
             return None
         if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
             self.problem(path, f"'{relative}' does not hold a numeric array")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import re
+
 import yaml
 
 Path_ = tuple  # a path into the document: keys (str) and list indices (int)
@@ -74,6 +76,23 @@ class Document:
             path = path[:-1]
 
 
+class SpecLoader(yaml.SafeLoader):
+    """The safe loader, reading floats as YAML 1.2 does: `1e-2` is a number, not text."""
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+
+
+def _written(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
 def _location(file: str, mark) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
@@ -93,6 +112,8 @@ class _Builder:
         if self.count > MAX_NODES or len(path) > MAX_DEPTH:
             raise self.problem(node, "document too large or too deeply nested (aliases expanding?)")
         self.doc.values[path] = _location(self.file, node.start_mark)
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in PLAIN_TAGS:
+            raise self.problem(node, f"the YAML tag '{_written(node.tag)}' is not allowed: a spec holds plain data only")
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -100,7 +121,7 @@ class _Builder:
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as err:
-            raise self.problem(node, f"the YAML tag '{node.tag}' is not allowed: a spec holds plain data only") from None
+            raise self.problem(node, f"the YAML tag '{_written(node.tag)}' is not allowed: a spec holds plain data only") from None
 
     def mapping(self, node, path: Path_) -> dict:
         seen: dict = {}
@@ -118,7 +139,7 @@ class _Builder:
         for key_node, value_node in node.value:
             key = self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, str):
-                key = str(key)
+                key = "null" if key is None else str(key)
             self.doc.keys[path + (key,)] = _location(self.file, key_node.start_mark)
             out[key] = self.build(value_node, path + (key,))
         return out
@@ -140,7 +161,7 @@ def load(path: Path, shown_as: str | None = None) -> Document:
 
 
 def loads(text: str, file: str = "<spec>") -> Document:
-    loader = yaml.SafeLoader(text)
+    loader = SpecLoader(text)
     try:
         try:
             node = loader.get_single_node()

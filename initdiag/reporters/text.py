@@ -15,6 +15,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from initdiag.numbers import compact as number
+
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 VERDICT_STYLE = {"failing": "bold red", "warning": "bold yellow", "healthy": "bold green"}
 FLAG = {
@@ -28,21 +30,6 @@ FLAG = {
     "overflow": "overflow",
     "scheme-activation-mismatch": "hint",
 }
-
-
-def number(value) -> str:
-    """Compact: 3 significant digits, exponent without '+' or leading zeros (1.2e24, 3e-5)."""
-    if value is None:
-        return "-"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value == 0:
-        return "0"
-    text = f"{value:.3g}"
-    if "e" in text:
-        mantissa, exponent = text.split("e")
-        text = f"{mantissa}e{int(exponent)}"
-    return text
 
 
 def percent(fraction) -> str:
