@@ -54,7 +54,6 @@ def truncated_std_and_kurtosis(a: float) -> tuple[float, float]:
 
 
 TRUNC_STD, TRUNC_KURT = truncated_std_and_kurtosis(2.0)
-KURTOSIS = {"normal": 3.0, "uniform": 1.8, "truncated": TRUNC_KURT}
 
 
 # --- The table ---------------------------------------------------------------------------------
