@@ -36,10 +36,11 @@ transform of its bits can go much faster. ``truncated_standard_normal`` costs ~1
 
 Threads: the heavy work is numpy ufuncs and ``random_raw``, which release the GIL, and
 all scratch buffers are per call (no shared mutable state), so calls on different
-Generators may run concurrently and give the same arrays as sequential calls. Two
-threads over 24 Generators helped only 1.2-1.5x (best 52-64 ms): the passes are
-SIMD- and cache-bound, and with the VM's other load the second core was often busy.
-Numpy's scalar ziggurat scales better (~1.8x, 127-145 ms) but stays ~2x slower.
+Generators may run concurrently and give the same arrays as sequential calls. But two
+threads over 24 Generators gave only 0.9-1.5x (best 52-64 ms, often no gain): the passes
+are SIMD-bound, and a plain two-thread np.sin control scaled just 1.0-1.1x on this VM
+in the same runs. Numpy's scalar ziggurat scales better (~1.7x, 127-146 ms) but stays
+~2x slower. So threads neither help much nor hurt.
 Never share one Generator between threads: the draw order would not be deterministic.
 """
 
