@@ -37,7 +37,7 @@ class Dense:
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, DenseCache]:
         z = x @ self.weights
-        if self.bias is not None:
+        if self.bias is not None and self.bias.any():  # adding zeros would only cost a pass
             z += self.bias
         y = self.activation.forward(z)
         return y, DenseCache(x, z, y)

@@ -245,3 +245,27 @@ def test_memory_estimate_refuses_before_allocating():
         network.build(huge, max_memory=10**9)
     message = str(raised.value.problems[0])
     assert "wide" in message and "GB" in message
+
+
+@pytest.mark.parametrize("scale, offset", [(1.0, 0.0), (3.0, 1.0), (0.05, 0.5), (1e18, 0.0), (1e-20, 0.0)])
+def test_mean_var_float32_matches_float64_reference(scale, offset):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((512, 1024)) * scale + offset * scale).astype(np.float32)
+    mean, var = stats.mean_var(x)
+    reference = x.astype(np.float64)
+    # float32 reductions over n = 2^19 entries: rounding error about sqrt(n)·eps32 = 4e-5 at worst
+    # in relative terms (a random walk of n roundings of size eps32 = 6e-8); the mean's error is
+    # relative to the spread, since it is a sum of terms of that size.
+    tolerance = math.sqrt(x.size) * np.finfo(np.float32).eps
+    assert var == pytest.approx(reference.var(), rel=tolerance)
+    assert abs(mean - reference.mean()) <= tolerance * reference.std()
+
+
+def test_mean_var_propagates_non_finite_values():
+    x = np.ones((4, 4), dtype=np.float32)
+    x[1, 2] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="ignore"):
+            mean, var = stats.mean_var(x)
+    assert not math.isfinite(var)
