@@ -256,7 +256,7 @@ def test_mean_var_float32_matches_float64_reference(scale, offset):
     # float32 reductions over n = 2^19 entries: rounding error about sqrt(n)·eps32 = 4e-5 at worst
     # in relative terms (a random walk of n roundings of size eps32 = 6e-8); the mean's error is
     # relative to the spread, since it is a sum of terms of that size.
-    tolerance = math.sqrt(x.size) * np.finfo(np.float32).eps
+    tolerance = math.sqrt(x.size) * float(np.finfo(np.float32).eps)
     assert var == pytest.approx(reference.var(), rel=tolerance)
     assert abs(mean - reference.mean()) <= tolerance * reference.std()
 
