@@ -9,7 +9,6 @@ one layer leaves every other layer's draws unchanged.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +20,7 @@ from initdiag.yamlsource import SpecErrors, SpecProblem
 
 STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS = 0, 1, 2, 3
 DEFAULT_MEMORY_FRACTION = 0.5
+PARALLEL_DRAWS = 2_000_000  # weights; below this, starting threads costs more than it saves
 
 
 def stream(seed: int, kind: int, index: int = 0) -> np.random.Generator:
@@ -121,8 +121,14 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec):
 def build(spec: NetworkSpec, max_memory: int | None = None) -> Network:
     """Check the memory bound, then initialise every layer (in threads: the draws are independent)."""
     check_memory(spec, max_memory)
-    with ThreadPoolExecutor(max_workers=min(len(spec.layers), os.cpu_count() or 1)) as pool:
-        parameters = list(pool.map(lambda layer: _parameters(spec, layer), spec.layers))
+    workers = min(len(spec.layers), os.cpu_count() or 1)
+    if workers > 1 and sum(layer.fan_in * layer.units for layer in spec.layers) > PARALLEL_DRAWS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parameters = list(pool.map(lambda layer: _parameters(spec, layer), spec.layers))
+    else:
+        parameters = [_parameters(spec, layer) for layer in spec.layers]
     layers = [
         LAYERS[layer.kind](layer.name, weights, bias, activations.make(layer.activation.name, layer.activation.params))
         for layer, (weights, bias) in zip(spec.layers, parameters)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -36,6 +35,8 @@ def write_atomic(path: Path, text: str, protected=()) -> None:
         raise IsADirectoryError(21, "it is a directory")
     if not directory.is_dir():
         raise FileNotFoundError(2, f"no folder {directory}")
+    import tempfile  # only when writing: it costs start-up time
+
     fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 def _render(title: str, columns: list[str], rows: list[list[str]], color: bool, width: int) -> str:
     out = io.StringIO()
-    console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False,
+    console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False, emoji=False, markup=False,
                       color_system="standard" if color else None)
     table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, show_lines=False)
     names = max(len(row[0]) for row in rows)

@@ -128,7 +128,7 @@ def _verdict(report: dict) -> Text:
 
 def render(report: dict, color: bool = False, width: int = 80) -> str:
     out = io.StringIO()
-    console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False,
+    console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False, emoji=False, markup=False,
                       color_system="standard" if color else None, soft_wrap=False)
     flags = _flags(report)
     console.print(_header(report))
