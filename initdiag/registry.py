@@ -6,7 +6,6 @@ Names are case-insensitive; unknown names raise an error that lists close matche
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 
 
@@ -28,12 +27,12 @@ def canonical(name: str, registry: Mapping[str, object], aliases: Mapping[str, s
         return key
     if key in aliases:
         return aliases[key]
-    candidates = list(registry) + list(aliases)
-    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-    raise UnknownNameError(what, str(name), close[0] if close else None)
+    raise UnknownNameError(what, str(name), closest(key, list(registry) + list(aliases)))
 
 
 def closest(name: str, choices) -> str | None:
     """The closest of `choices` to `name`, for 'did you mean' hints, or None."""
+    import difflib  # only on the error path: it costs start-up time
+
     close = difflib.get_close_matches(str(name).lower(), list(choices), n=1, cutoff=0.6)
     return close[0] if close else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 
@@ -17,4 +16,6 @@ def _strict(value):
 
 
 def render(report: dict, **_options) -> str:
+    import json  # only for this format: it costs start-up time
+
     return json.dumps(_strict(report), indent=2, allow_nan=False) + "\n"
