@@ -6,7 +6,7 @@ Thresholds and their reasoning are documented in the README ("Findings and thres
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
 from initdiag import activations, schemes
 from initdiag.numbers import compact
@@ -15,8 +15,7 @@ from initdiag.stats import RunStats
 SEVERITIES = ("info", "warning", "error")
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     severity: str  # info | warning | error
     code: str
     layer: str | None
@@ -28,8 +27,7 @@ class Finding:
         return {"severity": self.severity, "code": self.code, "layer": self.layer, "message": self.message, "hint": self.hint}
 
 
-@dataclass(frozen=True)
-class Thresholds:
+class Thresholds(NamedTuple):
     drift_warning: float = 10.0  # activation second moment vs the input's, either way
     drift_error: float = 1000.0
     gradient_warning: float = 100.0  # first/last weight-gradient RMS ratio, either way
@@ -42,14 +40,14 @@ class Thresholds:
 
     def override(self, assignments: dict) -> "Thresholds":
         """Thresholds with `name=value` overrides; unknown names raise KeyError with the valid ones."""
-        known = {f.name for f in fields(self)}
+        known = set(self._fields)
         changes = {}
         for name, value in assignments.items():
             key = name.replace("-", "_")
             if key not in known:
                 raise KeyError(name)
             changes[key] = float(value)
-        return replace(self, **changes)
+        return self._replace(**changes)
 
 
 def verdict(findings) -> str:

@@ -85,7 +85,7 @@ def _thresholds(assignments: list[str]):
     except KeyError as err:
         from initdiag.registry import closest
 
-        known = list(Thresholds.__dataclass_fields__)
+        known = list(Thresholds._fields)
         near = closest(str(err.args[0]).replace("-", "_"), known)
         hint = f"did you mean '{near}'?" if near else f"expected one of: {', '.join(known)}"
         raise _invalid([f"--threshold: unknown threshold '{err.args[0]}' ({hint})"]) from None

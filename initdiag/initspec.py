@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from initdiag import schemes
 from initdiag.registry import UnknownNameError
@@ -10,12 +10,11 @@ from initdiag.validate import Checker, format_path
 from initdiag.yamlsource import Location
 
 
-@dataclass(frozen=True)
-class InitSpec:
+class InitSpec(NamedTuple):
     scheme: str  # canonical scheme name
-    params: dict = field(default_factory=dict, hash=False)
+    params: dict  # validated parameters, defaults filled in
     path: str = ""  # where it was written, e.g. "defaults.init"
-    location: Location | None = field(default=None, compare=False)
+    location: Location | None = None
 
     @property
     def definition(self) -> schemes.Scheme:

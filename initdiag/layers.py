@@ -6,15 +6,14 @@ stores the transpose, (out, in), and computes x @ W.T + b, with the same fans.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from initdiag.activations import Activation
 
 
-@dataclass(frozen=True)
-class DenseCache:
+class DenseCache(NamedTuple):
     x: np.ndarray  # (batch, fan_in) input
     z: np.ndarray  # (batch, fan_out) pre-activation x @ W + b
     y: np.ndarray  # (batch, fan_out) output φ(z)

@@ -7,7 +7,7 @@ unit: N(0,1) noise as dLoss/dy, to probe the backward pass without a loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,7 @@ def _sigmoid(z):
     return 0.5 * (1 + np.tanh(0.5 * z))
 
 
-@dataclass(frozen=True)
-class Loss:
+class Loss(NamedTuple):
     """A loss bound to the output activation; `targets` then `output_gradient` / `logit_gradient`."""
 
     name: str

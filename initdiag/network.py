@@ -9,7 +9,7 @@ one layer leaves every other layer's draws unchanged.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,16 +27,14 @@ def stream(seed: int, kind: int, index: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(kind, index)))
 
 
-@dataclass
-class Network:
+class Network(NamedTuple):
     spec: NetworkSpec
     layers: list
     inputs: np.ndarray  # (batch, features)
     target_rng: np.random.Generator
 
 
-@dataclass(frozen=True)
-class MemoryEstimate:
+class MemoryEstimate(NamedTuple):
     total: int  # bytes
     largest_layer: LayerSpec
     largest_bytes: int

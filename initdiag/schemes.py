@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,8 +29,7 @@ FAMILY_SAMPLERS = {
 }
 
 
-@dataclass(frozen=True)
-class Fans:
+class Fans(NamedTuple):
     fan_in: int
     fan_out: int
 
@@ -42,11 +41,10 @@ class Fans:
         return (self.fan_in + self.fan_out) / 2  # fan_avg
 
 
-@dataclass(frozen=True)
-class Scheme:
+class Scheme(NamedTuple):
     name: str
     formula: str  # the exact distribution, as printed by `initdiag schemes`
-    params: dict = field(default_factory=dict)  # parameter -> default
+    params: dict = {}  # parameter -> default (never mutated: callers copy it)
     positional: str | None = None  # parameter bound by a scalar value, e.g. {constant: 0.1}
     family: str | None = None  # random-affine schemes: which standard sample they scale
     affine: Callable | None = None  # (fans, params) -> (loc, mult)

@@ -6,9 +6,8 @@ independent problems of a spec at once. Nothing here allocates a network.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,8 +27,7 @@ LOSSES = ("auto", "mse", "cross_entropy", "binary_cross_entropy", "unit")
 DEFAULT_BATCH = 256
 
 
-@dataclass(frozen=True)
-class ActivationSpec:
+class ActivationSpec(NamedTuple):
     name: str
     params: dict
 
@@ -38,8 +36,7 @@ class ActivationSpec:
         return repr(activations.make(self.name, self.params))
 
 
-@dataclass(frozen=True)
-class LayerSpec:
+class LayerSpec(NamedTuple):
     index: int
     name: str
     kind: str
@@ -56,8 +53,7 @@ class LayerSpec:
         return f"layers[{self.index}]"
 
 
-@dataclass(frozen=True)
-class NetworkSpec:
+class NetworkSpec(NamedTuple):
     file: str  # as the user named it, for messages
     name: str
     input_shape: tuple
@@ -71,15 +67,15 @@ class NetworkSpec:
 
     def with_init(self, init: InitSpec) -> "NetworkSpec":
         """Every layer's weight init replaced by `init` (as `check --scheme`)."""
-        layers = tuple(dataclasses.replace(layer, init=init) for layer in self.layers)
-        spec = dataclasses.replace(self, layers=layers, scheme_override=init)
+        layers = tuple(layer._replace(init=init) for layer in self.layers)
+        spec = self._replace(layers=layers, scheme_override=init)
         problems = shape_problems(spec)
         if problems:
             raise SpecErrors(problems)
         return spec
 
     def with_seed(self, seed: int) -> "NetworkSpec":
-        return dataclasses.replace(self, seed=seed)
+        return self._replace(seed=seed)
 
 
 def load(path, allow_custom: bool = False, shown_as: str | None = None) -> NetworkSpec:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class LayerStats:
+class LayerStats(NamedTuple):
     index: int
     name: str
     kind: str
@@ -38,11 +37,10 @@ class LayerStats:
         return self.preact_var + self.preact_mean**2
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class RunStats:
+class RunStats(NamedTuple):
     """Everything measured in one run: the input's moments and each layer's statistics."""
 
     input_mean: float

@@ -7,7 +7,7 @@ error and every path (e.g. ``("layers", 2, "init")``) keeps where it was written
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import re
@@ -21,8 +21,7 @@ MAX_NODES = 200_000
 MAX_DEPTH = 64
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
     file: str
     line: int  # 1-based
     column: int  # 1-based
@@ -55,14 +54,14 @@ class SpecErrors(Exception):
         super().__init__("\n".join(map(str, problems)))
 
 
-@dataclass
 class Document:
     """A loaded YAML document: its data and where each value and key was written."""
 
-    file: str
-    data: object
-    values: dict = field(default_factory=dict)  # path -> Location of the value
-    keys: dict = field(default_factory=dict)  # path -> Location of the mapping key
+    def __init__(self, file: str, data: object):
+        self.file = file
+        self.data = data
+        self.values: dict = {}  # path -> Location of the value
+        self.keys: dict = {}  # path -> Location of the mapping key
 
     def where(self, path: Path_, key: bool = False) -> Location | None:
         """The location of `path`'s key (or value), else of its nearest located ancestor."""
