@@ -11,7 +11,6 @@ import io
 import math
 
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -76,6 +75,15 @@ def _wide(report: dict, flags: dict) -> Table:
     return table
 
 
+def _natural_width(table: Table) -> int:
+    """The width the table needs with no cell wrapped (cheaper than rich's Measurement)."""
+    widths = [
+        max([len(column.header)] + [len(cell.plain if isinstance(cell, Text) else str(cell)) for cell in column.cells])
+        for column in table.columns
+    ]
+    return sum(widths) + 2 * (len(widths) - 1)
+
+
 def _split(report: dict, flags: dict) -> list[Table]:
     config = _table("layers", [
         ("#", "right"), ("layer", "left"), ("fans", "right"), ("activation", "left"), ("init", "left"),
@@ -134,7 +142,7 @@ def render(report: dict, color: bool = False, width: int = 80) -> str:
     console.print(_header(report))
     console.print()
     wide = _wide(report, flags)
-    if Measurement.get(console, console.options.update_width(10_000), wide).maximum <= width:
+    if _natural_width(wide) <= width:
         console.print(wide)
     else:
         for table in _split(report, flags):
