@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from initdiag import schemes
-from initdiag.registry import UnknownNameError
 from initdiag.validate import Checker, format_path
 from initdiag.yamlsource import Location
 
@@ -69,15 +68,10 @@ def parse(text: str, file: str, allow_custom: bool = False, base_dir=".") -> Ini
 
 def parse_init(check: Checker, path: tuple, value) -> InitSpec | None:
     """Validate `name` or `{name: params}` against the scheme catalogue; None (and a problem) if invalid."""
-    named = check.named_with_params(path, value, "scheme")
-    if named is None:
+    found = check.registered(path, value, schemes.SCHEMES, schemes.ALIASES, "scheme")
+    if found is None:
         return None
-    name, raw, params_path = named
-    try:
-        scheme = schemes.lookup(name)
-    except UnknownNameError as err:
-        check.problem(path, str(err))
-        return None
+    scheme, raw, params_path = found
     if raw is not None and not isinstance(raw, dict):
         if scheme.positional is None:
             takes = ", ".join(scheme.params) or "no parameters"

@@ -13,7 +13,6 @@ import numpy as np
 
 from initdiag import activations, yamlsource
 from initdiag.initspec import InitSpec, parse_init
-from initdiag.registry import UnknownNameError, canonical
 from initdiag.validate import Checker
 from initdiag.yamlsource import Document, Location, SpecErrors, SpecProblem
 
@@ -166,15 +165,10 @@ def _input_distribution(check: Checker, data: dict, input_shape, batch):
 
 
 def _activation(check: Checker, path: tuple, value) -> ActivationSpec | None:
-    named = check.named_with_params(path, value, "activation")
-    if named is None:
+    found = check.registered(path, value, activations.ACTIVATIONS, activations.ALIASES, "activation")
+    if found is None:
         return None
-    name, params, params_path = named
-    try:
-        cls = activations.ACTIVATIONS[canonical(name, activations.ACTIVATIONS, activations.ALIASES, "activation")]
-    except UnknownNameError as err:
-        check.problem(path, str(err))
-        return None
+    cls, params, params_path = found
     if params is not None and not isinstance(params, dict):
         check.problem(params_path, f"{cls.name} takes a mapping of parameters, not {check.show(params)}")
         return None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from initdiag.registry import closest
+from initdiag.registry import UnknownNameError, canonical, closest
 from initdiag.yamlsource import Document, SpecProblem
 
 
@@ -114,6 +114,18 @@ class Checker:
         article = "an" if what[0] in "aeiou" else "a"
         self.problem(path, f"expected {article} {what} name, or a one-key mapping such as {{name: {{param: value}}}}, not {self.show(value)}")
         return None
+
+    def registered(self, path: tuple, value, registry, aliases, what: str):
+        """`name` or `{name: params}` looked up in a registry -> (entry, params or None, params path); None if invalid."""
+        named = self.named_with_params(path, value, what)
+        if named is None:
+            return None
+        name, params, params_path = named
+        try:
+            return registry[canonical(name, registry, aliases, what)], params, params_path
+        except UnknownNameError as err:
+            self.problem(path, str(err))
+            return None
 
     def resolve(self, relative: str) -> Path:
         """Paths in a spec are relative to the spec file's folder."""

@@ -994,3 +994,27 @@ def test_help_works(args):
     result = run(*args)
     assert result.exit_code == 0
     assert "Usage" in result.stdout
+
+
+def test_long_names_and_inits_fold_but_no_column_is_cropped(tmp_path, monkeypatch):
+    spec = write_spec(tmp_path, textwrap.dedent("""\
+        input: [32]
+        layers:
+          - dense: 64
+            name: encoder_block_one_projection
+            activation: {leaky_relu: {alpha: 0.2}}
+            init: {var_scaling_uniform_fan_avg: {gain: 1.2345}}
+          - dense: 10
+            name: classifier_head_output_logits
+            activation: softmax
+            init: {truncated_normal: {mean: 0.001, std: 0.02}}
+        """))
+    result = run("check", str(spec), env={"COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert "…" not in result.stdout
+    headers = " ".join(lines)
+    for column in ("fans", "activation", "init", "w std", "expected", "pre var", "w-grad var", "sym%", "flags"):
+        assert column in headers, column
+    # every row's last figure is there: the expected std of both layers (0.178 and 0.0176)
+    assert "0.178" in result.stdout and "0.0176" in result.stdout

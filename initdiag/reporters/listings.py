@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def _render(title: str, columns: list[str], rows: list[list[str]], color: bool, width: int) -> str:
+def _render(title: str, columns: list[str], rows: list[list[str]], color: bool, width: int, notes=()) -> str:
     out = io.StringIO()
     console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False, emoji=False, markup=False,
                       color_system="standard" if color else None)
@@ -20,6 +20,10 @@ def _render(title: str, columns: list[str], rows: list[list[str]], color: bool, 
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    if notes:
+        console.print()
+        for note in notes:
+            console.print(note)
     return out.getvalue()
 
 
@@ -31,11 +35,12 @@ def schemes(color: bool = False, width: int = 80) -> str:
     from initdiag.schemes import SCHEMES, aliases_of
 
     rows = [
-        [name, ", ".join(aliases_of(name)), scheme.formula, _params(scheme.params)]
+        [name, ", ".join(aliases_of(name)), scheme.formula + (f"; {_params(scheme.params)}" if scheme.params else "")]
         for name, scheme in SCHEMES.items()
     ]
+    notes = [f"{name}: {scheme.note}" for name, scheme in SCHEMES.items() if scheme.note]
     return _render("schemes (fan_in: inputs, fan_out: outputs; N(0, v) has variance v)",
-                   ["scheme", "aliases", "weights", "parameters"], rows, color, width)
+                   ["scheme", "aliases", "weights; parameters"], rows, color, width, ["where frameworks differ:"] + notes)
 
 
 def activations(color: bool = False, width: int = 80) -> str:

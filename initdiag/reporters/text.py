@@ -35,19 +35,17 @@ def percent(fraction) -> str:
     if fraction is None or (isinstance(fraction, float) and math.isnan(fraction)):
         return "-"
     value = 100 * fraction
-    return "0" if value == 0 else f"{value:.0f}" if value >= 1 else f"{value:.1f}"
+    if value == 0:
+        return "0"
+    return f"{value:.0f}" if value >= 1 else f"{value:.1f}" if value >= 0.1 else "<0.1"
 
 
-def _table(title: str | None, columns: list[tuple[str, str]], names: int = 0) -> Table:
-    """Columns fold rather than cut; the layer column keeps names of up to `names` characters whole."""
+def _table(title: str | None, columns: list[tuple[str, str]]) -> Table:
+    """Columns fold rather than cut (a minimum width would make rich crop the table's right edge)."""
     table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, padding=(0, 1))
     for header, justify in columns:
-        table.add_column(header, justify=justify, overflow="fold", min_width=names if header == "layer" else None)
+        table.add_column(header, justify=justify, overflow="fold")
     return table
-
-
-def _name_width(report: dict) -> int:
-    return min(24, max(len(layer["name"]) for layer in report["layers"]))
 
 
 def _flags(report: dict) -> dict:
@@ -64,7 +62,7 @@ def _wide(report: dict, flags: dict) -> Table:
         ("#", "right"), ("layer", "left"), ("units", "right"), ("activation", "left"), ("init", "left"),
         ("w std", "right"), ("pre var", "right"), ("act var", "right"), ("grad var", "right"),
         ("w-grad var", "right"), ("dead%", "right"), ("sat%", "right"), ("sym%", "right"), ("flags", "left"),
-    ], _name_width(report))
+    ])
     for layer in report["layers"]:
         table.add_row(
             str(layer["index"]), layer["name"], str(layer["fan_out"]), layer["activation"], layer["init"],
@@ -88,7 +86,7 @@ def _split(report: dict, flags: dict) -> list[Table]:
     config = _table("layers", [
         ("#", "right"), ("layer", "left"), ("fans", "right"), ("activation", "left"), ("init", "left"),
         ("w std", "right"), ("expected", "right"),
-    ], _name_width(report))
+    ])
     measured = _table("statistics", [
         ("#", "right"), ("pre var", "right"), ("act var", "right"), ("grad var", "right"), ("w-grad var", "right"),
         ("dead%", "right"), ("sat%", "right"), ("sym%", "right"), ("flags", "left"),
