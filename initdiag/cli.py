@@ -125,7 +125,7 @@ def check(
         raise _invalid(errors.problems) from None
     run = propagate.run(built)
     findings = checks.find(run, network_spec, thresholds)
-    result = report.build(network_spec, run, findings, scheme=network_spec.scheme_override.display if scheme else None)
+    result = report.build(network_spec, run, findings, network_spec.scheme_override.display if scheme else None, thresholds)
 
     color, width = _terminal()
     if output is not None:

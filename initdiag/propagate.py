@@ -10,8 +10,10 @@ from initdiag.schemes import Fans
 from initdiag.stats import LayerStats, RunStats
 
 
-def run(network: Network) -> RunStats:
+def run(network: Network, histogram_bins: int = 0) -> RunStats:
     """Propagate the network's input batch forward, its loss backward, and measure each layer.
+
+    With histogram_bins, also histogram every layer's output (for plots): (counts, edges) per layer.
 
     Overflow is not an error here: inf and NaN flow into the statistics, where the checks
     name the first layer they appear in; numpy's warnings about them are silenced.
@@ -19,11 +21,13 @@ def run(network: Network) -> RunStats:
     spec, layers = network.spec, network.layers
     with np.errstate(all="ignore"):
         x = network.inputs
-        caches, forward = [], []
+        caches, forward, histograms = [], [], []
         for layer in layers:
             y, cache = layer.forward(x)
             caches.append(cache)
             forward.append(_forward_stats(layer, cache))
+            if histogram_bins:
+                histograms.append(_histogram(y, histogram_bins))
             x = y
 
         loss = losses.resolve(spec.loss, layers[-1].activation.name)
@@ -43,7 +47,16 @@ def run(network: Network) -> RunStats:
             for i, (layer, spec_layer) in enumerate(zip(layers, spec.layers))
         ]
         input_mean, input_var = stats.mean_var(network.inputs)
-    return RunStats(input_mean, input_var, loss.name, tuple(measured))
+    return RunStats(input_mean, input_var, loss.name, tuple(measured), tuple(histograms))
+
+
+def _histogram(y: np.ndarray, bins: int) -> tuple:
+    """(counts, edges) of the finite outputs, as lists: plain data for a plot."""
+    finite = y[np.isfinite(y)]
+    if finite.size == 0:
+        return [], []
+    counts, edges = np.histogram(finite, bins=bins)
+    return counts.tolist(), edges.tolist()
 
 
 def _forward_stats(layer, cache) -> dict:

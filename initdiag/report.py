@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from initdiag import __version__
-from initdiag.checks import verdict
+from initdiag.checks import Thresholds, verdict
 
 
-def build(spec, run, findings, scheme: str | None = None) -> dict:
+def build(spec, run, findings, scheme: str | None = None, thresholds=None) -> dict:
     """The JSON-shaped report (documented in the README; keys may be added, never renamed)."""
     return {
         "initdiag_version": __version__,
@@ -20,6 +20,7 @@ def build(spec, run, findings, scheme: str | None = None) -> dict:
         "input_distribution": spec.input_distribution,
         "input_mean": run.input_mean,
         "input_var": run.input_var,
+        "thresholds": (thresholds or Thresholds())._asdict(),
         "verdict": verdict(findings),
         "findings": [finding.as_dict() for finding in findings],
         "layers": [layer.as_dict() for layer in run.layers],

@@ -47,6 +47,7 @@ class RunStats(NamedTuple):
     input_var: float
     loss: str
     layers: tuple
+    histograms: tuple = ()  # per layer (counts, edges) of the output, when asked for
 
     @property
     def input_second_moment(self) -> float:
