@@ -99,7 +99,7 @@ def _overflow(run: RunStats) -> list[Finding]:
     return []
 
 
-def _signal(layer) -> float:
+def signal_second_moment(layer) -> float:
     """The scale a layer passes on: its output's second moment, or its logits' for softmax,
     whose probabilities always have second moment about 1/width whatever the logits do."""
     return layer.preact_second_moment if layer.activation.startswith("softmax") else layer.act_second_moment
@@ -116,7 +116,7 @@ def _drift(run: RunStats, t: Thresholds) -> list[Finding]:
         return []
     findings = []
     for code, grows in (("exploding-activations", True), ("vanishing-activations", False)):
-        ratios = [(layer, _signal(layer) / reference) for layer in run.layers]
+        ratios = [(layer, signal_second_moment(layer) / reference) for layer in run.layers]
         ratios = [(layer, r) for layer, r in ratios if (r > 1) == grows and r != 1]
         levels = [(layer, r, _level(r, t.drift_warning, t.drift_error)) for layer, r in ratios]
         levels = [item for item in levels if item[2]]

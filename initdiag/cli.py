@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+PLOT_BINS = 60
 
 
 class Format(str, Enum):
@@ -91,55 +92,181 @@ def _thresholds(assignments: list[str]):
         raise _invalid([f"--threshold: unknown threshold '{err.args[0]}' ({hint})"]) from None
 
 
+SPEC_ARGUMENT = typer.Argument(..., metavar="SPEC", help="The network spec (YAML).")
+FORMAT_OPTION = typer.Option(Format.text, "--format", help="Report format.")
+OUTPUT_OPTION = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of standard output.")
+FAIL_ON_OPTION = typer.Option(FailOn.error, "--fail-on", help="Exit 1 when a finding reaches this severity.")
+SEED_OPTION = typer.Option(None, "--seed", min=0, help="Override the spec's seed.")
+THRESHOLD_OPTION = typer.Option([], "--threshold", help="Override a threshold, name=value (repeatable); see README.")
+ALLOW_CUSTOM_OPTION = typer.Option(False, "--allow-custom", help="Allow {custom: 'module:function'} inits, which import and run your code.")
+MAX_MEMORY_OPTION = typer.Option(None, "--max-memory", help="Refuse runs needing more than this (e.g. 8GB); default: half the available memory.")
+PLOT_OPTION = typer.Option(None, "--plot", help="Also draw the figure to this file (png, svg, pdf, ...).")
+
+
+def _memory_bound(max_memory: str | None) -> int | None:
+    from initdiag import outputs
+
+    try:
+        return outputs.parse_size(max_memory) if max_memory is not None else None
+    except ValueError as err:
+        raise _invalid([f"--max-memory: {err}"]) from None
+
+
+def _load(spec_path: Path, allow_custom: bool, seed: int | None):
+    """The validated spec, with --seed applied; exit 2 with every problem if it is invalid."""
+    from initdiag import spec
+    from initdiag.yamlsource import SpecErrors
+
+    try:
+        network_spec = spec.load(spec_path, allow_custom=allow_custom)
+    except SpecErrors as errors:
+        raise _invalid(errors.problems) from None
+    return network_spec if seed is None else network_spec.with_seed(seed)
+
+
+def _emit(text: str, output: Path | None, spec_path: Path, summary: str) -> None:
+    """Print `text`, or write it atomically to --output (never over the spec)."""
+    from initdiag import outputs
+
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        outputs.write_atomic(output, text, protected=[spec_path])
+    except ValueError as err:
+        raise _invalid([f"--output: {err}"]) from None
+    except OSError as err:
+        raise _invalid([f"--output: cannot write {output}: {err.strerror or err}"]) from None
+    typer.echo(f"wrote {output} ({summary})", err=True)
+
+
+def _plot(draw, data, path: Path | None, spec_path: Path) -> None:
+    if path is None:
+        return
+    if Path(path).resolve() == Path(spec_path).resolve():
+        raise _invalid([f"--plot: refusing to draw over the input file {spec_path}"])
+    try:
+        draw(data, path)
+    except (OSError, ValueError) as err:
+        raise _invalid([f"--plot: cannot write {path}: {getattr(err, 'strerror', None) or err}"]) from None
+    typer.echo(f"drew {path}", err=True)
+
+
 @app.command()
 def check(
-    spec_path: Path = typer.Argument(..., metavar="SPEC", help="The network spec (YAML)."),
+    spec_path: Path = SPEC_ARGUMENT,
     scheme: Optional[str] = typer.Option(None, "--scheme", help="Replace every layer's weight init: a name, or a YAML mapping such as '{normal: {std: 0.01}}'."),
-    output_format: Format = typer.Option(Format.text, "--format", help="Report format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of standard output."),
-    fail_on: FailOn = typer.Option(FailOn.error, "--fail-on", help="Exit 1 when a finding reaches this severity."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Override the spec's seed."),
-    threshold: list[str] = typer.Option([], "--threshold", help="Override a threshold, name=value (repeatable); see README."),
-    allow_custom: bool = typer.Option(False, "--allow-custom", help="Allow {custom: 'module:function'} inits, which import and run your code."),
-    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Refuse runs needing more than this (e.g. 8GB); default: half the available memory."),
+    output_format: Format = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_OPTION,
+    fail_on: FailOn = FAIL_ON_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    threshold: list[str] = THRESHOLD_OPTION,
+    allow_custom: bool = ALLOW_CUSTOM_OPTION,
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
+    plot: Optional[Path] = PLOT_OPTION,
 ) -> None:
     """Initialize the network, propagate a random batch forward and backward, and report per-layer health."""
-    from initdiag import checks, initspec, network, outputs, propagate, report, spec
+    from initdiag import checks, initspec, network, propagate, report
     from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors
 
     thresholds = _thresholds(threshold)
+    memory_bound = _memory_bound(max_memory)
+    network_spec = _load(spec_path, allow_custom, seed)
     try:
-        memory_bound = outputs.parse_size(max_memory) if max_memory is not None else None
-    except ValueError as err:
-        raise _invalid([f"--max-memory: {err}"]) from None
-    try:
-        network_spec = spec.load(spec_path, allow_custom=allow_custom)
         if scheme is not None:
-            override = initspec.parse(scheme, "--scheme", allow_custom, base_dir=Path.cwd())
-            network_spec = network_spec.with_init(override)
-        if seed is not None:
-            network_spec = network_spec.with_seed(seed)
+            network_spec = network_spec.with_init(initspec.parse(scheme, "--scheme", allow_custom, base_dir=Path.cwd()))
         built = network.build(network_spec, memory_bound)
     except SpecErrors as errors:
         raise _invalid(errors.problems) from None
-    run = propagate.run(built)
+    run = propagate.run(built, histogram_bins=PLOT_BINS if plot else 0)
     findings = checks.find(run, network_spec, thresholds)
     result = report.build(network_spec, run, findings, network_spec.scheme_override.display if scheme else None, thresholds)
 
     color, width = _terminal()
     if output is not None:
-        text = REPORTERS[output_format.value](result, color=False, width=max(width, 80))
-        try:
-            outputs.write_atomic(output, text, protected=[spec_path])
-        except ValueError as err:
-            raise _invalid([f"--output: {err}"]) from None
-        except OSError as err:
-            raise _invalid([f"--output: cannot write {output}: {err.strerror or err}"]) from None
-        typer.echo(f"wrote {output} (verdict: {result['verdict']})", err=True)
-    else:
-        sys.stdout.write(REPORTERS[output_format.value](result, color=color, width=width))
+        color, width = False, max(width, 80)
+    _emit(REPORTERS[output_format.value](result, color=color, width=width), output, spec_path, f"verdict: {result['verdict']}")
+    if plot is not None:
+        from initdiag.reporters import plots
+
+        _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot, spec_path)
     raise typer.Exit(EXIT_FAILED if checks.fails(findings, fail_on.value) else EXIT_OK)
+
+
+@app.command()
+def compare(
+    spec_path: Path = SPEC_ARGUMENT,
+    schemes: Optional[str] = typer.Option(None, "--schemes", help="Comma-separated schemes (names or aliases), or 'all'. Default: the spec's own, the recommended ones, and the Xavier, He, LeCun and orthogonal families."),
+    keep_overrides: bool = typer.Option(False, "--keep-overrides", help="Keep the inits that layers set themselves; replace only the defaults."),
+    output_format: Format = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_OPTION,
+    fail_on: FailOn = FAIL_ON_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    threshold: list[str] = THRESHOLD_OPTION,
+    allow_custom: bool = ALLOW_CUSTOM_OPTION,
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
+    jobs: str = typer.Option("1", "--jobs", "-j", help="Run schemes in this many processes ('auto': one per core); results are identical."),
+    plot: Optional[Path] = PLOT_OPTION,
+) -> None:
+    """Run several schemes on the same network, batch and draws, and rank them best first."""
+    from initdiag import checks, network
+    from initdiag import compare as comparison
+    from initdiag.reporters import REPORTERS, compare_text
+    from initdiag.yamlsource import SpecErrors
+
+    thresholds = _thresholds(threshold)
+    memory_bound = _memory_bound(max_memory)
+    try:
+        workers = comparison.resolve_jobs(jobs)
+    except ValueError:
+        raise _invalid([f"--jobs: expected a positive number or 'auto', not '{jobs}'"]) from None
+    network_spec = _load(spec_path, allow_custom, seed)
+    names = None if schemes is None else [name.strip() for name in schemes.split(",") if name.strip()]
+    if names == []:
+        raise _invalid(["--schemes: expected comma-separated scheme names, e.g. xavier,relu"])
+    try:
+        inits = comparison.candidates(network_spec, names, allow_custom)
+        for init in inits:  # shape problems (identity on a non-square layer, ...) before any run
+            comparison.replace_inits(network_spec, init, keep_overrides)
+        network.check_memory(network_spec, memory_bound)
+        with _progress(len(inits), comparison.estimated_seconds(network_spec, len(inits))) as advance:
+            reports = comparison.run_all(network_spec, inits, keep_overrides, thresholds, memory_bound, workers, advance)
+    except SpecErrors as errors:
+        raise _invalid(errors.problems) from None
+    result = comparison.build(network_spec, reports)
+
+    color, width = _terminal()
+    if output is not None:
+        color, width = False, max(width, 80)
+    renders = {"text": compare_text.render, "json": lambda data, **_: REPORTERS["json"](data)}
+    _emit(renders[output_format.value](result, color=color, width=width), output, spec_path, f"best: {result['ranking'][0]}")
+    if plot is not None:
+        from initdiag.reporters import plots
+
+        _plot(plots.plot_compare, result, plot, spec_path)
+    best = result["reports"][0]
+    best_findings = [checks.Finding(f["severity"], f["code"], f["layer"], f["message"], f["hint"]) for f in best["findings"]]
+    raise typer.Exit(EXIT_FAILED if checks.fails(best_findings, fail_on.value) else EXIT_OK)
+
+
+def _progress(total: int, seconds: float):
+    """A transient progress bar on a terminal's stderr when the comparison should take over a second."""
+    import contextlib
+
+    if seconds < 1.0 or not sys.stderr.isatty():
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bar():
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("comparing schemes", total=total)
+            yield lambda: progress.advance(task)
+
+    return bar()
 
 
 @app.command("schemes")

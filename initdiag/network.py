@@ -96,12 +96,26 @@ def check_memory(spec: NetworkSpec, max_memory: int | None) -> None:
     )])
 
 
-def _parameters(spec: NetworkSpec, layer: LayerSpec):
+def _standard_draw(spec: NetworkSpec, layer: LayerSpec, draws: dict | None):
+    """The layer's family sample, drawn once per (layer, family) when `draws` is shared (common random numbers)."""
+    family = layer.init.definition.family
+    if draws is None or family is None:
+        return None
+    dtype = np.dtype(spec.dtype)
+    key = (spec.seed, layer.index, family, layer.fan_in, layer.units, dtype.str)
+    if key not in draws:
+        rng = stream(spec.seed, STREAM_WEIGHTS, layer.index)
+        draws[key] = schemes.FAMILY_SAMPLERS[family](rng, (layer.fan_in, layer.units), dtype)
+    return draws[key]
+
+
+def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
     dtype = np.dtype(spec.dtype)
     shape = (layer.fan_in, layer.units)
     init = layer.init
     try:
-        weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index), shape, dtype)
+        weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index),
+                                          shape, dtype, _standard_draw(spec, layer, draws))
     except Exception as err:  # a custom init is user code: its failure is the user's input problem
         if init.scheme != "custom":
             raise
@@ -116,17 +130,21 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec):
     return weights, bias
 
 
-def build(spec: NetworkSpec, max_memory: int | None = None) -> Network:
-    """Check the memory bound, then initialise every layer (in threads: the draws are independent)."""
+def build(spec: NetworkSpec, max_memory: int | None = None, draws: dict | None = None) -> Network:
+    """Check the memory bound, then initialise every layer (in threads: the draws are independent).
+
+    Builds that share a `draws` dict share each layer's standard family sample, so schemes of
+    one family differ only by their scale (and the sample is drawn once, not once per scheme).
+    """
     check_memory(spec, max_memory)
     workers = min(len(spec.layers), os.cpu_count() or 1)
     if workers > 1 and sum(layer.fan_in * layer.units for layer in spec.layers) > PARALLEL_DRAWS:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            parameters = list(pool.map(lambda layer: _parameters(spec, layer), spec.layers))
+            parameters = list(pool.map(lambda layer: _parameters(spec, layer, draws), spec.layers))
     else:
-        parameters = [_parameters(spec, layer) for layer in spec.layers]
+        parameters = [_parameters(spec, layer, draws) for layer in spec.layers]
     layers = [
         LAYERS[layer.kind](layer.name, weights, bias, activations.make(layer.activation.name, layer.activation.params))
         for layer, (weights, bias) in zip(spec.layers, parameters)

@@ -220,15 +220,22 @@ def same_variance_rule(a: str, b: str) -> bool:
     return rule_a is not None and rule_a == rule_b
 
 
-def initial_weights(scheme: Scheme, params: dict, rng, shape, dtype) -> np.ndarray:
-    """Draw a (fan_in, fan_out) weight matrix for `scheme` from `rng`."""
+def initial_weights(scheme: Scheme, params: dict, rng, shape, dtype, standard: np.ndarray | None = None) -> np.ndarray:
+    """Draw a (fan_in, fan_out) weight matrix for `scheme` from `rng`.
+
+    `standard`, if given, is the family's standard sample already drawn from this `rng`
+    (shared by the schemes of a family in `compare`); it is scaled into a new array.
+    """
     dtype = np.dtype(dtype)
     fans = Fans(shape[0], shape[1])
     if scheme.build is not None:
         return scheme.build(rng, shape, fans, params, dtype)
-    weights = FAMILY_SAMPLERS[scheme.family](rng, shape, dtype)
     loc, mult = scheme.affine(fans, params)
-    weights *= dtype.type(mult)
+    if standard is not None:
+        weights = standard * dtype.type(mult)
+    else:
+        weights = FAMILY_SAMPLERS[scheme.family](rng, shape, dtype)
+        weights *= dtype.type(mult)
     if loc:
         weights += dtype.type(loc)
     return weights

@@ -73,7 +73,7 @@ def _wide(report: dict, flags: dict) -> Table:
     return table
 
 
-def _natural_width(table: Table) -> int:
+def natural_width(table: Table) -> int:
     """The width the table needs with no cell wrapped (cheaper than rich's Measurement)."""
     widths = [
         max([len(column.header)] + [len(cell.plain if isinstance(cell, Text) else str(cell)) for cell in column.cells])
@@ -140,7 +140,7 @@ def render(report: dict, color: bool = False, width: int = 80) -> str:
     console.print(_header(report))
     console.print()
     wide = _wide(report, flags)
-    if _natural_width(wide) <= width:
+    if natural_width(wide) <= width:
         console.print(wide)
     else:
         for table in _split(report, flags):
