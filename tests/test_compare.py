@@ -52,7 +52,11 @@ def test_deep_tanh_ranks_xavier_above_normal_and_small_normal():
 
 def test_selu_ranks_lecun_normal_first_among_lecun_he_and_xavier():
     families = ["relu", "relu_uniform", "xavier", "xavier_uniform", "lecun_normal", "lecun_uniform"]
-    order = ranked(mlp("selu", 10, 256, init="lecun_normal"), families)
+    # Alternating widths: on square layers Xavier's fan_avg equals LeCun's fan_in and the two coincide.
+    widths = [512, 128] * 5
+    net_spec = make("input: [128]\ndefaults: {init: lecun_normal, activation: selu}\nlayers:\n"
+                    + "".join(f"  - dense: {width}\n" for width in widths))
+    order = ranked(net_spec, families)
     # lecun_normal and lecun_uniform have the same variance: either may lead, the family must
     assert order[0] in ("lecun_normal", "lecun_uniform")
     assert all(order.index("lecun_normal") < order.index(other) for other in families[:4])
