@@ -63,10 +63,10 @@ def fails(findings, fail_on: str) -> bool:
     return any(SEVERITIES.index(finding.severity) >= floor for finding in findings)
 
 
-def find(run: RunStats, spec, thresholds: Thresholds = Thresholds()) -> list[Finding]:
-    """Every finding of one run, most severe first, then by layer."""
+def find(run: RunStats, spec, thresholds: Thresholds = Thresholds(), phase=None) -> list[Finding]:
+    """Every finding of one run, most severe first, then by layer; `phase` is theory.phase()'s verdict."""
     overflow = _overflow(run)
-    findings = overflow + _mismatches(spec)
+    findings = overflow + _mismatches(spec) + _edge_of_chaos(phase)
     if not overflow:
         findings += _drift(run, thresholds) + _gradients(run, thresholds)
     findings += _per_layer(run, thresholds)
@@ -170,6 +170,28 @@ def _gradients(run: RunStats, t: Thresholds) -> list[Finding]:
         "gradients grow towards the input: weights too large for this depth" if grows else
         "gradients shrink towards the input: weights too small, or saturated/dead units block them",
     )]
+
+
+def _edge_of_chaos(phase) -> list[Finding]:
+    """Info: the mean-field phase of the hidden layers (Schoenholz et al. 2017)."""
+    if phase is None:
+        return []
+    chi = compact(phase.chi)
+    if phase.phase == "critical":
+        message = f"critical: mean chi = {chi} ≈ 1, gradients keep their scale through depth (the edge of chaos)"
+        hint = "this is where deep networks train best; nothing to change"
+    elif phase.chi == 0:
+        message = "ordered phase: mean chi = 0, no gradient passes back through the hidden layers"
+        hint = "zero weights pass no gradient: use a random scheme"
+    elif phase.phase == "ordered":
+        message = (f"ordered phase: mean chi = {chi} < 1, gradients shrink by e every "
+                   f"{compact(phase.depth_scale)} layers at infinite width")
+        hint = "a larger weight variance (e.g. a gain, or He for ReLU-like units) moves it towards chi = 1"
+    else:
+        message = (f"chaotic phase: mean chi = {chi} > 1, gradients grow by e every "
+                   f"{compact(phase.depth_scale)} layers at infinite width")
+        hint = "a smaller weight variance (e.g. xavier or lecun_normal, or a gain < 1) moves it towards chi = 1"
+    return [Finding("info", "edge-of-chaos", None, message, hint)]
 
 
 def _percent(fraction: float) -> str:

@@ -164,9 +164,10 @@ def check(
     allow_custom: bool = ALLOW_CUSTOM_OPTION,
     max_memory: Optional[str] = MAX_MEMORY_OPTION,
     plot: Optional[Path] = PLOT_OPTION,
+    theory: bool = typer.Option(False, "--theory", help="Add the mean-field (infinite-width) prediction of each layer's pre-activation variance and gradient factor chi to the table."),
 ) -> None:
     """Initialize the network, propagate a random batch forward and backward, and report per-layer health."""
-    from initdiag import checks, initspec, network, propagate, report
+    from initdiag import checks, initspec, pipeline
     from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors
 
@@ -176,17 +177,17 @@ def check(
     try:
         if scheme is not None:
             network_spec = network_spec.with_init(initspec.parse(scheme, "--scheme", allow_custom, base_dir=Path.cwd()))
-        built = network.build(network_spec, memory_bound)
+        label = network_spec.scheme_override.display if scheme else None
+        result, run, findings = pipeline.diagnose(network_spec, thresholds, label, memory_bound,
+                                                  histogram_bins=PLOT_BINS if plot else 0)
     except SpecErrors as errors:
         raise _invalid(errors.problems) from None
-    run = propagate.run(built, histogram_bins=PLOT_BINS if plot else 0)
-    findings = checks.find(run, network_spec, thresholds)
-    result = report.build(network_spec, run, findings, network_spec.scheme_override.display if scheme else None, thresholds)
 
     color, width = _terminal()
     if output is not None:
         color, width = False, max(width, 80)
-    _emit(REPORTERS[output_format.value](result, color=color, width=width), output, spec_path, f"verdict: {result['verdict']}")
+    _emit(REPORTERS[output_format.value](result, color=color, width=width, theory=theory), output, spec_path,
+          f"verdict: {result['verdict']}")
     if plot is not None:
         from initdiag.reporters import plots
 

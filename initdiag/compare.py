@@ -12,7 +12,7 @@ import math
 import os
 from typing import NamedTuple
 
-from initdiag import activations, checks, initspec, network, propagate, report, schemes
+from initdiag import activations, checks, initspec, pipeline, schemes
 from initdiag.spec import NetworkSpec
 from initdiag.stats import LayerStats
 
@@ -77,9 +77,7 @@ def replace_inits(spec: NetworkSpec, init: initspec.InitSpec, keep_overrides: bo
 def run_scheme(spec: NetworkSpec, init, keep_overrides: bool, thresholds, max_memory=None, draws=None) -> dict:
     """The check report of `spec` under `init` (with "scheme" set)."""
     scheme_spec = replace_inits(spec, init, keep_overrides)
-    run = propagate.run(network.build(scheme_spec, max_memory, draws))
-    findings = checks.find(run, scheme_spec, thresholds)
-    return report.build(scheme_spec, run, findings, init.display, thresholds)
+    return pipeline.diagnose(scheme_spec, thresholds, init.display, max_memory, draws).report
 
 
 def _run_job(job) -> dict:

@@ -6,8 +6,14 @@ from initdiag import __version__
 from initdiag.checks import Thresholds, verdict
 
 
-def build(spec, run, findings, scheme: str | None = None, thresholds=None) -> dict:
-    """The JSON-shaped report (documented in the README; keys may be added, never renamed)."""
+def build(spec, run, findings, scheme: str | None = None, thresholds=None, theory=None) -> dict:
+    """The JSON-shaped report (documented in the README; keys may be added, never renamed).
+
+    `theory`, one theory.LayerTheory per layer, adds preact_var_theory and chi to every layer."""
+    layers = [layer.as_dict() for layer in run.layers]
+    for layer, predicted in zip(layers, theory or [None] * len(layers)):
+        layer["preact_var_theory"] = predicted.preact_var_theory if predicted else None
+        layer["chi"] = predicted.chi if predicted else None
     return {
         "initdiag_version": __version__,
         "spec": spec.file,
@@ -23,5 +29,5 @@ def build(spec, run, findings, scheme: str | None = None, thresholds=None) -> di
         "thresholds": (thresholds or Thresholds())._asdict(),
         "verdict": verdict(findings),
         "findings": [finding.as_dict() for finding in findings],
-        "layers": [layer.as_dict() for layer in run.layers],
+        "layers": layers,
     }

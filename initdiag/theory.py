@@ -149,7 +149,7 @@ class Phase(NamedTuple):
     depth_scale: float | None  # ξ = 1/|ln χ|: layers per factor e in gradient variance; None when critical
 
 
-def phase(theory: list[LayerTheory], tolerance: float = 1.0) -> Phase | None:
+def phase(theory: list[LayerTheory], spec=None, tolerance: float = 1.0) -> Phase | None:
     """Order, chaos or the edge between them (Schoenholz et al. 2017, §3), for this network's depth.
 
     χ is the geometric mean of χ_l over the hidden layers, i.e. every layer but the last: the
@@ -163,9 +163,19 @@ def phase(theory: list[LayerTheory], tolerance: float = 1.0) -> Phase | None:
     criterion, χ = 1 at the fixed point q*, ignores depth: tanh under Xavier sits exactly there
     yet loses gradient variance like 1/depth, which a finite network sees.
 
+    With `spec`, each χ_l is first normalised to the paper's width-free σ_w²·E[φ'²] (σ_w² =
+    fan_in·Var(w)), i.e. multiplied by fan_in/fan_out: χ_l itself compares gradient variances *per
+    unit*, which change with width even when the gradient's energy is kept (He on a 784→256 layer
+    has χ_l = 256/784 and loses nothing); the phase is a property of the scale, not of the widths.
+
     None if no hidden layer has a χ.
     """
-    chis = [layer.chi for layer in theory[:-1] if layer.chi is not None]
+    layers = spec.layers if spec is not None else [None] * len(theory)
+    chis = [
+        layer.chi * (shape.fan_in / shape.units if shape is not None else 1.0)
+        for layer, shape in zip(theory[:-1], layers)
+        if layer.chi is not None
+    ]
     if not chis:
         return None
     if min(chis) <= 0:  # zero weights: nothing reaches the layers below

@@ -350,3 +350,12 @@ def test_gradient_ratio_matches_chi_on_wide_simulation(case):
     for index in range(1, len(widths)):
         tolerance = 3 * math.sqrt(2 / widths[index])
         assert grad[index - 1] / grad[index] == pytest.approx(got[index].chi, rel=tolerance), index
+
+
+def test_phase_is_width_free_he_relu_with_a_narrowing_first_layer_is_critical():
+    net_spec = make("input: [784]\ndefaults: {init: relu, activation: relu}\nlayers:\n"
+                    "  - dense: 256\n  - dense: 256\n  - dense: 256\n  - {dense: 10, activation: softmax}\n")
+    predicted = mean_field(net_spec, 1.0)
+    assert predicted[0].chi == pytest.approx(256 / 784, rel=1e-9)  # per-unit gradient variance ratio
+    assert phase(predicted, net_spec).phase == "critical"
+    assert phase(predicted).phase == "ordered"  # without the width normalisation

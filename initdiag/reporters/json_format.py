@@ -15,7 +15,7 @@ def _strict(value):
     return value
 
 
-def render(report: dict, **_options) -> str:
+def render(report: dict, **_options) -> str:  # JSON always carries everything, theory included
     import json  # only for this format: it costs start-up time
 
     return json.dumps(_strict(report), indent=2, allow_nan=False) + "\n"

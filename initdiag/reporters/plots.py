@@ -3,8 +3,8 @@
 Like every reporter, these only draw the data they are given: the figures show the report's
 numbers, with nothing computed but trivial transforms (second moment = variance + mean², percent,
 log scale). Values that overflowed (inf, NaN, or null in a report read back from JSON) are left
-out of the lines and named in the panel's title; exact zeros, which a log scale cannot show, are
-drawn as open triangles on the panel's bottom edge and named too.
+out of the lines; exact zeros, which a log scale cannot show, are drawn as open triangles on the
+panel's bottom edge; the legend names the layers of both.
 
 matplotlib is imported inside `plot_check` and `plot_compare` only: `initdiag check` without
 `--plot` never pays for it. The figures are built on `matplotlib.figure.Figure` with the Agg
@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -34,6 +35,7 @@ COLORS = {
 }
 SEVERITY_COLORS = {"error": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
 VERDICT_COLORS = {"failing": "#d62728", "warning": "#ff7f0e", "healthy": "#2ca02c"}
+NOTE_COLOR = "#a14d00"
 
 # Where a finding is marked, and its short label there (the text reporter's flags).
 FINDING_PANELS = {
@@ -50,7 +52,7 @@ FINDING_PANELS = {
 # Scheme colours for compare plots: a scheme keeps its colour from run to run (see _scheme_styles).
 SCHEME_PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#b8860b",
 )
 SCHEME_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 SCHEME_LINESTYLES = ("-", "--", "-.", ":")
@@ -58,6 +60,7 @@ SCHEME_LINESTYLES = ("-", "--", "-.", ":")
 MAX_HISTOGRAMS = 12  # histogram panels at most; more layers get an evenly spaced subset
 MAX_NAMED_LAYERS = 16  # layer names on the x axis up to this many layers, else indices
 MAX_FINDINGS_LISTED = 10  # finding lines under a check figure
+LEGEND_WIDTH = 40  # characters per legend line before it wraps
 DPI = 100
 
 
@@ -69,13 +72,15 @@ def plot_check(report: dict, histograms, path) -> None:
 
     `report` is `initdiag.report.build(...)`'s dict (or its JSON read back); `histograms` is
     `propagate.run(..., histogram_bins=N).histograms`: per layer, (counts, edges) of its outputs
-    (may be empty or None: the histogram panel then says so).
+    (empty or None: the histogram panel says so). Raises ValueError for an extension matplotlib
+    cannot write, before drawing anything; the file is written atomically.
     """
     fmt = _format(path)
     from matplotlib.figure import Figure
 
     layers = report.get("layers") or []
     findings = report.get("findings") or []
+    names = [str(layer.get("name", i)) for i, layer in enumerate(layers)]
     listed = _finding_lines(findings)
     line_height = 15 / 72  # inches per finding line
     top_height, bottom_height = 11.0, line_height * (len(listed) + 1.3) + 0.15
@@ -84,16 +89,15 @@ def plot_check(report: dict, histograms, path) -> None:
                  bbox={"boxstyle": "round,pad=0.4", "facecolor": "white",
                        "edgecolor": VERDICT_COLORS.get(report.get("verdict"), "#555555"), "linewidth": 2.5})
     top, bottom = fig.subfigures(2, 1, height_ratios=[top_height, bottom_height])
-    left, right = top.subfigures(1, 2, width_ratios=[1.2, 1], wspace=0.02)
+    left, right = top.subfigures(1, 2, width_ratios=[1.25, 1], wspace=0.02)
 
     signal_ax, gradient_ax, units_ax = left.subplots(3, 1, sharex=True)
-    names = [layer.get("name", str(i)) for i, layer in enumerate(layers)]
     panels = {"signal": signal_ax, "gradient": gradient_ax, "units": units_ax}
-    _signal_panel(signal_ax, report, layers)
-    _gradient_panel(gradient_ax, layers)
-    _units_panel(units_ax, report, layers)
+    rows = _mark_findings(panels, findings, names)
+    _signal_panel(signal_ax, report, layers, names, rows.get("signal", 0))
+    _gradient_panel(gradient_ax, layers, names, rows.get("gradient", 0))
+    _units_panel(units_ax, report, layers, names, rows.get("units", 0))
     _layer_axis(units_ax, names)
-    _mark_findings(panels, findings, names)
 
     _histogram_grid(right, layers, histograms)
     _findings_list(bottom, listed, line_height)
@@ -104,158 +108,218 @@ def plot_compare(compare: dict, path) -> None:
     """Draw a compare report (one line per scheme, legend best first) to `path` (format from its extension).
 
     `compare` is `{"initdiag_version", "spec", "seed", "reports": [check reports, each with
-    "scheme" set], "ranking": [scheme names, best first]}`.
+    "scheme" set], "ranking": [scheme names, best first]}`. Raises ValueError for an extension
+    matplotlib cannot write, before drawing anything; the file is written atomically.
     """
     fmt = _format(path)
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     reports = _ranked(compare)
-    styles = _scheme_styles([_scheme_label(r) for r in reports])
+    labels = [_scheme_label(rep) for rep in reports]
+    styles = _scheme_styles(labels)
     first = reports[0] if reports else {}
-    layers = first.get("layers") or []
-    names = [layer.get("name", str(i)) for i, layer in enumerate(layers)]
+    names = [str(layer.get("name", i)) for i, layer in enumerate(first.get("layers") or [])]
 
-    fig = Figure(figsize=(17, 7), dpi=DPI, layout="constrained")
-    fig.suptitle(_compare_title(compare, first, len(reports)), fontsize=14, fontweight="bold")
+    fig = Figure(figsize=(17, 7.5), dpi=DPI, layout="constrained")
+    # Left-aligned, so the legend in the top right corner never runs into it.
+    fig.suptitle(_compare_title(compare, first, len(reports)), fontsize=14, fontweight="bold", x=0.01, ha="left")
     signal_ax, gradient_ax = fig.subplots(1, 2)
-    signal_notes, gradient_notes = [], []
-    handles = []
-    for rank, rep in enumerate(reports, 1):
-        label = _scheme_label(rep)
+    handles, zeros_seen, bad_lines = [], False, []
+    for rank, (rep, label) in enumerate(zip(reports, labels), 1):
         color, marker, linestyle = styles[label]
-        style = {"color": color, "marker": marker, "linestyle": linestyle, "linewidth": 2, "markersize": 6}
+        style = {"color": color, "marker": marker, "linestyle": linestyle, "linewidth": 2, "markersize": 6,
+                 "zorder": 3 + (len(reports) - rank) / 100}  # where lines coincide, the better scheme is on top
         rep_layers = rep.get("layers") or []
+        rep_names = [str(layer.get("name", i)) for i, layer in enumerate(rep_layers)]
         line, zeros, bad = _log_line(signal_ax, [_signal(layer) for layer in rep_layers], style)
-        signal_notes += _notes(label, zeros, bad, [layer.get("name") for layer in rep_layers])
-        _, zeros, bad = _log_line(gradient_ax, [_value(layer.get("grad_var")) for layer in rep_layers], style)
-        gradient_notes += _notes(label, zeros, bad, [layer.get("name") for layer in rep_layers])
-        verdict = rep.get("verdict", "?")
-        line.set_label(f"{rank}. {label}  ({verdict})")
+        _, grad_zeros, grad_bad = _log_line(gradient_ax, [_value(layer.get("grad_var")) for layer in rep_layers], style)
+        zeros_seen = zeros_seen or bool(zeros or grad_zeros)
+        for what, indices in (("E[y²]", bad), ("gradient", grad_bad)):
+            if indices:
+                bad_lines.append(f"{label}: {what} inf/NaN at {_spans([rep_names[i] for i in indices])}")
+        line.set_label(_wrap(f"{rank}. {label}  ({rep.get('verdict', '?')})"))
         handles.append(line)
 
-    _band(signal_ax, first)
-    _titled(signal_ax, "activation second moment E[y²] = var + mean² through depth (logits for softmax)", signal_notes)
-    signal_ax.set_ylabel("E[y²] (log scale)")
-    _titled(gradient_ax, "gradient variance: var of dLoss/d(layer output) through depth", gradient_notes)
-    gradient_ax.set_ylabel("variance (log scale)")
+    reference = _band(signal_ax, first)
+    signal_ax.set_title("activation second moment through depth", fontsize=12, loc="left")
+    signal_ax.set_ylabel("E[y²] = var + mean² of each layer's output\n(logits for softmax; log scale)")
+    gradient_ax.set_title("gradient through depth (backward pass)", fontsize=12, loc="left")
+    gradient_ax.set_ylabel("variance of dLoss/d(layer output) (log scale)")
     for ax in (signal_ax, gradient_ax):
         ax.set_yscale("log")
         ax.grid(True, which="major", alpha=0.3)
         _layer_axis(ax, names)
-    reference = signal_ax.get_legend_handles_labels()[0]  # the band and the input line
-    fig.legend(handles=handles + reference, loc="outside right upper", fontsize=10,
-               title="scheme, best first (verdict)", title_fontsize=10, frameon=False)
+        _empty_log_axis(ax)
+    notes = []
+    if zeros_seen:
+        notes.append((Line2D([], [], linestyle="none", marker="v", markersize=8, markerfacecolor="white",
+                             markeredgecolor="#333333"), _wrap("exactly 0: drawn on the bottom edge (a log scale cannot show 0)")))
+    if bad_lines:
+        shown = bad_lines[:4] + ([f"{len(bad_lines) - 4} more"] if len(bad_lines) > 4 else [])
+        notes.append((Line2D([], [], linestyle="none", marker="x", markersize=7, color=NOTE_COLOR),
+                      _wrap("inf/NaN (overflow), not drawn: " + "; ".join(shown), 48)))
+    if not reports:
+        signal_ax.text(0.5, 0.5, "no reports to compare", transform=signal_ax.transAxes, ha="center", va="center",
+                       fontsize=11, color="#555555")
+        _save(fig, path, fmt)
+        return
+    legend = fig.legend(handles=handles + reference + [h for h, _ in notes],
+                        labels=[h.get_label() for h in handles + reference] + [text for _, text in notes],
+                        loc="outside right upper", fontsize=10, title="scheme (verdict), best first",
+                        title_fontsize=10, alignment="left", frameon=False, labelspacing=0.6)
+    for text in legend.get_texts()[len(legend.get_texts()) - len(notes):]:
+        text.set_color(NOTE_COLOR)
     _save(fig, path, fmt)
 
 
 # --------------------------------------------------------------------------- check panels
 
 
-def _signal_panel(ax, report: dict, layers: list) -> None:
-    notes = []
-    names = [layer.get("name") for layer in layers]
+def _signal_panel(ax, report: dict, layers: list, names: list, marker_rows: int) -> None:
     series = (
-        ("pre-activation variance (x·W + b)", "preact", [_value(layer.get("preact_var")) for layer in layers],
+        ("pre-activation variance", "preact", "pre-act var", [_value(layer.get("preact_var")) for layer in layers],
          {"linestyle": "--", "marker": "o", "markersize": 4}),
-        ("activation variance (layer output)", "act", [_value(layer.get("act_var")) for layer in layers],
+        ("activation (output) variance", "act", "act var", [_value(layer.get("act_var")) for layer in layers],
          {"linestyle": "-", "marker": "o", "markersize": 5}),
-        ("activation E[y²] = var + mean², the drift check (logits for softmax)", "second_moment",
+        ("activation E[y²] = var + mean², what the drift check measures (logits for softmax)", "second_moment", "E[y²]",
          [_signal(layer) for layer in layers], {"linestyle": ":", "marker": "s", "markersize": 4}),
     )
-    for label, key, values, style in series:
-        line, zeros, bad = _log_line(ax, values, {"color": COLORS[key], "linewidth": 1.8, **style})
-        line.set_label(label)
-        notes += _notes(label.split(" (")[0].split(" =")[0], zeros, bad, names)
-    _band(ax, report)
+    measured = _log_series(ax, series)
+    reference = _band(ax, report)
     ax.set_yscale("log")
     ax.set_ylabel("variance (log scale)")
     ax.grid(True, which="major", alpha=0.3)
-    _titled(ax, "signal through depth: variances of each layer's pre-activation and output", notes)
-    _legend(ax)
+    _empty_log_axis(ax)
+    _title(ax, "signal through depth (forward pass)", marker_rows)
+    _legend(ax, names, measured, extra=reference)
 
 
-def _gradient_panel(ax, layers: list) -> None:
-    notes = []
-    names = [layer.get("name") for layer in layers]
+def _gradient_panel(ax, layers: list, names: list, marker_rows: int) -> None:
     series = (
-        ("var of dLoss/d(layer output)", "grad", "grad_var", {"linestyle": "-", "marker": "o", "markersize": 5}),
-        ("var of dLoss/dW (weight gradient)", "weight_grad", "weight_grad_var",
-         {"linestyle": "--", "marker": "s", "markersize": 4}),
+        ("variance of dLoss/d(layer output)", "grad", "dLoss/dy", [_value(layer.get("grad_var")) for layer in layers],
+         {"linestyle": "-", "marker": "o", "markersize": 5}),
+        ("variance of dLoss/dW (weight gradient)", "weight_grad", "dLoss/dW",
+         [_value(layer.get("weight_grad_var")) for layer in layers], {"linestyle": "--", "marker": "s", "markersize": 4}),
     )
-    drawn = False
-    for label, color, key, style in series:
-        values = [_value(layer.get(key)) for layer in layers]
-        line, zeros, bad = _log_line(ax, values, {"color": COLORS[color], "linewidth": 1.8, **style})
-        line.set_label(label)
-        notes += _notes(label, zeros, bad, names)
-        drawn = drawn or any(_positive(v) for v in values)
+    measured = _log_series(ax, series)
     ax.set_yscale("log")
     ax.set_ylabel("variance (log scale)")
     ax.grid(True, which="major", alpha=0.3)
-    if not drawn:
-        ax.set_ylim(1e-3, 1e3)  # an empty log axis still needs limits
+    if _empty_log_axis(ax):
         ax.text(0.5, 0.5, "no positive finite gradient variance to draw", transform=ax.transAxes,
                 ha="center", va="center", fontsize=11, color="#555555")
-    _titled(ax, "gradients through depth (backward pass)", notes)
-    _legend(ax)
+    _title(ax, "gradients through depth (backward pass)", marker_rows)
+    _legend(ax, names, measured)
 
 
-def _units_panel(ax, report: dict, layers: list) -> None:
-    n = len(layers)
+def _units_panel(ax, report: dict, layers: list, names: list, marker_rows: int) -> None:
     metrics = (
-        ("dead units (output 0 for every sample)", "dead", "dead_fraction", "dead"),
-        ("saturated outputs", "saturated", "saturation", "saturation"),
-        ("duplicated units (symmetry)", "duplicated", "symmetry", None),
+        ("dead units (output 0 for every sample)", "dead", "dead_fraction"),
+        ("saturated outputs", "saturated", "saturation"),
+        ("duplicated units (symmetry)", "duplicated", "symmetry"),
     )
     width = 0.8 / len(metrics)
-    notes = []
-    for k, (label, color, key, _) in enumerate(metrics):
+    bad_notes = []
+    for k, (label, color, key) in enumerate(metrics):
         values = [_value(layer.get(key)) for layer in layers]
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-        heights = [100 * v if math.isfinite(v) else 0.0 for v in values]
-        xs = [i + (k - 1) * width for i in range(n)]
-        ax.bar(xs, heights, width=width, color=COLORS[color], label=label, zorder=2)
+        ax.bar([i + (k - 1) * width for i in range(len(values))], [100 * v if math.isfinite(v) else 0.0 for v in values],
+               width=width, color=COLORS[color], label=_wrap(label), zorder=2)
         if bad:
-            notes.append(f"{label.split(' (')[0]} not finite at {_spans([layers[i].get('name') for i in bad])}: not drawn")
+            bad_notes.append(f"{label.split(' (')[0]}: {_spans([names[i] for i in bad])}")
     thresholds = report.get("thresholds") or {}
     lines: dict = {}
     for level, linestyle in (("warning", "--"), ("error", ":")):
-        for _, _, _, prefix in metrics:
-            value = thresholds.get(f"{prefix}_{level}") if prefix else None
-            if value is not None and math.isfinite(value):
-                lines.setdefault((100 * value, level, linestyle), []).append("dead" if prefix == "dead" else "saturation")
+        for prefix, shown in (("dead", "dead"), ("saturation", "saturated")):
+            value = _value(thresholds.get(f"{prefix}_{level}"))
+            if math.isfinite(value) and 0 <= value <= 1:
+                lines.setdefault((100 * value, level, linestyle), []).append(shown)
     for (value, level, linestyle), which in lines.items():
-        if value <= 100:
-            ax.axhline(value, color=SEVERITY_COLORS[level], linestyle=linestyle, linewidth=1.2, alpha=0.8, zorder=1,
-                       label=f"{' & '.join(which)} {level} threshold ({value:g}%)")
+        ax.axhline(value, color=SEVERITY_COLORS[level], linestyle=linestyle, linewidth=1.2, alpha=0.8, zorder=1,
+                   label=_wrap(f"{' & '.join(which)}: {level} above {value:g}%"))
     ax.set_ylim(0, 105)
     ax.set_ylabel("% of units\n(saturated: % of outputs)")
     ax.grid(True, axis="y", alpha=0.3)
-    _titled(ax, "units not learning: dead, saturated and duplicated", notes)
-    _legend(ax)
+    _title(ax, "units not learning: dead, saturated, duplicated", marker_rows)
+    handles, labels = ax.get_legend_handles_labels()
+    if bad_notes:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], linestyle="none"))
+        labels.append(_wrap("not finite, not drawn: " + "; ".join(bad_notes)))
+    _place_legend(ax, handles, labels)
 
 
-def _band(ax, report: dict) -> None:
+def _log_series(ax, series) -> list:
+    """Draw each (label, colour, short name, values, style) on a log axis; (short name, zeros, non-finite) per series."""
+    measured = []
+    for label, color, short, values, style in series:
+        line, zeros, bad = _log_line(ax, values, {"color": COLORS[color], "linewidth": 1.8, **style})
+        line.set_label(_wrap(label))
+        measured.append((short, COLORS[color], zeros, bad))
+    return measured
+
+
+def _legend(ax, names: list, measured: list, extra: list = ()) -> None:
+    """The panel's legend beside it: its lines, the reference artists, then what could not be drawn."""
+    from matplotlib.lines import Line2D
+
+    handles = [h for h in ax.get_lines() if not h.get_label().startswith("_")]
+    handles += [h for h in extra if h not in handles]
+    labels = [h.get_label() for h in handles]
+    for kind in ("zero", "bad"):
+        groups: dict = {}  # series with the same layers share one line
+        for short, color, zeros, bad in measured:
+            indices = tuple(zeros if kind == "zero" else bad)
+            if indices:
+                groups.setdefault(indices, []).append((short, color))
+        for indices, members in groups.items():
+            which = ", ".join(short for short, _ in members)
+            where = _spans([names[i] for i in indices])
+            if kind == "zero":
+                handles.append(Line2D([], [], linestyle="none", marker="v", markersize=8, markerfacecolor="white",
+                                      markeredgecolor=members[-1][1], markeredgewidth=1.5))  # drawn last, on top
+                labels.append(_wrap(f"{which} exactly 0 at {where}: drawn on the bottom edge (log scale)"))
+            else:
+                handles.append(Line2D([], [], linestyle="none", marker="x", markersize=7, color=NOTE_COLOR))
+                labels.append(_wrap(f"{which} inf/NaN (overflow) at {where}: not drawn"))
+    _place_legend(ax, handles, labels)
+
+
+def _place_legend(ax, handles, labels) -> None:
+    legend = ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.015, 1.0), fontsize=9, frameon=False,
+                       borderaxespad=0, labelspacing=0.6)
+    for text in legend.get_texts():
+        if "inf/NaN" in text.get_text() or "not finite" in text.get_text() or "exactly 0" in text.get_text():
+            text.set_color(NOTE_COLOR)
+
+
+def _band(ax, report: dict) -> list:
     """The healthy band (input E[x²] ×/÷ drift_warning, what the drift check allows) and the input's variance."""
     mean, var = _value(report.get("input_mean")), _value(report.get("input_var"))
     warning = _value((report.get("thresholds") or {}).get("drift_warning", 10.0))
     second = var + mean**2
+    artists = []
     if math.isfinite(second) and second > 0 and math.isfinite(warning) and warning > 0:
-        ax.axhspan(second / warning, second * warning, color=COLORS["band"], alpha=0.12, zorder=0, linewidth=0,
-                   label=f"healthy band: input E[x²] ×/÷ {warning:g} (drift_warning)")
+        artists.append(ax.axhspan(second / warning, second * warning, color=COLORS["band"], alpha=0.12, zorder=0,
+                                  linewidth=0, label=_wrap(f"healthy band: input E[x²] ×/÷ {warning:g} (drift_warning)")))
     if math.isfinite(var) and var > 0:
-        ax.axhline(var, color=COLORS["reference"], linestyle="-.", linewidth=1.2, zorder=1,
-                   label=f"input variance ({var:.3g})")
+        artists.append(ax.axhline(var, color=COLORS["reference"], linestyle="-.", linewidth=1.2, zorder=1,
+                                  label=f"input variance ({var:.3g})"))
+    return artists
 
 
 def _histogram_grid(subfig, layers: list, histograms) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     histograms = list(histograms or [])
     n = len(layers)
     if not histograms or len(histograms) != n:
         ax = subfig.subplots()
         ax.set_axis_off()
-        ax.text(0.5, 0.5, "no activation histograms were given\n(propagate.run(..., histogram_bins=N) makes them)",
-                ha="center", va="center", fontsize=11, color="#555555", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no activation histograms were given", ha="center", va="center", fontsize=11,
+                color="#555555", transform=ax.transAxes)
         subfig.suptitle("activation histograms", fontsize=12)
         return
     chosen = _subset(n, MAX_HISTOGRAMS)
@@ -274,24 +338,28 @@ def _histogram_grid(subfig, layers: list, histograms) -> None:
             percent = [100 * c / total for c in counts]
             ax.stairs(percent, edges, fill=True, color=COLORS["act"], alpha=0.75, linewidth=0)
             ax.set_ylim(0, max(percent) * 1.08)
+            ax.grid(True, axis="y", alpha=0.3)
         else:
             ax.text(0.5, 0.5, "no finite outputs\n(overflow)", ha="center", va="center", fontsize=10,
                     color=SEVERITY_COLORS["error"], transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.tick_params(labelsize=8)
         ax.xaxis.get_offset_text().set_fontsize(8)
-        ax.grid(True, axis="y", alpha=0.3)
         if slot % columns == 0:
             ax.set_ylabel("% of outputs", fontsize=9)
-        if slot >= len(chosen) - columns:
+        if slot + columns >= len(chosen):  # nothing drawn below this one
             ax.set_xlabel("output value", fontsize=9)
-    shown = f"all {n} layers" if len(chosen) == n else f"{len(chosen)} of {n} layers, evenly spaced"
+    shown = (f"all {n} layers" if n > 1 else "1 layer") if len(chosen) == n else f"{len(chosen)} of {n} layers, evenly spaced"
     subfig.suptitle(f"activation histograms: each layer's outputs over the batch ({shown})", fontsize=12)
 
 
-def _mark_findings(panels: dict, findings: list, names: list) -> None:
-    """A coloured band at the layer of each finding and its short label above the panel."""
+def _mark_findings(panels: dict, findings: list, names: list) -> dict:
+    """A coloured band at the layer of each error or warning and its short label above its panel.
+
+    Labels that would overlap a neighbour's move up a row; returns the rows used per panel.
+    """
     index = {name: i for i, name in enumerate(names)}
     marks: dict = {}
     for finding in findings:
@@ -302,16 +370,32 @@ def _mark_findings(panels: dict, findings: list, names: list) -> None:
         panel, short = where
         if finding.get("code") == "overflow" and "backward" in (finding.get("message") or ""):
             panel = "gradient"
-        marks.setdefault((panel, i), []).append((finding["severity"], short))
+        marks.setdefault(panel, {}).setdefault(i, []).append((finding["severity"], short))
     crowded = len(names) > MAX_NAMED_LAYERS
-    for (panel, i), items in marks.items():
+    points_per_layer = 470 / max(len(names), 1)  # about the panel's width in points, per layer
+    rows_used = {}
+    for panel, by_layer in marks.items():
         ax = panels[panel]
-        worst = "error" if any(severity == "error" for severity, _ in items) else "warning"
-        color = SEVERITY_COLORS[worst]
-        ax.axvspan(i - 0.45, i + 0.45, color=color, alpha=0.13, zorder=0, linewidth=0)
-        label = "▼" if crowded else "▼ " + ", ".join(dict.fromkeys(short for _, short in items))
-        ax.annotate(label, xy=(i, 1), xycoords=ax.get_xaxis_transform(), xytext=(0, 2), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=8.5, fontweight="bold", color=color, annotation_clip=False)
+        placed = []  # (layer, row, half width in points)
+        for i in sorted(by_layer):
+            items = by_layer[i]
+            color = SEVERITY_COLORS["error" if any(severity == "error" for severity, _ in items) else "warning"]
+            ax.axvspan(i - 0.45, i + 0.45, color=color, alpha=0.13, zorder=0, linewidth=0)
+            label = "▼" if crowded else "▼ " + ", ".join(dict.fromkeys(short for _, short in items))
+            half = 2.6 * len(label)
+            row = 0
+            while any(r == row and (i - j) * points_per_layer < half + h + 4 for j, r, h in placed):
+                row += 1
+            placed.append((i, row, half))
+            ax.annotate(label, xy=(i, 1), xycoords=ax.get_xaxis_transform(), xytext=(0, 2 + 11 * row),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8.5, fontweight="bold",
+                        color=color, annotation_clip=False)
+        rows_used[panel] = 1 + max(row for _, row, _ in placed)
+    return rows_used
+
+
+def _title(ax, title: str, marker_rows: int) -> None:
+    ax.set_title(title, fontsize=12, loc="left", pad=6 + 11 * marker_rows)
 
 
 def _finding_lines(findings: list) -> list:
@@ -319,20 +403,21 @@ def _finding_lines(findings: list) -> list:
     lines = []
     for finding in findings[:MAX_FINDINGS_LISTED]:
         severity = finding.get("severity", "info")
-        layer = f"{finding['layer']}: " if finding.get("layer") and not (finding.get("message") or "").startswith(finding["layer"]) else ""
-        text = f"{severity.upper():8s} {finding.get('code', '?')}  —  {layer}{finding.get('message', '')}"
+        message, layer = finding.get("message") or "", finding.get("layer")
+        prefix = f"{layer}: " if layer and not message.startswith(str(layer)) else ""
+        text = f"{severity.upper():8s} {finding.get('code', '?')}  —  {prefix}{message}"
         lines.append((SEVERITY_COLORS.get(severity, "#333333"), _clip(text, 190)))
     if len(findings) > MAX_FINDINGS_LISTED:
         lines.append(("#555555", f"… and {len(findings) - MAX_FINDINGS_LISTED} more findings (see the text or JSON report)"))
     if not findings:
-        lines.append((VERDICT_COLORS["healthy"], "no findings"))
+        lines.append((VERDICT_COLORS["healthy"], "none"))
     return lines
 
 
 def _findings_list(subfig, lines: list, line_height: float) -> None:
     ax = subfig.subplots()
     ax.set_axis_off()
-    ax.annotate("findings (▼ marks their layer in the panels above; red = error, orange = warning):",
+    ax.annotate("findings (▼ marks the layer of an error or warning in the panels above):",
                 xy=(0, 1), xycoords="axes fraction", va="top", ha="left", fontsize=10, fontweight="bold")
     for k, (color, text) in enumerate(lines, 1):
         ax.annotate(text, xy=(0, 1), xycoords="axes fraction", xytext=(12, -k * line_height * 72),
@@ -347,43 +432,29 @@ def _log_line(ax, values: list, style: dict):
 
     Returns (line, indices of zeros, indices of non-finite values).
     """
-    xs = list(range(len(values)))
     ys = [v if _positive(v) else math.nan for v in values]
-    (line,) = ax.plot(xs, ys, zorder=3, **style)
+    (line,) = ax.plot(range(len(values)), ys, **{"zorder": 3, **style})
     zeros = [i for i, v in enumerate(values) if math.isfinite(v) and v <= 0]
     bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
     if zeros:
         ax.plot(zeros, [0.0] * len(zeros), transform=ax.get_xaxis_transform(), linestyle="none", marker="v",
                 markersize=8, markerfacecolor="white", markeredgecolor=style.get("color"), markeredgewidth=1.5,
-                clip_on=False, zorder=4)
+                clip_on=False, zorder=4, label="_zeros")
     return line, zeros, bad
 
 
-def _notes(label: str, zeros: list, bad: list, names: list) -> list:
-    notes = []
-    if bad:
-        notes.append(f"{label}: inf/NaN (overflow) at {_spans([names[i] for i in bad])}, not drawn")
-    if zeros:
-        notes.append(f"{label}: exactly 0 at {_spans([names[i] for i in zeros])}, ▽ on the bottom edge (log scale)")
-    return notes
-
-
-def _titled(ax, title: str, notes: list) -> None:
-    """The panel's title, then one smaller line per note (at most 3, the rest counted)."""
-    ax.set_title(title, fontsize=12, loc="left", pad=14)
-    if notes:
-        shown = notes[:3] + ([f"… {len(notes) - 3} more"] if len(notes) > 3 else [])
-        ax.set_title("\n".join(shown), fontsize=8.5, loc="right", color="#b35900", pad=14)
-        ax.set_title(title + "\n" * len(shown), fontsize=12, loc="left", pad=14)
-
-
-def _legend(ax) -> None:
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False, borderaxespad=0)
+def _empty_log_axis(ax) -> bool:
+    """Whether no line of `ax` has a positive finite value; then fixed limits (matplotlib would warn)."""
+    drawn = any(_positive(y) for line in ax.get_lines() if line.get_transform() is ax.transData for y in line.get_ydata())
+    if not drawn and not ax.patches:
+        ax.set_ylim(1e-3, 1e3)
+    return not drawn
 
 
 def _layer_axis(ax, names: list) -> None:
     n = len(names)
-    ax.set_xlim(-0.6, n - 0.4) if n else None
+    if n:
+        ax.set_xlim(-0.6, n - 0.4)
     if n <= MAX_NAMED_LAYERS:
         ax.set_xticks(range(n), names, rotation=30 if n > 6 else 0, ha="right" if n > 6 else "center", fontsize=9)
         ax.set_xlabel("layer (input → output)")
@@ -406,13 +477,14 @@ def _check_title(report: dict) -> str:
     details = " · ".join(str(part) for part in (
         f"seed {report.get('seed')}", f"batch {report.get('batch')}", report.get("dtype"), f"loss {report.get('loss')}",
     ))
-    return f"initdiag check: {name} ({spec}) · {init} · verdict: {verdict}\n{len(layers)} layers · {details}"
+    return f"initdiag check: {name} ({spec}) · {init} · verdict: {verdict}\n{_layers(len(layers))} · {details}"
 
 
 def _compare_title(compare: dict, first: dict, count: int) -> str:
     name = first.get("name", "?")
-    return (f"initdiag compare: {name} ({compare.get('spec', first.get('spec', ''))}) · seed {compare.get('seed', first.get('seed'))}"
-            f"\n{count} schemes, every layer's init replaced by each · legend best first")
+    spec = compare.get("spec", first.get("spec", ""))
+    seed = compare.get("seed", first.get("seed"))
+    return f"initdiag compare: {name} ({spec}) · seed {seed}\n{count} schemes, each replacing every layer's init"
 
 
 def _ranked(compare: dict) -> list:
@@ -431,20 +503,17 @@ def _scheme_styles(labels: list) -> dict:
 
     Each name starts at the palette slot its CRC-32 picks and, in sorted-name order, moves to the
     next free slot on a collision: a scheme keeps its colour from run to run, and no two share one
-    until the palette runs out (then the line style changes).
+    until the palette runs out (then the line style and marker tell them apart).
     """
-    styles, used = {}, set()
+    styles, used = {}, {}
     size = len(SCHEME_PALETTE)
     for label in sorted(set(labels)):
         start = zlib.crc32(label.encode("utf-8")) % size
-        slot = next((s % size for s in range(start, start + size) if s % size not in used), None)
-        if slot is None:  # more schemes than colours: reuse, but with another line style
-            slot = start
-            generation = 1 + sum(1 for other in styles.values() if other[0] == SCHEME_PALETTE[slot])
-        else:
-            generation = 0
-        used.add(slot)
-        styles[label] = (SCHEME_PALETTE[slot], SCHEME_MARKERS[slot % len(SCHEME_MARKERS)],
+        free = [s % size for s in range(start, start + size) if s % size not in used]
+        slot = free[0] if free else start
+        generation = used.get(slot, -1) + 1
+        used[slot] = generation
+        styles[label] = (SCHEME_PALETTE[slot], SCHEME_MARKERS[(slot + 5 * generation) % len(SCHEME_MARKERS)],
                          SCHEME_LINESTYLES[generation % len(SCHEME_LINESTYLES)])
     return styles
 
@@ -464,7 +533,7 @@ def _value(value) -> float:
         return math.nan
 
 
-def _positive(value: float) -> bool:
+def _positive(value) -> bool:
     return math.isfinite(value) and value > 0
 
 
@@ -481,6 +550,14 @@ def _spans(names: list) -> str:
     if len(names) <= 2:
         return ", ".join(names)
     return f"{names[0]}…{names[-1]} ({len(names)} layers)"
+
+
+def _layers(n: int) -> str:
+    return f"{n} layer" if n == 1 else f"{n} layers"
+
+
+def _wrap(text: str, width: int = LEGEND_WIDTH) -> str:
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) or text
 
 
 def _clip(text: str, limit: int) -> str:
@@ -504,7 +581,7 @@ def _save(fig, path, fmt: str) -> None:
 
     FigureCanvasAgg(fig)
     target = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             fig.savefig(stream, format=fmt, dpi=DPI, facecolor="white", metadata=_metadata(fmt))

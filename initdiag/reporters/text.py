@@ -57,18 +57,27 @@ def _flags(report: dict) -> dict:
     return {name: Text(" ").join(items) for name, items in flags.items()}
 
 
-def _wide(report: dict, flags: dict) -> Table:
+THEORY_COLUMNS = [("q theory", "right"), ("chi", "right")]
+
+
+def _theory_cells(layer: dict) -> list[str]:
+    return [number(layer.get("preact_var_theory")), number(layer.get("chi"))]
+
+
+def _wide(report: dict, flags: dict, theory: bool) -> Table:
     table = _table(None, [
         ("#", "right"), ("layer", "left"), ("units", "right"), ("activation", "left"), ("init", "left"),
-        ("w std", "right"), ("pre var", "right"), ("act var", "right"), ("grad var", "right"),
+        ("w std", "right"), ("pre var", "right")] + (THEORY_COLUMNS if theory else []) + [
+        ("act var", "right"), ("grad var", "right"),
         ("w-grad var", "right"), ("dead%", "right"), ("sat%", "right"), ("sym%", "right"), ("flags", "left"),
     ])
     for layer in report["layers"]:
         table.add_row(
             str(layer["index"]), layer["name"], str(layer["fan_out"]), layer["activation"], layer["init"],
-            number(layer["weight_std"]), number(layer["preact_var"]), number(layer["act_var"]),
-            number(layer["grad_var"]), number(layer["weight_grad_var"]), percent(layer["dead_fraction"]),
-            percent(layer["saturation"]), percent(layer["symmetry"]), flags.get(layer["name"], ""),
+            number(layer["weight_std"]), number(layer["preact_var"]), *(_theory_cells(layer) if theory else []),
+            number(layer["act_var"]), number(layer["grad_var"]), number(layer["weight_grad_var"]),
+            percent(layer["dead_fraction"]), percent(layer["saturation"]), percent(layer["symmetry"]),
+            flags.get(layer["name"], ""),
         )
     return table
 
@@ -82,7 +91,7 @@ def natural_width(table: Table) -> int:
     return sum(widths) + 2 * (len(widths) - 1)
 
 
-def _split(report: dict, flags: dict) -> list[Table]:
+def _split(report: dict, flags: dict, theory: bool) -> list[Table]:
     config = _table("layers", [
         ("#", "right"), ("layer", "left"), ("fans", "right"), ("activation", "left"), ("init", "left"),
         ("w std", "right"), ("expected", "right"),
@@ -101,7 +110,12 @@ def _split(report: dict, flags: dict) -> list[Table]:
             number(layer["weight_grad_var"]), percent(layer["dead_fraction"]), percent(layer["saturation"]),
             percent(layer["symmetry"]), flags.get(layer["name"], ""),
         )
-    return [config, measured]
+    if not theory:
+        return [config, measured]
+    predicted = _table("mean-field theory", [("#", "right"), ("pre var", "right")] + THEORY_COLUMNS)
+    for layer in report["layers"]:
+        predicted.add_row(str(layer["index"]), number(layer["preact_var"]), *_theory_cells(layer))
+    return [config, measured, predicted]
 
 
 def _header(report: dict) -> Text:
@@ -132,18 +146,18 @@ def _verdict(report: dict) -> Text:
     return Text.assemble("verdict: ", (report["verdict"], VERDICT_STYLE[report["verdict"]]), f" ({summary})" if summary else "")
 
 
-def render(report: dict, color: bool = False, width: int = 80) -> str:
+def render(report: dict, color: bool = False, width: int = 80, theory: bool = False) -> str:
     out = io.StringIO()
     console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False, emoji=False, markup=False,
                       color_system="standard" if color else None, soft_wrap=False)
     flags = _flags(report)
     console.print(_header(report))
     console.print()
-    wide = _wide(report, flags)
+    wide = _wide(report, flags, theory)
     if natural_width(wide) <= width:
         console.print(wide)
     else:
-        for table in _split(report, flags):
+        for table in _split(report, flags, theory):
             console.print(table)
             console.print()
     if report["findings"]:
