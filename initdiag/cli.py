@@ -251,6 +251,63 @@ def compare(
     raise typer.Exit(EXIT_FAILED if checks.fails(best_findings, fail_on.value) else EXIT_OK)
 
 
+class Choice(str, Enum):
+    measured = "measured"
+    rule = "rule"
+
+
+@app.command()
+def recommend(
+    spec_path: Path = SPEC_ARGUMENT,
+    write: Optional[Path] = typer.Option(None, "--write", help="Write a copy of the spec with the recommended inits to this file (comments and key order kept)."),
+    in_place: bool = typer.Option(False, "--in-place", help="Rewrite the spec itself with the recommended inits; the original is kept as SPEC.bak."),
+    choice: Choice = typer.Option(Choice.measured, "--choice", help="Which recommendation --write uses: the measured best, or the rules of thumb."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Compute LSUV-style per-layer gains that bring each layer's activation second moment to --target, and write them as {scheme: {gain: g}}."),
+    target: float = typer.Option(1.0, "--target", help="The activation second moment --calibrate aims for."),
+    output_format: Format = FORMAT_OPTION,
+    output: Optional[Path] = OUTPUT_OPTION,
+    seed: Optional[int] = SEED_OPTION,
+    threshold: list[str] = THRESHOLD_OPTION,
+    allow_custom: bool = ALLOW_CUSTOM_OPTION,
+    max_memory: Optional[str] = MAX_MEMORY_OPTION,
+) -> None:
+    """Per layer: the rules-of-thumb scheme and the scheme that measured best, with the evidence."""
+    from initdiag import recommend as recommending
+    from initdiag.reporters import REPORTERS, recommend_text
+    from initdiag.yamlsource import SpecErrors
+
+    thresholds = _thresholds(threshold)
+    memory_bound = _memory_bound(max_memory)
+    if seed is not None and calibrate and (write or in_place):
+        raise _invalid(["--seed: gains calibrated on another seed would not reproduce on the spec's own; "
+                        "set seed: in the spec instead"])
+    if write is not None and in_place:
+        raise _invalid(["--write and --in-place: choose one"])
+    network_spec = _load(spec_path, allow_custom, seed)
+    try:
+        result = recommending.recommend(network_spec, thresholds, memory_bound, calibrate=calibrate, target=target)
+    except SpecErrors as errors:
+        raise _invalid(errors.problems) from None
+    except ValueError as err:
+        raise _invalid([f"--target: {err}"]) from None
+
+    color, width = _terminal()
+    if output is not None:
+        color, width = False, max(width, 80)
+    renders = {"text": recommend_text.render, "json": lambda data, **_: REPORTERS["json"](data)}
+    _emit(renders[output_format.value](result, color=color, width=width), output, spec_path,
+          f"recommended: {result['measured_best']}")
+    if write is not None or in_place:
+        try:
+            written = recommending.write_spec(spec_path, result, write, in_place=in_place, choice=choice.value)
+        except ValueError as err:
+            raise _invalid([f"--write: {err}"]) from None
+        except OSError as err:
+            raise _invalid([f"--write: cannot write {write or spec_path}: {err.strerror or err}"]) from None
+        typer.echo(f"wrote {written}" + (f" (the original is kept as {spec_path}.bak)" if in_place else ""), err=True)
+    raise typer.Exit(EXIT_OK)
+
+
 def _progress(total: int, seconds: float):
     """A transient progress bar on a terminal's stderr when the comparison should take over a second."""
     import contextlib

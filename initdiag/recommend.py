@@ -60,6 +60,7 @@ import numpy as np
 
 from initdiag import activations, checks, compare, initspec, network, propagate, report, schemes, stats
 from initdiag.checks import Thresholds
+from initdiag.numbers import compact
 from initdiag.spec import NetworkSpec
 
 RULE_MIX = "rule-mix"
@@ -454,8 +455,6 @@ def init_value(init: initspec.InitSpec, calibration: dict | None = None):
 
 def ratio_text(ratio: float) -> str:
     """1.02x, 1/11, 0, inf: a factor of the input's second moment."""
-    from initdiag.numbers import compact
-
     if not math.isfinite(ratio):
         return "inf"
     if ratio <= 0:
@@ -492,21 +491,16 @@ def reason(entry: dict, result: dict) -> str:
     if same_here:
         return (f"this layer's signal is about the same under both ({ratio_text(r_best)} vs {ratio_text(r_rule)} "
                 f"of the input's second moment); {best} wins on the {whole}")
-    text = f"measured best {best} keeps the activation second moment {_level(r_best)} where the rule of thumb's {rule} {_move(r_rule)}"
+    what = "logits' second moment" if activation == "softmax" else "activation second moment"
+    text = f"measured best {best} keeps the {what} {_level(r_best)} where the rule of thumb's {rule} {_move(r_rule)}"
     why = []
     if activation in SQUASHING and r_rule < r_best and r_rule < 1:
         why.append(f"{activation} under {rule} shrinks with depth ({activation} squashes, E[{activation}(z)²] < E[z²], "
                    f"and {rule} keeps only a linear layer's variance)")
     if variance is not None and abs(math.log10(variance)) > 0.01:
-        why.append(f"{best}'s weights have {compact_factor(variance)} {rule}'s variance here "
+        why.append(f"{best}'s weights have {compact(variance)}x {rule}'s variance here "
                    f"({entry['fan_in']}→{entry['fan_out']})")
     return text + (": " + "; ".join(why) if why else "") + f"; {whole}"
-
-
-def compact_factor(value: float) -> str:
-    from initdiag.numbers import compact
-
-    return f"{compact(value)}x"
 
 
 # ------------------------------------------------------------------------------ writing

@@ -82,8 +82,8 @@ def _summary(rec: dict) -> list[Text]:
     lines = [
         Text.assemble("measured best: ", (best, "bold"), " (", _verdict(rec, best), ")"),
         Text.assemble("rules of thumb: ", (rule, "bold"), " (", _verdict(rec, rule), ")"),
-        Text.assemble("as written: (", (current["verdict"], VERDICT_STYLE[current["verdict"]]),
-                      f", health {current['health']:.0f})"),
+        Text.assemble("as written: ", (runs([layer["current"] for layer in rec["layers"]]), "bold"), " (",
+                      (current["verdict"], VERDICT_STYLE[current["verdict"]]), f", health {current['health']:.0f})"),
     ]
     agreeing = sum(layer["agree"] for layer in rec["layers"])
     lines.append(Text(f"they agree on {agreeing} of {len(rec['layers'])} layers"))
