@@ -54,6 +54,12 @@ SCHEME_PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
     "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#b8860b",
 )
+# The usual schemes own a palette slot, so they never collide with each other; any other name
+# (and a scheme with parameters, e.g. normal(std=0.01)) starts where its CRC-32 points.
+SCHEME_SLOTS = {
+    "xavier": 0, "relu": 1, "lecun_normal": 2, "normal": 3, "orthogonal": 4, "relu_uniform": 5,
+    "uniform": 6, "torch_default": 7, "lecun_uniform": 8, "xavier_uniform": 9, "zero": 10, "identity": 11,
+}
 SCHEME_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 SCHEME_LINESTYLES = ("-", "--", "-.", ":")
 
@@ -325,26 +331,32 @@ def _histogram_grid(subfig, layers: list, histograms) -> None:
     chosen = _subset(n, MAX_HISTOGRAMS)
     columns = 3 if len(chosen) > 4 else 2 if len(chosen) > 1 else 1
     rows = max(-(-len(chosen) // columns), 2 if len(chosen) > 1 else 1)
-    axes = subfig.subplots(rows, columns, squeeze=False)
+    # A fixed grid, left out of the constrained layout: these small panels have short labels of
+    # known sizes, and laying them out would double the time of the whole figure.
+    axes = subfig.subplots(rows, columns, squeeze=False, gridspec_kw={
+        "left": 0.08, "right": 0.985, "bottom": 0.055, "top": 0.93, "wspace": 0.32, "hspace": 0.42})
     flat = [ax for row in axes for ax in row]
+    for ax in flat:
+        ax.set_in_layout(False)
     for ax in flat[len(chosen):]:
         ax.set_axis_off()
     for slot, (ax, i) in enumerate(zip(flat, chosen)):
         counts, edges = histograms[i] if histograms[i] is not None else ([], [])
         layer = layers[i]
-        ax.set_title(f"{layer.get('name', i)} · {layer.get('activation', '?')}", fontsize=10)
+        ax.set_title(_clip(f"{layer.get('name', i)} · {layer.get('activation', '?')}", 34), fontsize=10)
         total = sum(counts) if counts else 0
         if total and len(edges) == len(counts) + 1:
             percent = [100 * c / total for c in counts]
             ax.stairs(percent, edges, fill=True, color=COLORS["act"], alpha=0.75, linewidth=0)
             ax.set_ylim(0, max(percent) * 1.08)
             ax.grid(True, axis="y", alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
         else:
             ax.text(0.5, 0.5, "no finite outputs\n(overflow)", ha="center", va="center", fontsize=10,
                     color=SEVERITY_COLORS["error"], transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.tick_params(labelsize=8)
         ax.xaxis.get_offset_text().set_fontsize(8)
         if slot % columns == 0:
@@ -501,14 +513,15 @@ def _scheme_label(report: dict) -> str:
 def _scheme_styles(labels: list) -> dict:
     """Colour, marker and line style per scheme that depend only on the set of names, never on the ranking.
 
-    Each name starts at the palette slot its CRC-32 picks and, in sorted-name order, moves to the
-    next free slot on a collision: a scheme keeps its colour from run to run, and no two share one
-    until the palette runs out (then the line style and marker tell them apart).
+    The usual schemes have a slot of their own (SCHEME_SLOTS), any other name the slot its CRC-32
+    picks; on a collision the name placed later (usual schemes first, then by name) moves to the
+    next free slot. So relu is always the same orange, no two schemes share a colour until the
+    palette runs out, and then the line style and marker tell them apart.
     """
     styles, used = {}, {}
     size = len(SCHEME_PALETTE)
-    for label in sorted(set(labels)):
-        start = zlib.crc32(label.encode("utf-8")) % size
+    for label in sorted(set(labels), key=lambda name: (name not in SCHEME_SLOTS, name)):
+        start = SCHEME_SLOTS.get(label, zlib.crc32(label.encode("utf-8")) % size)
         free = [s % size for s in range(start, start + size) if s % size not in used]
         slot = free[0] if free else start
         generation = used.get(slot, -1) + 1
