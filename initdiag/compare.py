@@ -47,9 +47,16 @@ def candidates(spec: NetworkSpec, names: list[str] | None, allow_custom: bool = 
             layer.init for layer in spec.layers if layer.init.scheme in ("supplied", "custom")
         ]
     else:
-        found = [initspec.parse(name, "--schemes", allow_custom) for name in names]
+        return _unique([initspec.parse(name, "--schemes", allow_custom) for name in names])
+    # Unasked-for candidates that cannot initialise every layer (a supplied array of one layer's
+    # shape, identity on a non-square layer) are left out rather than failing the comparison.
+    return _unique([init for init in found if not any(init.shape_problem((l.fan_in, l.units)) for l in spec.layers)])
+
+
+def _unique(inits: list) -> list[initspec.InitSpec]:
+    """The first of each display name, in order."""
     unique: dict[str, initspec.InitSpec] = {}
-    for init in found:
+    for init in inits:
         unique.setdefault(init.display, init)
     return list(unique.values())
 

@@ -150,3 +150,15 @@ def test_json_shape_and_text_fit_80_columns():
     assert "…" not in text
     for name in data["ranking"]:
         assert name in text
+
+
+def test_default_candidates_leave_out_inits_that_fit_only_their_own_layer(tmp_path):
+    np.save(tmp_path / "w.npy", np.full((4, 8), 0.1))
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [4]\nlayers:\n  - {dense: 8, init: {supplied: w.npy}}\n  - {dense: 8, init: identity}\n")
+    net_spec = spec.load(path)
+    names = [init.scheme for init in compare.candidates(net_spec, None)]
+    assert "supplied" not in names and "identity" not in names and "xavier" in names
+    result = run_cli("compare", path, "--keep-overrides", "--format", "json")
+    assert result.exit_code in (0, 1)
+    assert "supplied" not in json.loads(result.stdout)["ranking"]
