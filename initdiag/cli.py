@@ -140,11 +140,23 @@ def _emit(text: str, output: Path | None, spec_path: Path, summary: str) -> None
     typer.echo(f"wrote {output} ({summary})", err=True)
 
 
-def _plot(draw, data, path: Path | None, spec_path: Path) -> None:
+def _check_plot(path: Path | None, spec_path: Path) -> None:
+    """Refuse a --plot file that cannot be written before any work is done."""
     if path is None:
         return
-    if Path(path).resolve() == Path(spec_path).resolve():
-        raise _invalid([f"--plot: refusing to draw over the input file {spec_path}"])
+    from initdiag import outputs
+    from initdiag.reporters import plots
+
+    try:
+        outputs.check_target(path, protected=[spec_path])
+        plots.check_path(path)
+    except (OSError, ValueError) as err:
+        raise _invalid([f"--plot: cannot write {path}: {getattr(err, 'strerror', None) or err}"]) from None
+
+
+def _plot(draw, data, path: Path | None) -> None:
+    if path is None:
+        return
     try:
         draw(data, path)
     except (OSError, ValueError) as err:
@@ -173,6 +185,7 @@ def check(
 
     thresholds = _thresholds(threshold)
     memory_bound = _memory_bound(max_memory)
+    _check_plot(plot, spec_path)
     network_spec = _load(spec_path, allow_custom, seed)
     try:
         if scheme is not None:
@@ -191,7 +204,7 @@ def check(
     if plot is not None:
         from initdiag.reporters import plots
 
-        _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot, spec_path)
+        _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot)
     raise typer.Exit(EXIT_FAILED if checks.fails(findings, fail_on.value) else EXIT_OK)
 
 
@@ -218,6 +231,7 @@ def compare(
 
     thresholds = _thresholds(threshold)
     memory_bound = _memory_bound(max_memory)
+    _check_plot(plot, spec_path)
     try:
         workers = comparison.resolve_jobs(jobs)
     except ValueError:
@@ -245,7 +259,7 @@ def compare(
     if plot is not None:
         from initdiag.reporters import plots
 
-        _plot(plots.plot_compare, result, plot, spec_path)
+        _plot(plots.plot_compare, result, plot)
     best = result["reports"][0]
     best_findings = [checks.Finding(f["severity"], f["code"], f["layer"], f["message"], f["hint"]) for f in best["findings"]]
     raise typer.Exit(EXIT_FAILED if checks.fails(best_findings, fail_on.value) else EXIT_OK)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -21,27 +22,32 @@ def parse_size(text: str) -> int:
     return int(size)
 
 
-def write_atomic(path: Path, text: str, protected=()) -> None:
-    """Write via a temporary file in the same folder and a rename, so readers never see half a file.
-
-    Raises ValueError if `path` is one of the `protected` input files."""
-    path = Path(path)
-    target = path.resolve()
+def check_target(path, protected=()) -> Path:
+    """The resolved `path`, if a file can be written there: not over a `protected` input (ValueError),
+    not a directory, and in a folder that exists (OSError)."""
+    target = Path(path).resolve()
     for other in protected:
         if Path(other).resolve() == target:
-            raise ValueError(f"refusing to write the report over the input file {other}")
-    directory = target.parent
+            raise ValueError(f"refusing to write over the input file {other}")
     if target.is_dir():
         raise IsADirectoryError(21, "it is a directory")
-    if not directory.is_dir():
-        raise FileNotFoundError(2, f"no folder {directory}")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(2, f"no folder {target.parent}")
+    return target
+
+
+@contextmanager
+def atomic_writer(path, protected=(), binary: bool = False):
+    """A handle on a temporary file beside `path`, renamed over it once the block completes,
+    so readers never see half a file; on error the temporary file is removed."""
     import tempfile  # only when writing: it costs start-up time
 
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    target = check_target(path, protected)
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        # mkstemp makes the file private; give the report the mode any new file would get
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            yield handle
+        # mkstemp makes the file private; give it the mode any new file would get
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
@@ -50,3 +56,9 @@ def write_atomic(path: Path, text: str, protected=()) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def write_atomic(path: Path, text: str, protected=()) -> None:
+    """Write `text` atomically (see atomic_writer); ValueError if `path` is a `protected` input."""
+    with atomic_writer(path, protected) as handle:
+        handle.write(text)

@@ -14,8 +14,6 @@ canvas, never pyplot, so no display and no global backend state are involved.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import textwrap
 import zlib
 from pathlib import Path
@@ -81,7 +79,7 @@ def plot_check(report: dict, histograms, path) -> None:
     (empty or None: the histogram panel says so). Raises ValueError for an extension matplotlib
     cannot write, before drawing anything; the file is written atomically.
     """
-    fmt = _format(path)
+    fmt = check_path(path)
     from matplotlib.figure import Figure
 
     layers = report.get("layers") or []
@@ -117,7 +115,7 @@ def plot_compare(compare: dict, path) -> None:
     "scheme" set], "ranking": [scheme names, best first]}`. Raises ValueError for an extension
     matplotlib cannot write, before drawing anything; the file is written atomically.
     """
-    fmt = _format(path)
+    fmt = check_path(path)
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -577,7 +575,7 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _format(path) -> str:
+def check_path(path) -> str:
     """The file format from `path`'s extension (png without one); ValueError for one matplotlib cannot write."""
     from matplotlib.backend_bases import FigureCanvasBase
 
@@ -589,25 +587,14 @@ def _format(path) -> str:
 
 
 def _save(fig, path, fmt: str) -> None:
-    """Render, then write atomically: a temporary file beside `path`, renamed over it when complete."""
+    """Render, then write atomically (a temporary file beside `path`, renamed over it when complete)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from initdiag.outputs import atomic_writer
+
     FigureCanvasAgg(fig)
-    target = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format=fmt, dpi=DPI, facecolor="white", metadata=_metadata(fmt))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temporary, 0o666 & ~mask)
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    with atomic_writer(path, binary=True) as stream:
+        fig.savefig(stream, format=fmt, dpi=DPI, facecolor="white", metadata=_metadata(fmt))
 
 
 def _metadata(fmt: str) -> dict | None:
