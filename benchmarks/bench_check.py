@@ -2,7 +2,8 @@
 
 The bare baseline does the same matmuls, float32: per layer one forward (x @ W) and two
 backward (dZ @ W.T and X.T @ dZ). initdiag's time covers everything after parsing the spec:
-drawing every weight, the forward and backward passes, every statistic and the checks.
+drawing every weight, the forward and backward passes, every statistic, the mean-field
+prediction, the checks and the report.
 Both are reported as GFLOP/s of the same matmul work; the target is initdiag >= 70% of bare.
 
     python benchmarks/bench_check.py [--repeat 5] [--layers 24] [--width 1024] [--batch 512]
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 
-from initdiag import checks, network, propagate, spec, yamlsource
+from initdiag import pipeline, spec, yamlsource
 
 
 def make_spec(layers: int, width: int, batch: int) -> spec.NetworkSpec:
@@ -26,9 +27,7 @@ def make_spec(layers: int, width: int, batch: int) -> spec.NetworkSpec:
 
 def time_initdiag(net_spec) -> float:
     start = time.perf_counter()
-    built = network.build(net_spec)
-    run = propagate.run(built)
-    checks.find(run, net_spec)
+    pipeline.diagnose(net_spec)  # what `check` does after parsing: draw, run, predict, find, report
     return time.perf_counter() - start
 
 
