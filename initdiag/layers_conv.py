@@ -1,0 +1,707 @@
+"""Convolution, pooling, global-average-pooling and flatten layers, in the Dense contract.
+
+    forward(x) -> (y, cache)        cache.x input, cache.z pre-activation, cache.y = φ(z)
+    backward(dy, cache, dz=None, need_dx=True) -> (dx or None, grads)
+
+Arrays are (batch, channels, *spatial), as PyTorch's NCL / NCHW; dtypes are kept (float32
+in, float32 out, given float32 parameters). Everything is vectorised numpy: no Python loop over
+samples, positions, channels or kernel taps.
+
+Convolution is im2col + one GEMM. The input windows are gathered, through a strided view
+(`sliding_window_view`) and one copy, into the matrix `cols` (C·kh·kw, N·Ho·Wo) whose rows are
+ordered (channel, kernel row, kernel column) as PyTorch flattens a kernel; then
+
+    forward   zt    = W.T @ cols      (F, N·Ho·Wo), one BLAS GEMM, then transposed to z (N, F, Ho, Wo)
+    backward  dW    = cols @ dzt.T    (C·kh·kw, F), dzt being dz transposed to (F, N·Ho·Wo)
+              dcols = W @ dzt         (C·kh·kw, N·Ho·Wo), scattered back onto the input by col2im
+
+col2im writes each tap's columns into its own slice of a (N, C, kh, kw, Hp, Wp) buffer through
+one strided view (no two taps share memory, so a plain assignment is a scatter) and sums over
+the taps. The backward pass rebuilds `cols` from cache.x rather than keeping it in the cache:
+`cols` is kh·kw times the input, and a run keeps every layer's cache until the backward pass.
+With groups, the GEMMs are batched over the groups (np.matmul on (groups, ...) stacks).
+
+Temporaries (padded input, cols, GEMM outputs, the col2im buffer) live in per-thread scratch
+buffers reused from layer to layer and pass to pass, since taking fresh pages for them on
+every call can cost more than the arithmetic. They are kept after a pass, sized by the largest
+layer; `scratch()` tells a layer's need, `workspace_bytes()` what is held, and
+`release_workspace()` frees it. Nothing returned to a caller (y, z, dx, grads) lives there.
+
+Weight layout. The initialisation schemes draw a 2-D matrix (rows, cols) = weight_shape():
+for a convolution (in_channels/groups · kh · kw, filters), column j holding output channel j's
+incoming weights, rows in PyTorch's (in/groups, kh, kw) flattening order. So
+
+    torch_weight = W.T.reshape(filters, in_channels // groups, kh, kw)    (torch_layout)
+    W            = torch_weight.reshape(filters, -1).T                    (from_torch_layout)
+
+and `orthogonal` on W makes PyTorch's (out, in·kh·kw) matrix orthogonal, as
+torch.nn.init.orthogonal_ does. Fans are PyTorch's (_calculate_fan_in_and_fan_out on that
+weight): fan_in = in/groups · kh·kw, fan_out = filters · kh·kw, NOT the matrix's (rows, cols).
+
+Padding "same": the output has ceil(input / stride) positions per axis, as Keras/TensorFlow
+padding="same"; the total padding max((out-1)·stride + (k-1)·dilation + 1 - in, 0) is split
+with the smaller half before and the larger after (TensorFlow's rule, which is also PyTorch's
+padding="same" for stride 1, the only stride PyTorch allows it for). With an even kernel the
+split is therefore asymmetric.
+
+Pools have no padding and floor their output size (PyTorch's defaults, ceil_mode=False).
+Max-pool backward sends each window's gradient to its first maximum in row-major window order
+(PyTorch's CPU kernel keeps the first of tied maxima, `val > maxval`), accumulating where
+windows overlap.
+
+Constructors:
+    Conv1d(name, weights, bias, activation, input_shape, config)   input (channels, length)
+    Conv2d(name, weights, bias, activation, input_shape, config)   input (channels, height, width)
+    MaxPool2d(name, input_shape, config), AvgPool2d(...), GlobalAvgPool(...), Flatten(...)
+where `config` is normalize_config(kind, raw) and input_shape the per-sample input shape.
+Weightless layers have weights = bias = None, an identity `activation` (z is y) and
+return {} as grads; their weight_shape / fans are None.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from numbers import Integral
+from typing import NamedTuple
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
+
+from initdiag import activations
+from initdiag.activations import Activation
+
+
+class Cache(NamedTuple):
+    x: np.ndarray  # (batch, *input_shape) input
+    z: np.ndarray  # (batch, *output_shape) pre-activation (y itself for weightless layers)
+    y: np.ndarray  # (batch, *output_shape) output φ(z)
+
+
+# ------------------------------------------------------------------------------- configuration
+_CONV_KEYS = ("filters", "kernel", "stride", "padding", "dilation", "groups", "bias")
+_POOL_KEYS = ("kernel", "stride")
+
+CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "conv1d": _CONV_KEYS,
+    "conv2d": _CONV_KEYS,
+    "maxpool2d": _POOL_KEYS,
+    "avgpool2d": _POOL_KEYS,
+    "global_avgpool": (),
+    "flatten": (),
+}
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "conv1d": ("filters", "kernel"),
+    "conv2d": ("filters", "kernel"),
+    "maxpool2d": ("kernel",),
+    "avgpool2d": ("kernel",),
+    "global_avgpool": (),
+    "flatten": (),
+}
+_SPATIAL_DIMS = {"conv1d": 1, "conv2d": 2, "maxpool2d": 2, "avgpool2d": 2}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _positive_int(key: str, value) -> int:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _int_tuple(key: str, value, ndim: int, minimum: int) -> tuple[int, ...]:
+    """An int broadcast to ndim, or a list of ndim ints, each >= minimum."""
+    what = "positive" if minimum == 1 else "non-negative"
+    expected = f"a {what} integer" + (f" or a list of {ndim} {what} integers" if ndim > 1 else "")
+    if _is_int(value):
+        items = (value,) * ndim
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == ndim:
+        items = tuple(value)
+    else:
+        raise ValueError(f"{key} must be {expected}, got {value!r}")
+    if not all(_is_int(v) and v >= minimum for v in items):
+        raise ValueError(f"{key} must be {expected}, got {value!r}")
+    return tuple(int(v) for v in items)
+
+
+def _padding(value, ndim: int):
+    choices = "'valid', 'same', a non-negative integer" + (f" or a list of {ndim} of them" if ndim > 1 else "")
+    if isinstance(value, str):
+        if value.strip().lower() in ("valid", "same"):
+            return value.strip().lower()
+        raise ValueError(f"padding must be {choices}, got {value!r}")
+    try:
+        return _int_tuple("padding", value, ndim, 0)
+    except ValueError:
+        raise ValueError(f"padding must be {choices}, got {value!r}") from None
+
+
+def normalize_config(kind: str, raw: Mapping | None) -> dict:
+    """The layer options of `kind` (a CONV_LAYERS key) with defaults filled and ints broadcast to tuples.
+
+    `raw` holds this layer's own options only (CONFIG_KEYS[kind]: not activation, init, name...).
+    Defaults: stride 1 (pools: the kernel), padding "valid", dilation 1, groups 1, bias True.
+    Raises ValueError naming the option and the valid choices.
+    """
+    if kind not in CONFIG_KEYS:
+        raise ValueError(f"unknown layer kind {kind!r}; valid kinds: {', '.join(CONFIG_KEYS)}")
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{kind} options must be a mapping, got {raw!r}")
+    valid = CONFIG_KEYS[kind]
+    unknown = [str(k) for k in raw if k not in valid]
+    if unknown:
+        choices = ", ".join(valid) if valid else "none"
+        raise ValueError(f"{kind}: unknown option(s) {', '.join(unknown)}; valid options: {choices}")
+    missing = [k for k in REQUIRED_KEYS[kind] if k not in raw]
+    if missing:
+        raise ValueError(f"{kind} needs {' and '.join(missing)}")
+    if not valid:
+        return {}
+    ndim = _SPATIAL_DIMS[kind]
+    config = {"kernel": _int_tuple("kernel", raw["kernel"], ndim, 1)}
+    config["stride"] = _int_tuple("stride", raw["stride"], ndim, 1) if "stride" in raw else (
+        config["kernel"] if kind in ("maxpool2d", "avgpool2d") else (1,) * ndim)
+    if kind in ("conv1d", "conv2d"):
+        config["filters"] = _positive_int("filters", raw["filters"])
+        config["padding"] = _padding(raw.get("padding", "valid"), ndim)
+        config["dilation"] = _int_tuple("dilation", raw.get("dilation", 1), ndim, 1)
+        config["groups"] = _positive_int("groups", raw.get("groups", 1))
+        bias = raw.get("bias", True)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ValueError(f"bias must be true or false, got {bias!r}")
+        config["bias"] = bool(bias)
+        if config["filters"] % config["groups"]:
+            raise ValueError(f"filters={config['filters']} is not divisible by groups={config['groups']}")
+    return config
+
+
+# ------------------------------------------------------------------------------- geometry
+class _Geometry(NamedTuple):
+    """A 2-D view of a convolution or pool (1-D layers get a height-1 axis)."""
+
+    channels: int
+    size: tuple[int, int]  # input (H, W)
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
+    out: tuple[int, int]  # output (Ho, Wo)
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return tuple(n + lo + hi for n, (lo, hi) in zip(self.size, self.pads))
+
+
+def _shape_str(shape) -> str:
+    return str(tuple(int(s) for s in shape))  # (5,) for one axis, as Python writes it
+
+
+def _pads(padding, size, kernel, stride, dilation):
+    if padding == "valid":
+        return tuple((0, 0) for _ in size)
+    if padding == "same":
+        pads = []
+        for n, k, s, d in zip(size, kernel, stride, dilation):
+            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    return tuple((p, p) for p in padding)
+
+
+def _geometry(kind: str, input_shape, config, ndim: int, names: str, pads=None) -> _Geometry:
+    """Check `input_shape` against the kernel and compute every size; ValueError naming the shapes."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) != ndim + 1:
+        raise ValueError(f"{kind} expects a per-sample input of shape ({names}), "
+                         f"got {_shape_str(input_shape)}")
+    channels, size = input_shape[0], input_shape[1:]
+    kernel, stride = config["kernel"], config["stride"]
+    dilation = config.get("dilation", (1,) * ndim)
+    if pads is None:
+        pads = _pads(config.get("padding", "valid"), size, kernel, stride, dilation)
+    extent = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(size, pads))
+    if any(e > p for e, p in zip(extent, padded)):
+        detail = f"kernel {_shape_str(kernel)}"
+        if any(d > 1 for d in dilation):
+            detail += f" with dilation {_shape_str(dilation)} spans {_shape_str(extent)}"
+        where = f"the input {_shape_str(input_shape)}"
+        if padded != size:
+            where += f" padded to {_shape_str(padded)}"
+        raise ValueError(f"{kind}: {detail} is larger than {where}")
+    out = tuple((p - e) // s + 1 for p, e, s in zip(padded, extent, stride))
+    if ndim == 1:  # a height-1 2-D problem
+        size, kernel, stride, dilation, pads, out = ((1,) + size, (1,) + kernel, (1,) + stride,
+                                                     (1,) + dilation, ((0, 0),) + pads, (1,) + out)
+    return _Geometry(channels, tuple(size), tuple(kernel), tuple(stride), tuple(dilation), tuple(pads), tuple(out))
+
+
+# ------------------------------------------------------------------------------- workspace
+class _Workspace(threading.local):
+    """Reusable scratch buffers for the temporaries of im2col, the GEMMs and col2im, per thread.
+
+    Those temporaries are several times a layer's activations, and taking fresh pages from the
+    operating system for them on every call can cost more than the arithmetic (each first touch
+    of a page faults). Layers run one after another, so one buffer per role, grown to the largest
+    layer's need, serves them all. No array handed to a caller ever lives in here.
+    """
+
+    def __init__(self):
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def get(self, role: str, shape, dtype) -> np.ndarray:
+        """An uninitialised array of `shape` and `dtype` on `role`'s buffer (valid until that role is asked again)."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        buffer = self.buffers.get(role)
+        if buffer is None or buffer.nbytes < nbytes:
+            self.buffers.pop(role, None)  # free the old one before taking the new
+            buffer = self.buffers[role] = np.empty(max(nbytes, 1), dtype=np.uint8)
+        return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+_WORKSPACE = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free this thread's scratch buffers (they are otherwise kept for the next pass)."""
+    _WORKSPACE.buffers.clear()
+
+
+def workspace_bytes() -> int:
+    """Bytes this thread's scratch buffers hold now."""
+    return sum(buffer.nbytes for buffer in _WORKSPACE.buffers.values())
+
+
+# ------------------------------------------------------------------------------- im2col / col2im
+def _pad(x4: np.ndarray, pads, role: str = "pad") -> np.ndarray:
+    """x4 (N, C, H, W) zero-padded by pads ((top, bottom), (left, right)), on the workspace (or x4 itself)."""
+    (top, bottom), (left, right) = pads
+    if not (top or bottom or left or right):
+        return x4
+    n, c, h, w = x4.shape
+    xp = _WORKSPACE.get(role, (n, c, h + top + bottom, w + left + right), x4.dtype)
+    xp.fill(0)
+    xp[:, :, top:top + h, left:left + w] = x4
+    return xp
+
+
+def _windows(xp: np.ndarray, g: _Geometry) -> np.ndarray:
+    """Read-only view (N, C, Ho, Wo, kh, kw) of the windows of xp (N, C, Hp, Wp): no copy."""
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel, g.stride, g.dilation
+    extent = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    view = sliding_window_view(xp, extent, axis=(2, 3))  # (N, C, Hp-eh+1, Wp-ew+1, eh, ew)
+    return view[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _im2col(xp: np.ndarray, g: _Geometry) -> np.ndarray:
+    """cols (C·kh·kw, N·Ho·Wo) on the workspace: rows in (channel, kernel row, kernel column) order.
+
+    One strided copy, in which each (channel, tap, sample) reads a (Ho, Wo) grid of the input.
+    """
+    win = _windows(xp, g).transpose(1, 4, 5, 0, 2, 3)  # (C, kh, kw, N, Ho, Wo), a view
+    cols = _WORKSPACE.get("cols", win.shape, xp.dtype)
+    np.copyto(cols, win)
+    c, kh, kw, n, ho, wo = win.shape
+    return cols.reshape(c * kh * kw, n * ho * wo)
+
+
+def _col2im(d6: np.ndarray, padded, g: _Geometry, out: np.ndarray | None = None) -> np.ndarray:
+    """Sum the window gradients d6 (N, C, kh, kw, Ho, Wo), any strides, into (N, C, Hp, Wp).
+
+    Every tap (i, j) owns the slice E[:, :, i, j] of the buffer E, and its (Ho, Wo) grid lands
+    at rows i·dh + oy·sh, columns j·dw + ox·sw of that slice; the view V below addresses
+    exactly those elements, all distinct, so one assignment does the scatter and one sum over
+    the tap axes the accumulation. The row index stays below Hp because
+    Ho = (Hp - (kh-1)·dh - 1) // sh + 1, and likewise for columns.
+    """
+    n, c, kh, kw, ho, wo = d6.shape
+    (sh, sw), (dh, dw) = g.stride, g.dilation
+    hp, wp = padded
+    buffer = _WORKSPACE.get("col2im", (n, c, kh, kw, hp, wp), d6.dtype)
+    buffer.fill(0)
+    en, ec, ei, ej, eh, ew = buffer.strides
+    view = as_strided(buffer, shape=(n, c, kh, kw, ho, wo),
+                      strides=(en, ec, ei + dh * eh, ej + dw * ew, sh * eh, sw * ew))
+    view[...] = d6
+    return np.sum(buffer, axis=(2, 3), out=out)
+
+
+# ------------------------------------------------------------------------------- PyTorch layout
+def torch_layout(weights: np.ndarray, kernel) -> np.ndarray:
+    """Our (in/groups·k, filters) matrix as PyTorch's weight (filters, in/groups, *kernel), a copy."""
+    rows, filters = weights.shape
+    taps = math.prod(kernel)
+    if rows % taps:
+        raise ValueError(f"weight matrix {_shape_str(weights.shape)} has rows not divisible by "
+                         f"the kernel {_shape_str(kernel)}'s {taps} taps")
+    return np.ascontiguousarray(weights.T).reshape((filters, rows // taps) + tuple(kernel))
+
+
+def from_torch_layout(weight: np.ndarray) -> np.ndarray:
+    """PyTorch's conv weight (filters, in/groups, *kernel) as our (in/groups·k, filters) matrix, a copy."""
+    weight = np.asarray(weight)
+    return np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)
+
+
+# ------------------------------------------------------------------------------- convolutions
+class _Conv:
+    kind = ""
+    ndim = 0
+    axes = ""
+    unit_axis = 1  # output channels
+
+    @classmethod
+    def _geometry(cls, input_shape, config) -> _Geometry:
+        g = _geometry(cls.kind, input_shape, config, cls.ndim, cls.axes)
+        groups, filters = config["groups"], config["filters"]
+        if g.channels % groups:
+            raise ValueError(f"{cls.kind}: the input {_shape_str(input_shape)} has {g.channels} channels, "
+                             f"not divisible by groups={groups}")
+        if filters % groups:
+            raise ValueError(f"{cls.kind}: filters={filters} is not divisible by groups={groups}")
+        return g
+
+    @classmethod
+    def output_shape(cls, input_shape, config) -> tuple:
+        g = cls._geometry(input_shape, config)
+        return (config["filters"],) + g.out[2 - cls.ndim:]
+
+    @classmethod
+    def fans(cls, input_shape, config) -> tuple[int, int]:
+        """As torch.nn.init._calculate_fan_in_and_fan_out on the PyTorch weight (out, in/groups, *kernel)."""
+        g = cls._geometry(input_shape, config)
+        taps = math.prod(config["kernel"])
+        return g.channels // config["groups"] * taps, config["filters"] * taps
+
+    @classmethod
+    def weight_shape(cls, input_shape, config) -> tuple[int, int]:
+        g = cls._geometry(input_shape, config)
+        return g.channels // config["groups"] * math.prod(config["kernel"]), config["filters"]
+
+    @classmethod
+    def identity_weights(cls, input_shape, config, dtype) -> np.ndarray:
+        """The Dirac kernel (centre tap 1 from channel c to channel c), as torch.nn.init.dirac_(w, groups).
+
+        Needs filters == in_channels; then every group maps its channels to themselves, whatever
+        `groups` is (1, the channel count, or in between), because a group's filters/groups
+        outputs and in_channels/groups inputs are then as many. The centre of an even kernel is
+        k // 2, so with padding "same" (which pads the smaller half first) an even kernel's Dirac
+        shifts the input by one position, exactly as in PyTorch; odd kernels reproduce it.
+        """
+        g = cls._geometry(input_shape, config)
+        filters, groups = config["filters"], config["groups"]
+        if filters != g.channels:
+            raise ValueError(f"identity init needs filters equal to the input channels: {cls.kind} "
+                             f"has input {_shape_str(input_shape)} ({g.channels} channels) and filters={filters}")
+        kernel = config["kernel"]
+        taps = math.prod(kernel)
+        centre = int(np.ravel_multi_index(tuple(k // 2 for k in kernel), kernel))
+        per_group = g.channels // groups
+        weights = np.zeros((per_group * taps, filters), dtype=dtype)
+        out = np.arange(filters)
+        weights[(out % per_group) * taps + centre, out] = 1
+        return weights
+
+    @classmethod
+    def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
+        """Bytes per workspace role that one forward and backward pass (need_dx=True) of `batch` takes.
+
+        The roles are shared by every layer of a thread, so a network holds, per role, the
+        largest of its layers' needs (then kept until release_workspace()).
+        """
+        g = cls._geometry(input_shape, config)
+        rows, filters = g.channels * math.prod(g.kernel), config["filters"]
+        columns = batch * math.prod(g.out)
+        roles = {"cols": rows * columns, "gemm": max(rows, filters) * columns, "dzt": filters * columns,
+                 "col2im": batch * rows * math.prod(g.padded)}
+        if g.padded != g.size:
+            roles["pad"] = roles["sum"] = batch * g.channels * math.prod(g.padded)
+        return {role: count * itemsize for role, count in roles.items()}
+
+    def __init__(self, name: str, weights: np.ndarray, bias: np.ndarray | None, activation: Activation,
+                 input_shape, config: dict):
+        self.name = name
+        self.weights = weights
+        self.bias = bias
+        self.activation = activation
+        self.input_shape = tuple(input_shape)
+        self.config = config
+        self.geometry = self._geometry(self.input_shape, config)
+        self.groups = config["groups"]
+        self.filters = config["filters"]
+        expected = self.weight_shape(self.input_shape, config)
+        if tuple(weights.shape) != expected:
+            raise ValueError(f"{self.kind} {name!r}: weights {_shape_str(weights.shape)}, expected "
+                             f"{_shape_str(expected)} for input {_shape_str(self.input_shape)}")
+        if bias is not None and tuple(bias.shape) != (self.filters,):
+            raise ValueError(f"{self.kind} {name!r}: bias {_shape_str(bias.shape)}, expected ({self.filters},)")
+        if not activation.elementwise:
+            raise ValueError(f"{self.kind} {name!r}: activation '{activation.name}' works across the last "
+                             "axis, which for a convolution is a spatial axis; use it after flatten")
+        self.out_shape = self.output_shape(self.input_shape, config)
+
+    def _group_stack(self, w: np.ndarray) -> np.ndarray:
+        """(rows, filters) -> (groups, rows, filters/groups), a view."""
+        rows = w.shape[0]
+        return w.reshape(rows, self.groups, self.filters // self.groups).transpose(1, 0, 2)
+
+    def _cols(self, x: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        x4 = x.reshape((x.shape[0], g.channels) + g.size)
+        return _im2col(_pad(x4, g.pads), g)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        batch, groups, filters = x.shape[0], self.groups, self.filters
+        cols = self._cols(x)  # (C/G·k·G, N·P) on the workspace
+        zt = _WORKSPACE.get("gemm", (filters, cols.shape[1]), np.result_type(cols, self.weights))
+        if groups == 1:
+            np.matmul(self.weights.T, cols, out=zt)  # (F, N·P): one GEMM
+        else:  # (G, F/G, C/G·k) @ (G, C/G·k, N·P), the stack over groups in one call
+            np.matmul(self._group_stack(self.weights).transpose(0, 2, 1), cols.reshape(groups, -1, cols.shape[1]),
+                      out=zt.reshape(groups, filters // groups, -1))
+        positions = math.prod(self.geometry.out)
+        z = np.empty((batch,) + self.out_shape, dtype=zt.dtype)
+        zt = zt.reshape(filters, batch, positions).transpose(1, 0, 2)  # (N, F, P), a view
+        if self.bias is not None and self.bias.any():  # the bias rides on the transposing copy
+            np.add(zt, self.bias[:, None], out=z.reshape(batch, filters, positions))
+        else:
+            np.copyto(z.reshape(batch, filters, positions), zt)
+        y = self.activation.forward(z)
+        return y, Cache(x, z, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        """dy = dLoss/dy (batch, *output_shape) -> (dx or None, {"weights": dW, "bias": db})."""
+        if dz is None:
+            dz = self.activation.backward(cache.z, cache.y, dy)
+        batch, g, groups, filters = dz.shape[0], self.geometry, self.groups, self.filters
+        positions = math.prod(g.out)
+        dzt = _WORKSPACE.get("dzt", (filters, batch, positions), dz.dtype)
+        np.copyto(dzt, dz.reshape(batch, filters, positions).transpose(1, 0, 2))
+        dzt = dzt.reshape(filters, batch * positions)  # (F, N·P)
+        grads = {}
+        cols = self._cols(cache.x)  # rebuilt, not cached: see the module docstring
+        if groups == 1:
+            grads["weights"] = cols @ dzt.T
+        else:  # (G, C/G·k, N·P) @ (G, N·P, F/G) -> (G, C/G·k, F/G) -> (C/G·k, F)
+            per_group = np.matmul(cols.reshape(groups, -1, cols.shape[1]),
+                                  dzt.reshape(groups, -1, dzt.shape[1]).transpose(0, 2, 1))
+            grads["weights"] = np.ascontiguousarray(per_group.transpose(1, 0, 2)).reshape(self.weights.shape)
+        del cols
+        if self.bias is not None:
+            grads["bias"] = dzt.sum(axis=1)
+        if not need_dx:
+            return None, grads
+        rows = g.channels * math.prod(g.kernel)
+        dcols = _WORKSPACE.get("gemm", (rows, dzt.shape[1]), np.result_type(dzt, self.weights))
+        if groups == 1:
+            np.matmul(self.weights, dzt, out=dcols)  # (C·k, N·P)
+        else:  # (G, C/G·k, F/G) @ (G, F/G, N·P)
+            np.matmul(self._group_stack(self.weights), dzt.reshape(groups, -1, dzt.shape[1]),
+                      out=dcols.reshape(groups, rows // groups, -1))
+        (kh, kw), (h, w), ((top, _), (left, _)) = g.kernel, g.size, g.pads
+        d6 = dcols.reshape((g.channels, kh, kw, batch) + g.out).transpose(3, 0, 1, 2, 4, 5)  # (N, C, kh, kw, Ho, Wo)
+        if g.padded == g.size:
+            dx = _col2im(d6, g.padded, g, out=np.empty((batch, g.channels, h, w), dtype=dcols.dtype))
+        else:
+            dxp = _col2im(d6, g.padded, g, out=_WORKSPACE.get("sum", (batch, g.channels) + g.padded, dcols.dtype))
+            dx = np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
+        return dx.reshape(cache.x.shape), grads
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{type(self).__name__}({self.name!r}, {self.input_shape}->{self.out_shape}, kernel={c['kernel']}, "
+                f"stride={c['stride']}, padding={c['padding']!r}, groups={c['groups']}, {self.activation!r})")
+
+
+class Conv1d(_Conv):
+    """y = φ(conv1d(x, W) + b); input (channels, length), output (filters, length_out)."""
+
+    kind, ndim, axes = "conv1d", 1, "channels, length"
+
+
+class Conv2d(_Conv):
+    """y = φ(conv2d(x, W) + b); input (channels, height, width), output (filters, height_out, width_out)."""
+
+    kind, ndim, axes = "conv2d", 2, "channels, height, width"
+
+
+# ------------------------------------------------------------------------------- weightless layers
+class _Weightless:
+    kind = ""
+    unit_axis = 1
+    weights = None
+    bias = None
+
+    @classmethod
+    def output_shape(cls, input_shape, config) -> tuple:
+        raise NotImplementedError
+
+    @staticmethod
+    def fans(input_shape, config):
+        return None
+
+    @staticmethod
+    def weight_shape(input_shape, config):
+        return None
+
+    @classmethod
+    def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
+        """Bytes per workspace role of a forward and backward pass (see _Conv.scratch)."""
+        return {}
+
+    def __init__(self, name: str, input_shape, config: dict | None = None):
+        self.name = name
+        self.input_shape = tuple(input_shape)
+        self.config = {} if config is None else config
+        self.activation = activations.make("identity")
+        self.out_shape = self.output_shape(self.input_shape, self.config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.input_shape}->{self.out_shape})"
+
+
+class _Pool2d(_Weightless):
+    @classmethod
+    def _geometry(cls, input_shape, config) -> _Geometry:
+        return _geometry(cls.kind, input_shape, config, 2, "channels, height, width", pads=((0, 0), (0, 0)))
+
+    @classmethod
+    def output_shape(cls, input_shape, config) -> tuple:
+        g = cls._geometry(input_shape, config)
+        return (g.channels,) + g.out
+
+    def __init__(self, name: str, input_shape, config: dict):
+        super().__init__(name, input_shape, config)
+        self.geometry = self._geometry(self.input_shape, config)
+
+    @classmethod
+    def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
+        g = cls._geometry(input_shape, config)
+        windows = batch * g.channels * math.prod(g.kernel)
+        roles = {"col2im": windows * math.prod(g.size), "cols": windows * math.prod(g.out)}
+        if cls.kind == "maxpool2d":
+            roles["gemm"] = roles["cols"]
+        return {role: count * itemsize for role, count in roles.items()}
+
+    def _taps(self, x: np.ndarray) -> np.ndarray:
+        """The windows of x as (kh·kw, N, C, Ho, Wo) on the workspace: a reduction over taps is then
+        elementwise over whole arrays, about ten times faster than reducing a strided view."""
+        g = self.geometry
+        windows = _windows(x, g).transpose(4, 5, 0, 1, 2, 3)  # (kh, kw, N, C, Ho, Wo), a view
+        taps = _WORKSPACE.get("cols", windows.shape, x.dtype)
+        np.copyto(taps, windows)
+        return taps.reshape((-1,) + taps.shape[2:])
+
+    def _scatter(self, d: np.ndarray, x_shape) -> np.ndarray:
+        """Window gradients d (kh·kw, N, C, Ho, Wo) summed back onto the input."""
+        g = self.geometry
+        d6 = d.reshape(g.kernel + d.shape[1:]).transpose(2, 3, 0, 1, 4, 5)  # (N, C, kh, kw, Ho, Wo)
+        return _col2im(d6, g.size, g).reshape(x_shape)
+
+
+class MaxPool2d(_Pool2d):
+    """Max over kh×kw windows moved by stride; no padding, floor output size; NaN propagates."""
+
+    kind = "maxpool2d"
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        y = np.maximum.reduce(self._taps(x), axis=0)
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        if not need_dx:
+            return None, {}
+        taps = self._taps(cache.x)
+        first = np.argmax(taps, axis=0)[None]  # the first maximum in row-major window order; NaN counts as one
+        d = _WORKSPACE.get("gemm", taps.shape, dz.dtype)
+        d.fill(0)
+        np.put_along_axis(d, first, dz[None], axis=0)
+        return self._scatter(d, cache.x.shape), {}
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over kh×kw windows moved by stride; no padding, floor output size."""
+
+    kind = "avgpool2d"
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        taps = self._taps(x)
+        y = np.add.reduce(taps, axis=0)
+        y /= taps.shape[0]  # the sum, then one division, as PyTorch
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        if not need_dx:
+            return None, {}
+        share = dz / math.prod(self.geometry.kernel)
+        return self._scatter(np.broadcast_to(share, (math.prod(self.geometry.kernel),) + share.shape), cache.x.shape), {}
+
+
+class GlobalAvgPool(_Weightless):
+    """Mean over every spatial position: (C, H, W) -> (C,), or (C, L) -> (C,)."""
+
+    kind = "global_avgpool"
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        input_shape = tuple(input_shape)
+        if len(input_shape) not in (2, 3) or 0 in input_shape:
+            raise ValueError(f"{cls.kind} expects a per-sample input of shape (channels, length) or "
+                             f"(channels, height, width), got {_shape_str(input_shape)}")
+        return input_shape[:1]
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        y = x.mean(axis=tuple(range(2, x.ndim)))
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        if not need_dx:
+            return None, {}
+        x = cache.x
+        area = math.prod(x.shape[2:])
+        dx = np.empty(x.shape, dtype=dz.dtype)
+        dx[...] = (dz / area).reshape(dz.shape + (1,) * (x.ndim - 2))
+        return dx, {}
+
+
+class Flatten(_Weightless):
+    """(C, *spatial) -> (C·prod(spatial),) in C order, as torch.flatten(x, 1)."""
+
+    kind = "flatten"
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        input_shape = tuple(input_shape)
+        if not input_shape:
+            raise ValueError(f"{cls.kind} expects a per-sample input with at least one axis, got ()")
+        return (math.prod(input_shape),)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        y = x.reshape(x.shape[0], -1)  # a view when x is contiguous: callers must not write into y
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        return (dz.reshape(cache.x.shape) if need_dx else None), {}
+
+
+CONV_LAYERS = {
+    "conv1d": Conv1d,
+    "conv2d": Conv2d,
+    "maxpool2d": MaxPool2d,
+    "avgpool2d": AvgPool2d,
+    "global_avgpool": GlobalAvgPool,
+    "flatten": Flatten,
+}
