@@ -147,7 +147,7 @@ def _relative(ratio: float) -> str:
 
 
 def _ratio(ratio: float) -> str:
-    """7.5e+04x, 1/1.33e+03 of, 0x (no signal left): a factor relative to what follows it."""
+    """7.5e4x, 1/1.33e3 of, 0x (no signal left): a factor relative to what follows it."""
     return f"{compact(ratio)}x" if ratio >= 1 else f"1/{compact(1 / ratio)} of" if ratio > 0 else "0x (no signal left)"
 
 
