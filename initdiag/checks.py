@@ -84,7 +84,7 @@ def _finite(*values) -> bool:
 
 def _overflow(run: RunStats) -> list[Finding]:
     for layer in run.layers:
-        if not _finite(layer.weight_mean, layer.weight_std):
+        if layer.weight_mean is not None and not _finite(layer.weight_mean, layer.weight_std):
             return [_finding("error", "overflow", layer, f"{layer.name}: the initial weights are not finite",
                              "check the supplied array or custom init of this layer")]
         if not _finite(layer.preact_var, layer.act_mean, layer.act_var):
@@ -92,7 +92,7 @@ def _overflow(run: RunStats) -> list[Finding]:
                              f"{layer.name}: activations overflowed to inf/NaN in the forward pass",
                              "the weights are far too large for this depth; use a fan-scaled scheme (xavier, relu, lecun_normal)")]
     for layer in reversed(run.layers):
-        if not _finite(layer.grad_var, layer.weight_grad_var):
+        if not _finite(layer.grad_var, layer.weight_grad_var if layer.weight_grad_var is not None else 0.0):
             return [_finding("error", "overflow", layer,
                              f"{layer.name}: gradients overflowed to inf/NaN in the backward pass",
                              "saturated outputs or huge weights; use a fan-scaled scheme for this activation")]
@@ -152,9 +152,10 @@ def _ratio(ratio: float) -> str:
 
 
 def _gradients(run: RunStats, t: Thresholds) -> list[Finding]:
-    if len(run.layers) < 2:
+    weighted = [layer for layer in run.layers if layer.weight_grad_var is not None]
+    if len(weighted) < 2:
         return []
-    first, last = run.layers[0], run.layers[-1]
+    first, last = weighted[0], weighted[-1]
     if first.weight_grad_var == 0 and last.weight_grad_var == 0:
         return [_finding("error", "vanishing-gradients", first, "no gradient reaches any weight (all weight gradients are 0)",
                          "break the symmetry: zero or constant weights pass no gradient; use a random scheme")]
@@ -211,7 +212,7 @@ def _per_layer(run: RunStats, t: Thresholds) -> list[Finding]:
             findings.append(_finding(level, "dead-units", layer,
                                      f"{layer.name}: {_percent(layer.dead_fraction)} of units output 0 for every sample",
                                      "dead units never learn: check the weight scale and bias (a small positive bias_init such as 0.01 helps ReLU)"))
-        if layer.fan_out > 1 and layer.symmetry > t.symmetry_error:
+        if layer.weight_mean is not None and layer.units > 1 and layer.symmetry > t.symmetry_error:
             findings.append(_finding("error", "symmetry", layer,
                                      f"{layer.name}: {_percent(layer.symmetry)} of units duplicate another unit (identical weights and bias)",
                                      "identical units get identical gradients and never differ: use a random scheme"))
@@ -223,7 +224,7 @@ def _mismatches(spec) -> list[Finding]:
     groups: dict = {}
     for layer in spec.layers:
         init = layer.init
-        if init.scheme in ("supplied", "custom"):
+        if init is None or init.scheme in ("supplied", "custom"):
             continue
         activation = activations.ACTIVATIONS[layer.activation.name]
         if not any(schemes.same_variance_rule(init.scheme, good) for good in activation.recommended):

@@ -39,18 +39,25 @@ def candidates(spec: NetworkSpec, names: list[str] | None, allow_custom: bool = 
     default the spec's own, the rules-of-thumb recommendations for its activations, and the
     Xavier, He, LeCun and orthogonal families. Duplicates (by their display name) are dropped."""
     if names is None:
-        found = [layer.init for layer in spec.layers]
+        found = [layer.init for layer in spec.layers if layer.init is not None]
         found += [_named(name) for layer in spec.layers for name in activations.ACTIVATIONS[layer.activation.name].recommended]
         found += [_named(name) for name in DEFAULT_SCHEMES]
     elif [name.strip().lower() for name in names] == ["all"]:
         found = [_named(name) for name in _applicable(spec)] + [
-            layer.init for layer in spec.layers if layer.init.scheme in ("supplied", "custom")
+            layer.init for layer in spec.layers if layer.init is not None and layer.init.scheme in ("supplied", "custom")
         ]
     else:
         return _unique([initspec.parse(name, "--schemes", allow_custom) for name in names])
     # Unasked-for candidates that cannot initialise every layer (a supplied array of one layer's
     # shape, identity on a non-square layer) are left out rather than failing the comparison.
-    return _unique([init for init in found if not any(init.shape_problem((l.fan_in, l.units)) for l in spec.layers)])
+    return _unique([init for init in found if not _shape_problems(spec, init)])
+
+
+def _shape_problems(spec: NetworkSpec, init) -> bool:
+    from initdiag.spec import shape_problems
+
+    return bool(shape_problems(spec._replace(layers=tuple(
+        layer._replace(init=init) if layer.init is not None else layer for layer in spec.layers))))
 
 
 def _unique(inits: list) -> list[initspec.InitSpec]:
@@ -66,10 +73,9 @@ def _named(name: str) -> initspec.InitSpec:
 
 
 def _applicable(spec: NetworkSpec) -> list[str]:
-    """Every parameter-free-by-default scheme that can initialise every layer of `spec`."""
-    square = all(layer.fan_in == layer.units for layer in spec.layers)
+    """Every scheme that needs no value (candidates() then drops those that fit no layer, e.g. identity)."""
     needs_value = {"constant", "supplied", "custom"}
-    return [name for name in schemes.SCHEMES if name not in needs_value and (square or name != "identity")]
+    return [name for name in schemes.SCHEMES if name not in needs_value]
 
 
 def replace_inits(spec: NetworkSpec, init: initspec.InitSpec, keep_overrides: bool) -> NetworkSpec:
@@ -77,7 +83,8 @@ def replace_inits(spec: NetworkSpec, init: initspec.InitSpec, keep_overrides: bo
     whose init comes from the defaults (not written on the layer itself)."""
     if not keep_overrides:
         return spec.with_init(init)
-    layers = tuple(layer if layer.init.path.startswith("layers") else layer._replace(init=init) for layer in spec.layers)
+    layers = tuple(layer if layer.init is None or layer.init.path.startswith("layers") else layer._replace(init=init)
+                   for layer in spec.layers)
     return spec._replace(layers=layers, scheme_override=init)
 
 
@@ -195,7 +202,7 @@ def build(spec: NetworkSpec, reports: list[dict]) -> dict:
 def estimated_seconds(spec: NetworkSpec, schemes_count: int) -> float:
     """A rough run time, to decide whether a progress bar is worth showing: the matmul work of
     forward and backward at a conservative 20 GFLOP/s."""
-    flops = 6 * spec.batch * sum(layer.fan_in * layer.units for layer in spec.layers)
+    flops = 6 * spec.batch * sum((layer.fan_in or 0) * layer.units for layer in spec.layers)
     return schemes_count * flops / 20e9
 
 

@@ -23,16 +23,21 @@ class Dense:
     """y = φ(x @ W + b); W: (fan_in, fan_out), b: (fan_out,) or None."""
 
     kind = "dense"
+    unit_axis = 1
+
+    @staticmethod
+    def output_shape(input_shape, config) -> tuple:
+        return (config["units"],)
+
+    @staticmethod
+    def fans(input_shape, config) -> tuple[int, int]:
+        return input_shape[0], config["units"]
 
     def __init__(self, name: str, weights: np.ndarray, bias: np.ndarray | None, activation: Activation):
         self.name = name
         self.weights = weights
         self.bias = bias
         self.activation = activation
-
-    @property
-    def fans(self) -> tuple[int, int]:
-        return self.weights.shape
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, DenseCache]:
         z = x @ self.weights
@@ -57,8 +62,25 @@ class Dense:
         return dx, grads
 
     def __repr__(self) -> str:
-        fan_in, fan_out = self.fans
+        fan_in, fan_out = self.weights.shape
         return f"Dense({self.name!r}, {fan_in}->{fan_out}, {self.activation!r})"
 
 
-LAYERS = {"dense": Dense}
+def layer_class(kind: str):
+    """The registry of layer kinds, by spec key. The convolutional family is imported only when a
+    spec uses it (start-up time of dense checks is measured)."""
+    if kind == "dense":
+        return Dense
+    from initdiag.layers_conv import CONV_LAYERS
+
+    return CONV_LAYERS[kind]
+
+
+def make(layer_spec, weights, bias, activation):
+    """The layer object for a validated LayerSpec and its drawn parameters."""
+    if layer_spec.kind == "dense":
+        return Dense(layer_spec.name, weights, bias, activation)
+    kind_class = layer_class(layer_spec.kind)
+    if layer_spec.init is None:
+        return kind_class(layer_spec.name, layer_spec.input_shape, layer_spec.config)
+    return kind_class(layer_spec.name, weights, bias, activation, layer_spec.input_shape, layer_spec.config)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from initdiag import activations, sampling, schemes
-from initdiag.layers import LAYERS
+from initdiag import layers as layer_kinds
 from initdiag.spec import LayerSpec, NetworkSpec, input_batch
 from initdiag.yamlsource import SpecErrors, SpecProblem
 
@@ -42,19 +42,30 @@ class MemoryEstimate(NamedTuple):
 
 def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     """Bytes a run holds at its peak: parameters and their gradients, every layer's input,
-    pre-activation and output (kept for the backward pass), and the widest layer's gradients
-    and float64 statistics temporaries."""
+    pre-activation and output (kept for the backward pass), and the largest layer's gradients,
+    float64 statistics temporaries and (convolutions) im2col matrices."""
     itemsize = np.dtype(spec.dtype).itemsize
     batch = spec.batch
     per_layer = {}
     for layer in spec.layers:
-        params = layer.fan_in * layer.units + (layer.units if layer.bias else 0)
-        per_layer[layer.index] = itemsize * (2 * params + 2 * batch * layer.units)
-    widest = max(max(layer.units, layer.fan_in) for layer in spec.layers)
-    largest = max(spec.layers, key=lambda layer: layer.fan_in * layer.units)
-    transient = itemsize * 3 * batch * widest + 8 * 2 * max(batch * widest, largest.fan_in * largest.units)
-    total = sum(per_layer.values()) + itemsize * batch * spec.input_shape[0] + transient
+        params = (layer.fan_in * layer.units + (layer.units if layer.bias else 0)) if layer.init is not None else 0
+        outputs = int(np.prod(layer.output_shape))
+        per_layer[layer.index] = itemsize * (2 * params + 2 * batch * outputs)
+    widest = max(max(int(np.prod(layer.output_shape)), int(np.prod(layer.input_shape))) for layer in spec.layers)
+    weighted = [layer for layer in spec.layers if layer.init is not None] or spec.layers
+    largest = max(weighted, key=lambda layer: (layer.fan_in or 0) * layer.units)
+    im2col = max((_im2col_elements(layer) for layer in spec.layers), default=0)
+    transient = itemsize * (3 * batch * widest + 3 * batch * im2col) + 8 * 2 * max(batch * widest, (largest.fan_in or 0) * largest.units)
+    total = sum(per_layer.values()) + itemsize * batch * int(np.prod(spec.input_shape)) + transient
     return MemoryEstimate(total, largest, per_layer[largest.index])
+
+
+def _im2col_elements(layer: LayerSpec) -> int:
+    """Per sample: a convolution's im2col matrix, positions × (fan_in · groups)."""
+    if layer.kind not in ("conv1d", "conv2d"):
+        return 0
+    positions = int(np.prod(layer.output_shape[1:]))
+    return positions * layer.fan_in * layer.config.get("groups", 1)
 
 
 def available_memory() -> int:
@@ -110,12 +121,19 @@ def _standard_draw(spec: NetworkSpec, layer: LayerSpec, draws: dict | None):
 
 
 def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
+    """(weights, bias) of one layer: the (fan_in, units) matrix its scheme draws, or (None, None)."""
+    if layer.init is None:
+        return None, None
     dtype = np.dtype(spec.dtype)
     shape = (layer.fan_in, layer.units)
     init = layer.init
     try:
-        weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index),
-                                          shape, dtype, _standard_draw(spec, layer, draws))
+        if init.scheme == "identity" and layer.kind != "dense":  # the Dirac kernel, as torch.nn.init.dirac_
+            weights = layer_kinds.layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, dtype)
+        else:
+            weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index),
+                                              shape, dtype, _standard_draw(spec, layer, draws),
+                                              schemes.Fans(layer.fan_in, layer.fan_out))
     except Exception as err:  # a custom init is user code: its failure is the user's input problem
         if init.scheme != "custom":
             raise
@@ -138,7 +156,7 @@ def build(spec: NetworkSpec, max_memory: int | None = None, draws: dict | None =
     """
     check_memory(spec, max_memory)
     workers = min(len(spec.layers), os.cpu_count() or 1)
-    if workers > 1 and sum(layer.fan_in * layer.units for layer in spec.layers) > PARALLEL_DRAWS:
+    if workers > 1 and sum((layer.fan_in or 0) * layer.units for layer in spec.layers) > PARALLEL_DRAWS:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -146,7 +164,7 @@ def build(spec: NetworkSpec, max_memory: int | None = None, draws: dict | None =
     else:
         parameters = [_parameters(spec, layer, draws) for layer in spec.layers]
     layers = [
-        LAYERS[layer.kind](layer.name, weights, bias, activations.make(layer.activation.name, layer.activation.params))
+        layer_kinds.make(layer, weights, bias, activations.make(layer.activation.name, layer.activation.params))
         for layer, (weights, bias) in zip(spec.layers, parameters)
     ]
     inputs = input_batch(spec, stream(spec.seed, STREAM_INPUT))

@@ -17,7 +17,7 @@ def diagnose(spec, thresholds=None, scheme: str | None = None, max_memory=None, 
     """Initialise `spec`, propagate one batch, predict its mean-field variances and find problems."""
     thresholds = thresholds or checks.Thresholds()
     run = propagate.run(network.build(spec, max_memory, draws), histogram_bins)
-    moments = [layer.weight_std**2 + layer.weight_mean**2 for layer in run.layers]
+    moments = [layer.weight_std**2 + layer.weight_mean**2 if layer.weight_std is not None else None for layer in run.layers]
     predicted = theory.mean_field(spec, run.input_second_moment, moments)
     findings = checks.find(run, spec, thresholds, theory.phase(predicted, spec))
     return Diagnosis(report.build(spec, run, findings, scheme, thresholds, predicted), run, findings)

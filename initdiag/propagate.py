@@ -38,7 +38,7 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
         for i in reversed(range(len(layers))):
             grad_var = stats.mean_var(dy)[1] if dy is not None else 0.0
             dx, grads = layers[i].backward(dy, caches[i], dz=dz, need_dx=i > 0)
-            backward[i] = (grad_var, stats.mean_var(grads["weights"])[1])
+            backward[i] = (grad_var, stats.mean_var(grads["weights"])[1] if "weights" in grads else None)
             dy, dz = dx, None
             caches[i] = None  # free activations as soon as their gradients are done
 
@@ -67,29 +67,34 @@ def _forward_stats(layer, cache) -> dict:
         "preact_var": preact_var,
         "act_mean": act_mean,
         "act_var": act_var,
-        "dead_fraction": stats.dead_fraction(cache.y),
+        "dead_fraction": stats.dead_fraction(cache.y, getattr(layer, "unit_axis", 1)),
         "saturation": layer.activation.saturation(cache.z, cache.y),
     }
 
 
 def _layer_stats(index, layer, spec_layer, forward: dict, backward: tuple) -> LayerStats:
-    weight_mean, weight_var = stats.mean_var(layer.weights)
-    fan_in, fan_out = layer.fans
+    """A layer's statistics; the weight figures are None for a layer without weights (pooling, flatten)."""
     init = spec_layer.init
-    expected = init.definition.std(Fans(fan_in, fan_out), init.params)
+    weights = None
+    if init is not None:
+        weight_mean, weight_var = stats.mean_var(layer.weights)
+        weights = {
+            "weight_mean": weight_mean,
+            "weight_std": float(np.sqrt(weight_var)),
+            "weight_std_expected": init.definition.std(Fans(spec_layer.fan_in, spec_layer.fan_out), init.params),
+            "symmetry": stats.symmetry(layer.weights, layer.bias),
+        }
     return LayerStats(
         index=index,
-        name=layer.name,
-        kind=layer.kind,
+        name=spec_layer.name,
+        kind=spec_layer.kind,
         activation=spec_layer.activation.display,
-        init=init.display,
-        fan_in=fan_in,
-        fan_out=fan_out,
-        weight_mean=weight_mean,
-        weight_std=float(np.sqrt(weight_var)),
-        weight_std_expected=expected,
+        init=init.display if init is not None else None,
+        fan_in=spec_layer.fan_in,
+        fan_out=spec_layer.fan_out,
+        units=spec_layer.units,
         grad_var=backward[0],
         weight_grad_var=backward[1],
-        symmetry=stats.symmetry(layer.weights, layer.bias),
+        **(weights or {"weight_mean": None, "weight_std": None, "weight_std_expected": None, "symmetry": 0.0}),
         **forward,
     )

@@ -318,6 +318,12 @@ def recommend(spec: NetworkSpec, thresholds: Thresholds | None = None, max_memor
 
     if calibrate:
         _check_target(target)
+    other = next((layer for layer in spec.layers if layer.kind != "dense"), None)
+    if other is not None:
+        from initdiag.yamlsource import SpecErrors, SpecProblem
+
+        raise SpecErrors([SpecProblem(other.location, other.path, f"recommend handles dense networks only so far; "
+                                      f"this layer is a {other.kind} (check and compare handle it)", file=spec.file)])
     thresholds = thresholds or Thresholds()
     network.check_memory(spec, max_memory)
     count = len(spec.layers)

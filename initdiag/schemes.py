@@ -220,14 +220,16 @@ def same_variance_rule(a: str, b: str) -> bool:
     return rule_a is not None and rule_a == rule_b
 
 
-def initial_weights(scheme: Scheme, params: dict, rng, shape, dtype, standard: np.ndarray | None = None) -> np.ndarray:
-    """Draw a (fan_in, fan_out) weight matrix for `scheme` from `rng`.
+def initial_weights(scheme: Scheme, params: dict, rng, shape, dtype, standard: np.ndarray | None = None,
+                    fans: Fans | None = None) -> np.ndarray:
+    """Draw a weight matrix of `shape` for `scheme` from `rng`: (fan_in, fan_out) for a dense layer.
 
-    `standard`, if given, is the family's standard sample already drawn from this `rng`
-    (shared by the schemes of a family in `compare`); it is scaled into a new array.
+    `fans` default to the matrix's shape; a convolution's differ (PyTorch's fan_out counts the
+    kernel area). `standard`, if given, is the family's standard sample already drawn from this
+    `rng` (shared by the schemes of a family in `compare`); it is scaled into a new array.
     """
     dtype = np.dtype(dtype)
-    fans = Fans(shape[0], shape[1])
+    fans = fans or Fans(shape[0], shape[1])
     if scheme.build is not None:
         return scheme.build(rng, shape, fans, params, dtype)
     loc, mult = scheme.affine(fans, params)

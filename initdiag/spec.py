@@ -18,8 +18,14 @@ from initdiag.yamlsource import Document, Location, SpecErrors, SpecProblem
 
 TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "loss", "defaults", "layers")
 DEFAULT_KEYS = ("init", "activation", "bias_init")
-LAYER_KINDS = ("dense",)
-LAYER_KEYS = LAYER_KINDS + ("name", "activation", "init", "bias_init", "bias")
+CONV_KINDS = ("conv1d", "conv2d")
+WEIGHTLESS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten")
+LAYER_KINDS = ("dense",) + CONV_KINDS + WEIGHTLESS_KINDS
+# The keys each kind takes beside its own (conv biases are switched in the conv's own options).
+KIND_KEYS = {"dense": ("name", "activation", "init", "bias_init", "bias")}
+KIND_KEYS.update({kind: ("name", "activation", "init", "bias_init") for kind in CONV_KINDS})
+KIND_KEYS.update({kind: ("name",) for kind in WEIGHTLESS_KINDS})
+LAYER_KEYS = LAYER_KINDS + KIND_KEYS["dense"]
 DTYPES = ("float32", "float64")
 INPUT_DISTRIBUTIONS = ("normal", "uniform")
 LOSSES = ("auto", "mse", "cross_entropy", "binary_cross_entropy", "unit")
@@ -39,13 +45,17 @@ class LayerSpec(NamedTuple):
     index: int
     name: str
     kind: str
-    units: int
-    fan_in: int
+    units: int  # output units: dense width, conv filters, channels of a pooling layer
+    fan_in: int | None  # PyTorch's fans of the weights (None without weights); the drawn matrix is (fan_in, units)
     activation: ActivationSpec
-    init: InitSpec
+    init: InitSpec | None  # None for layers without weights
     bias: bool
     bias_init: float | None  # None: not set anywhere (zero, or torch_default's own bias)
     location: Location | None
+    fan_out: int | None = None  # dense: units; conv: filters · kernel area
+    input_shape: tuple = ()  # one sample's
+    output_shape: tuple = ()
+    config: dict = {}  # the kind's own options, defaults filled (never mutated)
 
     @property
     def path(self) -> str:
@@ -66,7 +76,7 @@ class NetworkSpec(NamedTuple):
 
     def with_init(self, init: InitSpec) -> "NetworkSpec":
         """Every layer's weight init replaced by `init` (as `check --scheme`)."""
-        layers = tuple(layer._replace(init=init) for layer in self.layers)
+        layers = tuple(layer._replace(init=init) if layer.init is not None else layer for layer in self.layers)
         spec = self._replace(layers=layers, scheme_override=init)
         problems = shape_problems(spec)
         if problems:
@@ -129,11 +139,12 @@ def _input_shape(check: Checker, data: dict) -> tuple | None:
         check.problem((), "missing 'input': the shape of one sample, e.g. input: [784]")
         return None
     value = data["input"]
-    if not isinstance(value, list) or len(value) != 1:
-        check.problem(("input",), f"expected the shape of one sample as a one-element list like [784], not {check.show(value)}")
+    if not isinstance(value, list) or not 1 <= len(value) <= 3:
+        check.problem(("input",), "expected the shape of one sample: [features], [channels, length] or "
+                      f"[channels, height, width], e.g. [784] or [3, 32, 32], not {check.show(value)}")
         return None
-    features = check.integer(("input", 0), value[0], minimum=1)
-    return None if features is None else (features,)
+    sizes = [check.integer(("input", i), size, minimum=1) for i, size in enumerate(value)]
+    return None if None in sizes else tuple(sizes)
 
 
 def _input_distribution(check: Checker, data: dict, input_shape, batch):
@@ -193,45 +204,101 @@ def _layers(check: Checker, data: dict, input_shape, default_init, default_activ
         check.problem(("layers",), f"expected a non-empty list of layers, not {what}")
         return []
     layers, names = [], {}
-    fan_in = input_shape[0] if input_shape else None
+    shape = input_shape  # one sample's shape entering the layer; None once it cannot be known
     for index, raw in enumerate(raw_layers):
         path = ("layers", index)
         if not isinstance(raw, dict):
             check.problem(path, f"expected a layer mapping such as {{dense: 256}}, not {check.show(raw)}")
-            fan_in = None
+            shape = None
             continue
-        check.known_keys(path, raw, LAYER_KEYS)
         kinds = [key for key in LAYER_KINDS if key in raw]
         if len(kinds) != 1:
+            check.known_keys(path, raw, LAYER_KEYS)
             found = " and ".join(kinds) if kinds else "none"
             check.problem(path, f"a layer names exactly one kind ({', '.join(LAYER_KINDS)}); found {found}")
-            fan_in = None
+            shape = None
             continue
         kind = kinds[0]
-        units = check.integer(path + (kind,), raw[kind], minimum=1, what="width")
+        check.known_keys(path, raw, (kind,) + KIND_KEYS[kind])
         name = check.string(path + ("name",), raw.get("name", f"{kind}_{index}"))
         if name in names:
             check.problem(path + ("name",), f"'{name}' is already the name of layers[{names[name]}]")
         names.setdefault(name, index)
-        activation = _activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
-        init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
-        bias = check.boolean(path + ("bias",), raw.get("bias", True))
-        bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
-        if bias is False and "bias_init" in raw:
-            check.problem(path + ("bias_init",), "bias_init is set but the layer has bias: false")
-        if None not in (units, fan_in, activation, init, name, bias):
-            location = check.doc.where(path)
-            layers.append(LayerSpec(index, name, kind, units, fan_in, activation, init, bias, bias_init, location))
-        fan_in = units
+        geometry = _geometry(check, path, kind, raw[kind], shape)
+        if kind in WEIGHTLESS_KINDS:
+            activation, init, bias, bias_init = ActivationSpec("identity", {}), None, False, None
+        else:
+            activation = _activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
+            init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
+            bias = check.boolean(path + ("bias",), raw.get("bias", True)) if kind == "dense" else (
+                geometry[4].get("bias", True) if geometry else True)
+            bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+            if bias is False and "bias_init" in raw:
+                check.problem(path + ("bias_init",), "bias_init is set but the layer has no bias")
+            if activation is not None and kind in CONV_KINDS and not activations.ACTIVATIONS[activation.name].elementwise:
+                check.problem(path + ("activation",), f"{activation.name} is not elementwise: a {kind} layer needs an elementwise activation")
+                activation = None
+        if geometry is None:
+            shape = None
+            continue
+        units, fan_in, fan_out, output_shape, config = geometry
+        if None not in (activation, name, bias) and (init is not None or kind in WEIGHTLESS_KINDS):
+            layers.append(LayerSpec(index, name, kind, units, fan_in, activation, init, bias, bias_init,
+                                    check.doc.where(path), fan_out, shape, output_shape, config))
+        shape = output_shape
     return layers
+
+
+def _geometry(check: Checker, path: tuple, kind: str, value, shape):
+    """(units, fan_in, fan_out, output shape, config) of a layer of `kind` on inputs of `shape`;
+    None, and a located problem, when its options or its input's shape do not work."""
+    from initdiag.layers import layer_class
+
+    if kind == "dense":
+        units = check.integer(path + (kind,), value, minimum=1, what="width")
+        if units is None or shape is None:
+            return None
+        if len(shape) != 1:
+            check.problem(path + (kind,), f"dense takes a flat input [features], but its input is "
+                          f"{list(shape)}: add a layer '- flatten: {{}}' (or global_avgpool) before it")
+            return None
+        return units, shape[0], units, (units,), {"units": units}
+    kind_class = layer_class(kind)
+    try:
+        from initdiag.layers_conv import normalize_config
+
+        config = normalize_config(kind, value if value not in (None, True) else {})
+    except ValueError as err:
+        check.problem(path + (kind,), str(err))
+        return None
+    if shape is None:
+        return None
+    try:
+        output_shape = tuple(kind_class.output_shape(shape, config))
+    except ValueError as err:
+        check.problem(path + (kind,), f"{err} (input {list(shape)})")
+        return None
+    fans = kind_class.fans(shape, config)
+    if fans is None:
+        return output_shape[0], None, None, output_shape, config
+    return config["filters"], fans[0], fans[1], output_shape, config
 
 
 def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
     """Inits that cannot fit their layer's shape: identity on a non-square layer, a supplied array of the wrong shape."""
+    from initdiag.layers import layer_class
+
     problems = []
     for layer in spec.layers:
-        shape = (layer.fan_in, layer.units)
-        message = layer.init.shape_problem(shape)
+        if layer.init is None:
+            continue
+        message = layer.init.shape_problem((layer.fan_in, layer.units))
+        if layer.kind != "dense" and layer.init.scheme == "identity":
+            try:
+                layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, np.float32)
+                message = None
+            except ValueError as err:
+                message = f"identity (the Dirac kernel) on {layer.kind}: {err}"
         if message:
             where = f"{layer.path}.init" + ("" if layer.init.path.startswith("layers") else f" (from {layer.init.path})")
             problems.append(SpecProblem(layer.init.location, where, message, file=spec.file))

@@ -13,20 +13,21 @@ class LayerStats(NamedTuple):
     kind: str
     activation: str
     init: str
-    fan_in: int
-    fan_out: int
-    weight_mean: float
-    weight_std: float
+    fan_in: int | None  # None: the layer has no weights (pooling, flatten)
+    fan_out: int | None
+    weight_mean: float | None
+    weight_std: float | None
     weight_std_expected: float | None  # the scheme's formula, where it has one
     preact_mean: float
     preact_var: float
     act_mean: float
     act_var: float
     grad_var: float  # of dLoss/d(layer output)
-    weight_grad_var: float  # of dLoss/dW
+    weight_grad_var: float | None  # of dLoss/dW
     dead_fraction: float
     saturation: float
     symmetry: float
+    units: int = 0  # output units: dense width, conv filters, channels
 
     @property
     def act_second_moment(self) -> float:
@@ -73,9 +74,11 @@ def mean_var(x: np.ndarray) -> tuple[float, float]:
     return float(mean), float(var)
 
 
-def dead_fraction(y: np.ndarray) -> float:
-    """Fraction of units (columns) whose output is exactly zero for every sample."""
-    return float(np.count_nonzero(~y.any(axis=0))) / y.shape[1]
+def dead_fraction(y: np.ndarray, unit_axis: int = 1) -> float:
+    """Fraction of units (dense: columns; conv: channels) whose output is exactly zero for every
+    sample (and position)."""
+    others = tuple(axis for axis in range(y.ndim) if axis != unit_axis)
+    return float(np.count_nonzero(~y.any(axis=others))) / y.shape[unit_axis]
 
 
 def symmetry(weights: np.ndarray, bias: np.ndarray | None) -> float:

@@ -124,7 +124,8 @@ def mean_field(spec, input_second_moment: float, weight_second_moments: list | N
     theory, second = [], float(input_second_moment)  # second: E[y²] of the previous layer's output
     for i, layer in enumerate(spec.layers):
         measured = weight_second_moments[i] if weight_second_moments else None
-        var_w = None if second is None else weight_variance(layer, measured)
+        # The recursion here is the dense layer's; other kinds end the prediction (for now).
+        var_w = None if second is None or layer.kind != "dense" else weight_variance(layer, measured)
         if var_w is None:
             theory.append(LayerTheory(None, None))
             second = None

@@ -53,6 +53,7 @@ FINDING_KEYS = {"severity", "code", "layer", "message", "hint"}
 EXPECTED = {
     "mnist_relu_he": ("healthy", 0, {}),
     "selu_lecun": ("healthy", 0, {}),
+    "cifar_cnn_relu": ("healthy", 0, {}),
     "deep_tanh_xavier": ("warning", 0, {"vanishing-activations": "warning"}),
     "zero_init": ("failing", 1, {"symmetry": "error", "vanishing-gradients": "error"}),
     "exploding_normal": ("failing", 1, {"exploding-activations": "error"}),

@@ -204,7 +204,9 @@ def _gradient_panel(ax, layers: list, names: list, marker_rows: int) -> None:
         ("variance of dLoss/d(layer output)", "grad", "dLoss/dy", [_value(layer.get("grad_var")) for layer in layers],
          {"linestyle": "-", "marker": "o", "markersize": 5}),
         ("variance of dLoss/dW (weight gradient)", "weight_grad", "dLoss/dW",
-         [_value(layer.get("weight_grad_var")) for layer in layers], {"linestyle": "--", "marker": "s", "markersize": 4}),
+         # layers without weights (pooling, flatten) have no dLoss/dW: None leaves a gap, not an overflow note
+         [_value(layer.get("weight_grad_var")) if layer.get("init") is not None else None for layer in layers],
+         {"linestyle": "--", "marker": "s", "markersize": 4}),
     )
     measured = _log_series(ax, series)
     ax.set_yscale("log")
@@ -442,10 +444,10 @@ def _log_line(ax, values: list, style: dict):
 
     Returns (line, indices of zeros, indices of non-finite values).
     """
-    ys = [v if _positive(v) else math.nan for v in values]
+    ys = [v if v is not None and _positive(v) else math.nan for v in values]  # None: the layer has no such value
     (line,) = ax.plot(range(len(values)), ys, **{"zorder": 3, **style})
-    zeros = [i for i, v in enumerate(values) if math.isfinite(v) and v <= 0]
-    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    zeros = [i for i, v in enumerate(values) if v is not None and math.isfinite(v) and v <= 0]
+    bad = [i for i, v in enumerate(values) if v is not None and not math.isfinite(v)]
     if zeros:
         ax.plot(zeros, [0.0] * len(zeros), transform=ax.get_xaxis_transform(), linestyle="none", marker="v",
                 markersize=8, markerfacecolor="white", markeredgecolor=style.get("color"), markeredgewidth=1.5,
@@ -480,7 +482,7 @@ def _check_title(report: dict) -> str:
     if report.get("scheme"):
         init = f"--scheme {report['scheme']}"
     else:
-        inits = list(dict.fromkeys(str(layer.get("init")) for layer in layers))
+        inits = list(dict.fromkeys(str(layer.get("init")) for layer in layers if layer.get("init") is not None))
         init = "init " + " / ".join(inits) if inits else "init ?"
     name, spec = report.get("name", "?"), report.get("spec", "")
     verdict = str(report.get("verdict", "?")).upper()

@@ -73,7 +73,8 @@ def _wide(report: dict, flags: dict, theory: bool) -> Table:
     ])
     for layer in report["layers"]:
         table.add_row(
-            str(layer["index"]), layer["name"], str(layer["fan_out"]), layer["activation"], layer["init"],
+            str(layer["index"]), layer["name"], str(layer.get("units") or layer["fan_out"]), layer["activation"],
+            layer["init"] or "-",
             number(layer["weight_std"]), number(layer["preact_var"]), *(_theory_cells(layer) if theory else []),
             number(layer["act_var"]), number(layer["grad_var"]), number(layer["weight_grad_var"]),
             percent(layer["dead_fraction"]), percent(layer["saturation"]), percent(layer["symmetry"]),
@@ -91,6 +92,10 @@ def natural_width(table: Table) -> int:
     return sum(widths) + 2 * (len(widths) - 1)
 
 
+def _fans(layer: dict) -> str:
+    return f"{layer['fan_in']}→{layer['fan_out']}" if layer["fan_in"] is not None else "-"
+
+
 def _split(report: dict, flags: dict, theory: bool) -> list[Table]:
     config = _table("layers", [
         ("#", "right"), ("layer", "left"), ("fans", "right"), ("activation", "left"), ("init", "left"),
@@ -102,8 +107,7 @@ def _split(report: dict, flags: dict, theory: bool) -> list[Table]:
     ])
     for layer in report["layers"]:
         config.add_row(
-            str(layer["index"]), layer["name"], f"{layer['fan_in']}→{layer['fan_out']}", layer["activation"],
-            layer["init"], number(layer["weight_std"]), number(layer["weight_std_expected"]),
+            str(layer["index"]), layer["name"], _fans(layer), layer["activation"], layer["init"] or "-", number(layer["weight_std"]), number(layer["weight_std_expected"]),
         )
         measured.add_row(
             str(layer["index"]), number(layer["preact_var"]), number(layer["act_var"]), number(layer["grad_var"]),

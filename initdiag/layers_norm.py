@@ -1,0 +1,637 @@
+"""Normalisation, dropout and embedding layers, in the Dense contract.
+
+    forward(x) -> (y, cache)                    cache.x input, cache.z normalised value, cache.y output
+    backward(dy, cache, need_dx=True) -> (dx or None, grads)   grads = {param name: gradient, same shape}
+
+Arrays are (batch, *per-sample shape). Everything is vectorised numpy (no Python loop over
+samples, positions or units).
+
+dtypes: the output has the input's floating dtype (float32 in, float32 out) whatever the
+parameters' dtype: gamma and beta are (features,) vectors and are cast to the input's dtype
+for the arithmetic (no copy when they already match). Gradients are returned in each
+parameter's own dtype. Embedding takes integer input; its output has the table's dtype.
+
+Layers and PyTorch equivalents
+------------------------------
+``BatchNorm(name, params, eps=1e-5, eval=False, running_mean=None, running_var=None)``
+    Per-sample input (features,), (channels, length) or (channels, height, width): statistics
+    per feature / per channel (axis 1 of the batch array) over the batch and every spatial
+    position, as nn.BatchNorm1d / nn.BatchNorm2d. Training mode (the default) normalises with
+    the batch statistics, biased variance (divisor N·L or N·H·W), exactly as PyTorch's
+    normalisation does; the backward pass is the full batch-statistics gradient (the mean and
+    the variance depend on every sample). ``eval=True`` uses the running statistics instead,
+    initially mean 0 and variance 1 (PyTorch's initial running_mean / running_var), so then
+    y = x / sqrt(1 + eps) · gamma + beta; its backward treats the statistics as constants.
+    ``forward`` never updates the running statistics (a diagnostic pass must not change the
+    layer); ``running_update(cache, momentum=0.1)`` returns what one PyTorch training step
+    would store (momentum average with the *unbiased* batch variance).
+    A (steps, features) sequence input would be read as (channels=steps, length=features), as
+    nn.BatchNorm1d reads (N, C, L): normalise sequences with LayerNorm instead.
+    Training needs more than one value per channel (batch · positions > 1), as PyTorch.
+    params: "gamma" (C,), "beta" (C,); default gamma = 1, beta = 0 (``default_params``).
+
+``LayerNorm(name, params, eps=1e-5)``
+    Over the last axis of each sample/position: nn.LayerNorm(normalized_shape=last dim), with
+    elementwise_affine. Input (features,) or (steps, features) (any (*, features) works; a
+    (C, H, W) input would be normalised over W only). Biased variance, as PyTorch.
+    params: "gamma" (features,), "beta" (features,); default 1 and 0.
+
+``Dropout(name, p=0.5, rng=None, eval=False)``
+    Inverted dropout: each element kept with probability 1 - p and then scaled by 1/(1 - p),
+    so E[y] = x; the mask is drawn from the numpy.random.Generator ``rng`` (``rng.random(shape)
+    >= p``, one draw per element), so a run with a seeded generator is reproducible (the mask
+    is not PyTorch's: its generator is different). ``eval=True`` is the identity and draws
+    nothing; p = 0 is the identity and draws nothing; p = 1 outputs zeros (as PyTorch) and draws
+    nothing. The backward pass uses the forward pass' mask (kept on ``cache.mask``, a bool array
+    or None). No parameters.
+
+``Embedding(name, params)``
+    Integer input (batch, steps) with values in [0, vocab) -> (batch, steps, dim), row x[b, t]
+    of the table at each position; nn.Embedding(vocab, dim). params: "weights" (vocab, dim),
+    the table (row i is token i's vector), the layout of nn.Embedding.weight itself (not a
+    transpose: the lookup is one_hot(x) @ weights, so in our (fan_in, fan_out) convention its
+    rows would be the inputs). Backward: the gradient of the table is the scatter-add of dy
+    into the looked-up rows (repeated tokens accumulate); dx is None (integer input).
+    ``token_batch(rng, batch, steps, vocab)`` draws a uniform integer input.
+
+Fans (``fans(input_shape, config)``: {weight name: schemes.Fans})
+------------------------------------------------------------------
+BatchNorm, LayerNorm and Dropout have no weight matrices: {} (torch.nn.init refuses to
+compute fans of a 1-D tensor). Embedding: as torch.nn.init._calculate_fan_in_and_fan_out on
+nn.Embedding.weight (vocab, dim), which reads any 2-D tensor as a Linear's (out, in) weight:
+fan_in = size(1) = dim and fan_out = size(0) = vocab. The surprise: that is the *transpose* of
+what the lookup does (each output coordinate reads one row of the vocab-sized one-hot input,
+so by our (fan_in, fan_out) layout reasoning fan_in would be vocab), and also the opposite of
+``schemes.Fans(*weights.shape)``, which ``schemes.initial_weights`` assumes. To reproduce
+PyTorch's fan-based schemes on an embedding (e.g. xavier_uniform_(emb.weight), kaiming with
+fan_in = dim), draw the transposed shape and transpose:
+``initial_weights(scheme, params, rng, (dim, vocab), dtype).T``. (PyTorch's own default for
+nn.Embedding is N(0, 1), fan-free; Keras' is U(-0.05, 0.05).)
+
+Configuration (``normalize_config(kind, raw)``; kinds are the keys of ``NORM_LAYERS``)
+----------------------------------------------------------------------------------------
+    batchnorm  {eps: 1e-5, eval: false}                      (aliases batch_norm, batchnorm1d, batchnorm2d)
+    layernorm  {eps: 1e-5}                                   (alias layer_norm)
+    dropout    {p: 0.5, eval: false}  or just the number p
+    embedding  {vocab: required, dim: required}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from numbers import Integral, Real
+from typing import NamedTuple
+
+import numpy as np
+
+from initdiag.schemes import Fans
+
+
+class Cache(NamedTuple):
+    x: np.ndarray  # (batch, *input_shape) input
+    z: np.ndarray  # (batch, *output_shape): the normalised value (norms), else y itself
+    y: np.ndarray  # (batch, *output_shape) output
+
+
+class NormCache(NamedTuple):
+    """BatchNorm / LayerNorm cache: z = x̂ = (x - mean)·inv_std, y = gamma·x̂ + beta."""
+
+    x: np.ndarray
+    z: np.ndarray
+    y: np.ndarray
+    mean: np.ndarray     # broadcastable to x: the statistics used (batch or running)
+    inv_std: np.ndarray  # 1/sqrt(var + eps), broadcastable to x
+    var: np.ndarray      # the biased variance used, broadcastable to x
+
+
+class DropoutCache(NamedTuple):
+    x: np.ndarray
+    z: np.ndarray               # y itself
+    y: np.ndarray
+    mask: np.ndarray | None     # bool, True where kept; None when nothing was dropped (eval, p = 0)
+    scale: float                # 1/(1 - p) (0 for p = 1)
+
+
+def _shape_str(shape) -> str:
+    return str(tuple(int(s) for s in shape))
+
+
+def _float_dtype(x: np.ndarray) -> np.dtype:
+    return x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+
+
+def _cast_grads(grads: dict, params: dict) -> dict:
+    return {key: value.astype(params[key].dtype, copy=False) for key, value in grads.items()}
+
+
+def _vector_params(kind: str, name: str, params, features: int | None) -> dict:
+    """Check {"gamma": (n,), "beta": (n,)}; None or missing entries get the defaults 1 and 0 (needs features)."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - {"gamma", "beta"})
+    if unknown:
+        raise ValueError(f"{kind} '{name}': unknown parameter(s) {', '.join(unknown)}; valid: beta, gamma")
+    given = [np.asarray(v) for v in params.values() if v is not None]
+    if features is None:
+        if not given:
+            raise ValueError(f"{kind} '{name}': give gamma and beta, or the number of features")
+        features = given[0].shape[0] if given[0].ndim == 1 else -1
+    dtype = given[0].dtype if given else np.dtype(np.float64)
+    out = {}
+    for key, default in (("gamma", 1.0), ("beta", 0.0)):
+        value = params.get(key)
+        value = np.full(features, default, dtype=dtype) if value is None else np.asarray(value)
+        if value.shape != (features,) or value.dtype.kind != "f":
+            raise ValueError(f"{kind} '{name}': {key} must be a float vector of shape ({features},), "
+                             f"got {value.dtype} {_shape_str(value.shape)}")
+        out[key] = value
+    return out
+
+
+def _affine_backward(dy, cache: NormCache, gamma, axes):
+    """dgamma, dbeta (reduced over `axes`) and dx̂ = dy·gamma."""
+    dgamma = np.sum(dy * cache.z, axis=axes)
+    dbeta = np.sum(dy, axis=axes)
+    return dgamma, dbeta, dy * gamma
+
+
+def _normalised_backward(dxhat, cache: NormCache, axes) -> np.ndarray:
+    """dx through x̂ = (x - mean(x))/sqrt(var(x) + eps), the statistics over `axes` of x itself.
+
+    dx = inv_std · (dx̂ - mean(dx̂) - x̂ · mean(dx̂ · x̂)), the means over `axes`: the
+    classic batch-norm gradient (the mean's and the variance's dependence on every element).
+    """
+    xhat = cache.z
+    mean_d = np.mean(dxhat, axis=axes, keepdims=True)
+    mean_dx = np.mean(dxhat * xhat, axis=axes, keepdims=True)
+    dx = dxhat - mean_d
+    dx -= xhat * mean_dx
+    dx *= cache.inv_std
+    return dx
+
+
+# ------------------------------------------------------------------------------- configuration
+CONFIG_KEYS: dict[str, tuple[str, ...]] = {
+    "batchnorm": ("eps", "eval"),
+    "layernorm": ("eps",),
+    "dropout": ("p", "eval"),
+    "embedding": ("vocab", "dim"),
+}
+DEFAULTS: dict[str, dict] = {
+    "batchnorm": {"eps": 1e-5, "eval": False},
+    "layernorm": {"eps": 1e-5},
+    "dropout": {"p": 0.5, "eval": False},
+    "embedding": {},
+}
+KIND_ALIASES = {
+    "batch_norm": "batchnorm", "batchnorm1d": "batchnorm", "batchnorm2d": "batchnorm",
+    "layer_norm": "layernorm",
+}
+
+
+def canonical_kind(kind: str) -> str:
+    key = str(kind).strip().lower()
+    key = KIND_ALIASES.get(key, key)
+    if key not in CONFIG_KEYS:
+        raise ValueError(f"unknown layer kind {kind!r}; valid kinds: {', '.join(CONFIG_KEYS)}")
+    return key
+
+
+def normalize_config(kind: str, raw) -> dict:
+    """The options of `kind` (a NORM_LAYERS key or alias) with defaults filled; ValueError names the valid choices.
+
+    `raw` is None, a mapping of this layer's own options (CONFIG_KEYS[kind]), or for dropout
+    the number p. Returns a new dict with every key of CONFIG_KEYS[kind].
+    """
+    key = canonical_kind(kind)
+    if raw is None:
+        raw = {}
+    elif key == "dropout" and isinstance(raw, Real) and not isinstance(raw, bool):
+        raw = {"p": raw}
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{key} options must be a mapping, got {raw!r}")
+    valid = CONFIG_KEYS[key]
+    unknown = [str(k) for k in raw if k not in valid]
+    if unknown:
+        raise ValueError(f"{key}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
+    config = {**DEFAULTS[key], **raw}
+    if "eps" in valid:
+        eps = config["eps"]
+        if isinstance(eps, bool) or not isinstance(eps, Real) or not math.isfinite(eps) or eps <= 0:
+            raise ValueError(f"{key}: eps must be a positive number (PyTorch's default is 1e-5), got {eps!r}")
+        config["eps"] = float(eps)
+    if "eval" in valid:
+        if not isinstance(config["eval"], (bool, np.bool_)):
+            raise ValueError(f"{key}: eval must be true or false, got {config['eval']!r}")
+        config["eval"] = bool(config["eval"])
+    if key == "dropout":
+        p = config["p"]
+        if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p <= 1:
+            raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+        config["p"] = float(p)
+    if key == "embedding":
+        missing = [k for k in ("vocab", "dim") if k not in raw]
+        if missing:
+            raise ValueError(f"embedding needs {' and '.join(missing)} (positive integers)")
+        for k in ("vocab", "dim"):
+            v = config[k]
+            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+                raise ValueError(f"embedding: {k} must be a positive integer, got {v!r}")
+            config[k] = int(v)
+    return config
+
+
+# ------------------------------------------------------------------------------- batch norm
+class BatchNorm:
+    """Batch normalisation per feature / channel (nn.BatchNorm1d / 2d); see the module docstring."""
+
+    kind = "batchnorm"
+    unit_axis = 1  # features / channels
+    default_init = {"gamma": "ones", "beta": "zero"}
+
+    @classmethod
+    def _channels(cls, input_shape) -> int:
+        shape = tuple(input_shape)
+        if len(shape) not in (1, 2, 3) or 0 in shape:
+            raise ValueError(f"{cls.kind} expects a per-sample input of shape (features,), (channels, length) "
+                             f"or (channels, height, width), got {_shape_str(shape)}")
+        return int(shape[0])
+
+    @classmethod
+    def normalize_config(cls, raw) -> dict:
+        return normalize_config(cls.kind, raw)
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        cls._channels(input_shape)
+        return tuple(int(s) for s in input_shape)
+
+    @classmethod
+    def parameter_shapes(cls, input_shape, config=None) -> dict:
+        c = cls._channels(input_shape)
+        return {"gamma": (c,), "beta": (c,)}
+
+    @classmethod
+    def fans(cls, input_shape, config=None) -> dict:
+        """No weight matrices: {} (gamma and beta are vectors, which have no fans)."""
+        cls._channels(input_shape)
+        return {}
+
+    @classmethod
+    def default_params(cls, input_shape, config=None, dtype=np.float64) -> dict:
+        """gamma = 1, beta = 0, as PyTorch and Keras initialise them."""
+        c = cls._channels(input_shape)
+        return {"gamma": np.ones(c, dtype=dtype), "beta": np.zeros(c, dtype=dtype)}
+
+    @classmethod
+    def from_config(cls, name: str, params, config, input_shape=None):
+        config = normalize_config(cls.kind, config)
+        features = None if input_shape is None else cls._channels(input_shape)
+        return cls(name, _vector_params(cls.kind, name, params, features), eps=config["eps"], eval=config["eval"])
+
+    def __init__(self, name: str, params: dict, eps: float = 1e-5, eval: bool = False,
+                 running_mean: np.ndarray | None = None, running_var: np.ndarray | None = None):
+        self.name = name
+        self.params = _vector_params(self.kind, name, params, None)
+        self.channels = self.params["gamma"].shape[0]
+        self.eps = float(eps)
+        self.eval = bool(eval)
+        c, dtype = self.channels, self.params["gamma"].dtype
+        self.running_mean = np.zeros(c, dtype=dtype) if running_mean is None else np.asarray(running_mean)
+        self.running_var = np.ones(c, dtype=dtype) if running_var is None else np.asarray(running_var)
+        for key in ("running_mean", "running_var"):
+            if getattr(self, key).shape != (c,):
+                raise ValueError(f"{self.kind} '{name}': {key} must be ({c},), got {getattr(self, key).shape}")
+
+    def _axes_and_shape(self, x: np.ndarray):
+        if x.ndim not in (2, 3, 4) or x.shape[1] != self.channels:
+            raise ValueError(f"{self.kind} '{self.name}' expects input (batch, {self.channels}[, *spatial]) "
+                             f"with 0-2 spatial axes, got {_shape_str(x.shape)}")
+        axes = (0,) + tuple(range(2, x.ndim))
+        return axes, (1, self.channels) + (1,) * (x.ndim - 2)
+
+    def forward(self, x: np.ndarray):
+        x = np.asarray(x)
+        axes, bshape = self._axes_and_shape(x)
+        dtype = _float_dtype(x)
+        x = x.astype(dtype, copy=False)
+        if self.eval:
+            mean = self.running_mean.astype(dtype, copy=False).reshape(bshape)
+            var = self.running_var.astype(dtype, copy=False).reshape(bshape)
+            xc = x - mean
+        else:
+            count = x.size // self.channels
+            if count < 2:
+                raise ValueError(f"{self.kind} '{self.name}': training mode needs more than one value per channel, "
+                                 f"got input {_shape_str(x.shape)} (use eval: true, or a larger batch)")
+            mean = np.mean(x, axis=axes, keepdims=True)
+            xc = x - mean
+            var = np.mean(xc * xc, axis=axes, keepdims=True)  # biased, as PyTorch normalises
+        inv_std = 1.0 / np.sqrt(var + dtype.type(self.eps))
+        xhat = xc
+        xhat *= inv_std
+        y = xhat * self.params["gamma"].astype(dtype, copy=False).reshape(bshape)
+        y += self.params["beta"].astype(dtype, copy=False).reshape(bshape)
+        return y, NormCache(x, xhat, y, mean, inv_std, var)
+
+    def backward(self, dy: np.ndarray, cache: NormCache, need_dx: bool = True, *, dz=None):
+        """dy (batch, C, *spatial) -> (dx or None, {"gamma": dgamma, "beta": dbeta})."""
+        if dz is not None:
+            raise ValueError(f"{self.kind} '{self.name}' cannot be the output of a fused loss (dz)")
+        dy = np.asarray(dy)
+        if dy.shape != cache.y.shape:
+            raise ValueError(f"{self.kind} '{self.name}': dy has shape {dy.shape}, the output {cache.y.shape}")
+        axes, bshape = self._axes_and_shape(dy)
+        gamma = self.params["gamma"].astype(cache.y.dtype, copy=False).reshape(bshape)
+        dgamma, dbeta, dxhat = _affine_backward(dy, cache, gamma, axes)
+        grads = _cast_grads({"gamma": dgamma, "beta": dbeta}, self.params)
+        if not need_dx:
+            return None, grads
+        if self.eval:
+            return dxhat * cache.inv_std, grads
+        return _normalised_backward(dxhat, cache, axes), grads
+
+    def running_update(self, cache: NormCache, momentum: float = 0.1):
+        """(running_mean, running_var) as one PyTorch training step would leave them (not stored):
+        (1 - momentum)·old + momentum·batch statistic, the variance unbiased (divisor count - 1)."""
+        if self.eval:
+            return self.running_mean.copy(), self.running_var.copy()
+        count = cache.x.size // self.channels
+        mean = cache.mean.reshape(-1)
+        var = cache.var.reshape(-1) * (count / (count - 1))
+        return ((1 - momentum) * self.running_mean + momentum * mean,
+                (1 - momentum) * self.running_var + momentum * var)
+
+    def saturation(self, cache: NormCache) -> float:
+        return 0.0
+
+    def __repr__(self) -> str:
+        mode = "eval" if self.eval else "train"
+        return f"BatchNorm({self.name!r}, {self.channels}, eps={self.eps:g}, {mode})"
+
+
+# ------------------------------------------------------------------------------- layer norm
+class LayerNorm:
+    """Layer normalisation over the last axis (nn.LayerNorm(last dim)); see the module docstring."""
+
+    kind = "layernorm"
+    unit_axis = -1
+    default_init = {"gamma": "ones", "beta": "zero"}
+
+    @classmethod
+    def _features(cls, input_shape) -> int:
+        shape = tuple(input_shape)
+        if not shape or 0 in shape:
+            raise ValueError(f"{cls.kind} expects a per-sample input of shape (features,) or (steps, features), "
+                             f"got {_shape_str(shape)}")
+        return int(shape[-1])
+
+    @classmethod
+    def normalize_config(cls, raw) -> dict:
+        return normalize_config(cls.kind, raw)
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        cls._features(input_shape)
+        return tuple(int(s) for s in input_shape)
+
+    @classmethod
+    def parameter_shapes(cls, input_shape, config=None) -> dict:
+        f = cls._features(input_shape)
+        return {"gamma": (f,), "beta": (f,)}
+
+    @classmethod
+    def fans(cls, input_shape, config=None) -> dict:
+        """No weight matrices: {}."""
+        cls._features(input_shape)
+        return {}
+
+    @classmethod
+    def default_params(cls, input_shape, config=None, dtype=np.float64) -> dict:
+        f = cls._features(input_shape)
+        return {"gamma": np.ones(f, dtype=dtype), "beta": np.zeros(f, dtype=dtype)}
+
+    @classmethod
+    def from_config(cls, name: str, params, config, input_shape=None):
+        config = normalize_config(cls.kind, config)
+        features = None if input_shape is None else cls._features(input_shape)
+        return cls(name, _vector_params(cls.kind, name, params, features), eps=config["eps"])
+
+    def __init__(self, name: str, params: dict, eps: float = 1e-5):
+        self.name = name
+        self.params = _vector_params(self.kind, name, params, None)
+        self.features = self.params["gamma"].shape[0]
+        self.eps = float(eps)
+
+    def forward(self, x: np.ndarray):
+        x = np.asarray(x)
+        if x.ndim < 2 or x.shape[-1] != self.features:
+            raise ValueError(f"{self.kind} '{self.name}' expects input (batch, ..., {self.features}), "
+                             f"got {_shape_str(x.shape)}")
+        dtype = _float_dtype(x)
+        x = x.astype(dtype, copy=False)
+        mean = np.mean(x, axis=-1, keepdims=True)
+        xhat = x - mean
+        var = np.mean(xhat * xhat, axis=-1, keepdims=True)
+        inv_std = 1.0 / np.sqrt(var + dtype.type(self.eps))
+        xhat *= inv_std
+        y = xhat * self.params["gamma"].astype(dtype, copy=False)
+        y += self.params["beta"].astype(dtype, copy=False)
+        return y, NormCache(x, xhat, y, mean, inv_std, var)
+
+    def backward(self, dy: np.ndarray, cache: NormCache, need_dx: bool = True, *, dz=None):
+        """dy (batch, ..., features) -> (dx or None, {"gamma": dgamma, "beta": dbeta})."""
+        if dz is not None:
+            raise ValueError(f"{self.kind} '{self.name}' cannot be the output of a fused loss (dz)")
+        dy = np.asarray(dy)
+        if dy.shape != cache.y.shape:
+            raise ValueError(f"{self.kind} '{self.name}': dy has shape {dy.shape}, the output {cache.y.shape}")
+        axes = tuple(range(dy.ndim - 1))
+        gamma = self.params["gamma"].astype(cache.y.dtype, copy=False)
+        dgamma, dbeta, dxhat = _affine_backward(dy, cache, gamma, axes)
+        grads = _cast_grads({"gamma": dgamma, "beta": dbeta}, self.params)
+        return (_normalised_backward(dxhat, cache, -1) if need_dx else None), grads
+
+    def saturation(self, cache: NormCache) -> float:
+        return 0.0
+
+    def __repr__(self) -> str:
+        return f"LayerNorm({self.name!r}, {self.features}, eps={self.eps:g})"
+
+
+# ------------------------------------------------------------------------------- dropout
+class Dropout:
+    """Inverted dropout with a mask from a numpy Generator; see the module docstring."""
+
+    kind = "dropout"
+    unit_axis = -1
+    default_init: dict = {}
+    params: dict = {}
+
+    @classmethod
+    def normalize_config(cls, raw) -> dict:
+        return normalize_config(cls.kind, raw)
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        shape = tuple(int(s) for s in input_shape)
+        if not shape:
+            raise ValueError("dropout expects a per-sample input with at least one axis, got ()")
+        return shape
+
+    @classmethod
+    def parameter_shapes(cls, input_shape, config=None) -> dict:
+        return {}
+
+    @classmethod
+    def fans(cls, input_shape, config=None) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, name: str, params, config, rng=None, input_shape=None):
+        if params:
+            raise ValueError(f"dropout '{name}' has no parameters, got {', '.join(params)}")
+        config = normalize_config(cls.kind, config)
+        return cls(name, config["p"], rng=rng, eval=config["eval"])
+
+    def __init__(self, name: str, p: float = 0.5, rng: np.random.Generator | None = None, eval: bool = False):
+        if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p <= 1:
+            raise ValueError(f"dropout '{name}': p must be a probability in [0, 1], got {p!r}")
+        self.name = name
+        self.p = float(p)
+        self.eval = bool(eval)
+        self.params = {}
+        if rng is None and not self.eval and 0 < self.p < 1:
+            raise ValueError(f"dropout '{name}' needs a numpy.random.Generator (rng) to draw its mask in training mode")
+        self.rng = rng
+
+    def forward(self, x: np.ndarray):
+        x = np.asarray(x)
+        if self.eval or self.p == 0:
+            return x, DropoutCache(x, x, x, None, 1.0)  # y is x: callers must not write into it
+        if self.p == 1:
+            y = np.zeros_like(x)
+            return y, DropoutCache(x, y, y, np.zeros(x.shape, dtype=bool), 0.0)
+        mask = self.rng.random(x.shape) >= self.p    # P(kept) = 1 - p
+        scale = 1.0 / (1.0 - self.p)
+        y = x * mask                                  # bool mask: keeps x's dtype
+        y *= scale                                    # a Python float: cast to x's dtype
+        return y, DropoutCache(x, y, y, mask, scale)
+
+    def backward(self, dy: np.ndarray, cache: DropoutCache, need_dx: bool = True, *, dz=None):
+        if dz is not None:
+            raise ValueError(f"dropout '{self.name}' cannot be the output of a fused loss (dz)")
+        if not need_dx:
+            return None, {}
+        dy = np.asarray(dy)
+        if cache.mask is None:
+            return dy, {}
+        dx = dy * cache.mask
+        dx *= cache.scale
+        return dx, {}
+
+    def kept_fraction(self, cache: DropoutCache) -> float:
+        return 1.0 if cache.mask is None else float(np.count_nonzero(cache.mask) / max(cache.mask.size, 1))
+
+    def saturation(self, cache: DropoutCache) -> float:
+        return 0.0
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.name!r}, p={self.p:g}{', eval' if self.eval else ''})"
+
+
+# ------------------------------------------------------------------------------- embedding
+def token_batch(rng: np.random.Generator, batch: int, steps: int, vocab: int) -> np.ndarray:
+    """(batch, steps) int64 tokens drawn uniformly from [0, vocab)."""
+    return rng.integers(0, vocab, size=(batch, steps), dtype=np.int64)
+
+
+class Embedding:
+    """Table lookup (nn.Embedding): tokens (batch, steps) -> (batch, steps, dim); see the module docstring."""
+
+    kind = "embedding"
+    unit_axis = -1
+    default_init = {"weights": "normal"}  # PyTorch's N(0, 1)
+
+    @classmethod
+    def _steps(cls, input_shape) -> int:
+        shape = tuple(input_shape)
+        if len(shape) != 1 or shape[0] < 1:
+            raise ValueError(f"{cls.kind} expects a per-sample input of shape (steps,) of integer tokens, "
+                             f"got {_shape_str(shape)}")
+        return int(shape[0])
+
+    @classmethod
+    def normalize_config(cls, raw) -> dict:
+        return normalize_config(cls.kind, raw)
+
+    @classmethod
+    def output_shape(cls, input_shape, config) -> tuple:
+        config = normalize_config(cls.kind, config)
+        return (cls._steps(input_shape), config["dim"])
+
+    @classmethod
+    def parameter_shapes(cls, input_shape, config) -> dict:
+        config = normalize_config(cls.kind, config)
+        cls._steps(input_shape)
+        return {"weights": (config["vocab"], config["dim"])}
+
+    @classmethod
+    def fans(cls, input_shape, config) -> dict:
+        """{"weights": Fans(fan_in=dim, fan_out=vocab)}: torch's fans of nn.Embedding.weight (vocab, dim),
+        the transpose of the table's (rows, cols); see the module docstring."""
+        vocab, dim = cls.parameter_shapes(input_shape, config)["weights"]
+        return {"weights": Fans(dim, vocab)}
+
+    @classmethod
+    def from_config(cls, name: str, params, config, input_shape=None):
+        config = normalize_config(cls.kind, config)
+        layer = cls(name, params)
+        if (layer.vocab, layer.dim) != (config["vocab"], config["dim"]):
+            raise ValueError(f"embedding '{name}': config is vocab={config['vocab']}, dim={config['dim']}; "
+                             f"weights are {_shape_str(layer.params['weights'].shape)}")
+        return layer
+
+    def __init__(self, name: str, params: dict):
+        self.name = name
+        unknown = sorted(set(params) - {"weights"})
+        if unknown:
+            raise ValueError(f"embedding '{name}': unknown parameter(s) {', '.join(unknown)}; valid: weights")
+        weights = params.get("weights")
+        if weights is None or np.ndim(weights) != 2:
+            raise ValueError(f"embedding '{name}': weights must be a (vocab, dim) matrix")
+        self.params = {"weights": np.asarray(weights)}
+        self.vocab, self.dim = self.params["weights"].shape
+
+    def forward(self, x: np.ndarray):
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise ValueError(f"embedding '{self.name}' takes integer tokens, got dtype {x.dtype}")
+        if x.ndim != 2:
+            raise ValueError(f"embedding '{self.name}' expects input (batch, steps), got {_shape_str(x.shape)}")
+        if x.size and (x.min() < 0 or x.max() >= self.vocab):
+            raise ValueError(f"embedding '{self.name}': tokens must lie in [0, {self.vocab}), "
+                             f"got values from {x.min()} to {x.max()}")
+        y = self.params["weights"][x]  # fancy indexing: a new (batch, steps, dim) array
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray, cache: Cache, need_dx: bool = True, *, dz=None):
+        """dy (batch, steps, dim) -> (None, {"weights": dW}); dW[v] = sum of dy over the positions holding token v."""
+        if dz is not None:
+            raise ValueError(f"embedding '{self.name}' cannot be the output of a fused loss (dz)")
+        dy = np.asarray(dy)
+        if dy.shape != cache.y.shape:
+            raise ValueError(f"embedding '{self.name}': dy has shape {dy.shape}, the output {cache.y.shape}")
+        weights = self.params["weights"]
+        dw = np.zeros(weights.shape, dtype=np.result_type(dy, weights))
+        np.add.at(dw, cache.x.reshape(-1), dy.reshape(-1, self.dim))  # unbuffered: repeats accumulate
+        return None, {"weights": dw.astype(weights.dtype, copy=False)}
+
+    def saturation(self, cache: Cache) -> float:
+        return 0.0
+
+    def __repr__(self) -> str:
+        return f"Embedding({self.name!r}, vocab={self.vocab}, dim={self.dim})"
+
+
+NORM_LAYERS = {"batchnorm": BatchNorm, "layernorm": LayerNorm, "dropout": Dropout, "embedding": Embedding}
