@@ -138,10 +138,10 @@ def activation_profile(rep: dict) -> list[float]:
 
 
 def gradient_profile(rep: dict) -> list[float]:
-    """log10 of each hidden layer's gradient energy, grad_var · fan_out (what He init conserves
-    across widths), over the last hidden layer's (0 = flat). The output layer is left out: its
+    """log10 of each hidden layer's gradient energy, grad_var · units (what He init conserves
+    across dense widths), over the last hidden layer's (0 = flat). The output layer is left out: its
     gradient is the loss's own (for softmax, -1/(B·p) at the label), not a signal that travelled."""
-    energy = [layer["grad_var"] * layer["fan_out"] for layer in rep["layers"][:-1]]
+    energy = [layer["grad_var"] * (layer.get("units") or layer["fan_out"]) for layer in rep["layers"][:-1]]
     return [_log_ratio(value, energy[-1]) for value in energy]
 
 

@@ -49,7 +49,9 @@ in_proj_weight (3·dim, dim), i.e. fan_out = 3·dim, so its xavier_uniform_ boun
 sqrt(6/(dim + 3·dim)) = sqrt(1.5/dim), not the per-matrix sqrt(3/dim): PyTorch's Q/K/V start
 with half the variance a per-matrix xavier gives (1/(2·dim) instead of 1/dim). Its
 out_proj keeps nn.Linear's kaiming_uniform_(a=sqrt(5)), U(±1/sqrt(dim)) (``torch_default``),
-and both biases are zeroed. ``TORCH_DEFAULT_INIT`` records this.
+and both biases are zeroed. ``TORCH_DEFAULT_INIT`` records this. ``default_init`` is instead
+Keras' (MultiHeadAttention and Dense kernels glorot_uniform, i.e. per-matrix ``xavier_uniform``,
+biases zero), for the attention and for the block's FFN alike.
 
 Saturation: the fraction of attention rows (over batch, heads and query positions) whose
 largest weight exceeds 0.99, i.e. softmax's rule applied to A (``saturation(cache)``).

@@ -38,8 +38,12 @@ class Loss(NamedTuple):
         return (self.name, self.output_activation) in {("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")}
 
     def targets(self, rng: np.random.Generator, shape: tuple, dtype) -> np.ndarray:
-        batch, classes = shape
+        """Targets for an output of `shape`: one-hot labels over its last axis for cross-entropy
+        (a flat (batch, classes) output), random 0/1 for binary cross-entropy, N(0,1) otherwise."""
         if self.name == "cross_entropy":
+            if len(shape) != 2:
+                raise ValueError(f"cross_entropy needs a flat (batch, classes) output, not {shape}")
+            batch, classes = shape
             labels = rng.integers(0, classes, size=batch)
             return np.eye(classes, dtype=dtype)[labels]
         if self.name == "binary_cross_entropy":

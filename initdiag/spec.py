@@ -122,6 +122,9 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     default_bias = check.number(("defaults", "bias_init"), defaults["bias_init"]) if "bias_init" in defaults else None
 
     layers = _layers(check, data, input_shape, default_init, default_activation, default_bias)
+    if loss == "cross_entropy" and layers and len(layers[-1].output_shape) != 1:
+        check.problem(("loss",), f"cross_entropy needs a flat [classes] output, but the last layer's is "
+                      f"{list(layers[-1].output_shape)}: end with flatten or global_avgpool and a dense layer")
     spec = NetworkSpec(doc.file, name, input_shape, batch, seed, dtype, distribution, loss, tuple(layers))
     problems = check.problems + shape_problems(spec)
     if problems:

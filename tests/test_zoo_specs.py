@@ -1,0 +1,136 @@
+"""Convolutional, pooling and flatten layers in specs: fans, shapes, errors, and the physics end to end."""
+
+import json
+import math
+import textwrap
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from initdiag import compare, checks, pipeline, spec, yamlsource
+from initdiag.cli import app
+
+RUNNER = CliRunner()
+
+
+def make(text: str) -> spec.NetworkSpec:
+    return spec.parse(yamlsource.loads(textwrap.dedent(text), "t.yaml"), base_dir=".", default_name="t")
+
+
+def run_cli(*args):
+    result = RUNNER.invoke(app, [str(a) for a in args], env={"COLUMNS": "80", "NO_COLOR": "1"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_fans_follow_pytorchs_rule_for_every_weighted_kind():
+    net = make("""\
+        input: [8, 20, 20]
+        layers:
+          - conv2d: {filters: 16, kernel: 3}
+          - conv2d: {filters: 32, kernel: [3, 5], groups: 4, padding: same}
+          - global_avgpool: {}
+          - dense: 10
+        """)
+    # torch: fan_in = in_channels / groups · kernel area; fan_out = out_channels · kernel area
+    expected = [(8 * 9, 16 * 9), (16 // 4 * 15, 32 * 15), (None, None), (32, 10)]
+    assert [(layer.fan_in, layer.fan_out) for layer in net.layers] == expected
+    conv1d = make("input: [4, 50]\nlayers:\n  - {conv1d: {filters: 6, kernel: 5, stride: 2}}\n  - {flatten: {}}\n  - {dense: 3}\n")
+    assert (conv1d.layers[0].fan_in, conv1d.layers[0].fan_out) == (4 * 5, 6 * 5)
+    assert conv1d.layers[0].output_shape == (6, 23) and conv1d.layers[2].fan_in == 6 * 23
+
+
+def test_fans_match_torch_where_torch_is_installed():
+    torch = pytest.importorskip("torch")
+    net = make("input: [6, 9, 9]\nlayers:\n  - {conv2d: {filters: 12, kernel: 3, groups: 3}}\n")
+    weight = torch.empty(12, 6 // 3, 3, 3)
+    assert torch.nn.init._calculate_fan_in_and_fan_out(weight) == (net.layers[0].fan_in, net.layers[0].fan_out)
+
+
+@pytest.mark.parametrize("layers, message", [
+    ("  - conv2d: {filters: 4, kernel: 9}\n", "kernel"),
+    ("  - conv2d: {filters: 4, kernel: 3}\n  - dense: 10\n", "flatten"),
+    ("  - conv2d: {filters: 4, kernal: 3}\n", "kernal"),
+    ("  - conv2d: {filters: 4, kernel: 3, activation: softmax}\n", "unknown"),
+    ("  - conv2d: {filters: 4, kernel: 3}\n    activation: softmax\n", "elementwise"),
+    ("  - conv2d: {filters: 4, kernel: 3}\n    init: identity\n", "identity"),
+    ("  - conv1d: {filters: 4, kernel: 3}\n", "conv1d"),
+    ("  - maxpool2d: {kernel: 2}\n    init: relu\n", "init"),
+])
+def test_impossible_layers_are_located_errors(tmp_path, layers, message):
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [3, 8, 8]\nlayers:\n" + layers)
+    result = run_cli("check", path)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{path}:")
+    assert message in result.stderr
+
+
+def test_he_keeps_a_deep_cnn_flat_and_normal_explodes_it():
+    # Valid padding: zero padding at the borders ("same") removes inputs there and shrinks the
+    # signal layer after layer on small maps, which is padding's doing, not the init's.
+    text = "input: [32, 24, 24]\nbatch: 16\ndefaults: {init: relu, activation: relu}\nlayers:\n"
+    text += "  - conv2d: {filters: 32, kernel: 3}\n" * 8
+    he = pipeline.diagnose(make(text))
+    # He: E[z²] = fan_in · 2/fan_in · E[x²] per conv in expectation, so E[relu(z)²] keeps the input's
+    # second moment. With 32 filters over spatially correlated inputs one draw moves each layer by
+    # tens of percent, so the claim tested is the product's own: inside the healthy band (10x).
+    second = [layer.act_second_moment / he.run.input_second_moment for layer in he.run.layers]
+    assert all(0.1 < ratio < 10 for ratio in second), second
+    assert not {"exploding-activations", "vanishing-activations"} & {f.code for f in he.findings}
+    normal = pipeline.diagnose(make(text.replace("init: relu", "init: normal")))
+    assert "exploding-activations" in {f.code for f in normal.findings if f.severity == "error"}
+
+
+def test_dirac_identity_passes_the_input_through_a_same_padded_conv():
+    net = make("""\
+        input: [4, 7, 7]
+        batch: 8
+        dtype: float64
+        layers:
+          - conv2d: {filters: 4, kernel: 3, padding: same}
+            init: identity
+            activation: identity
+        """)
+    result = pipeline.diagnose(net)
+    assert result.run.layers[0].preact_var == pytest.approx(result.run.input_var, rel=1e-12)
+    assert result.run.layers[0].preact_mean == pytest.approx(result.run.input_mean, abs=1e-12)
+
+
+def test_pooling_and_flatten_have_no_weight_figures_and_json_says_null(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [3, 8, 8]\nlayers:\n  - {conv2d: {filters: 4, kernel: 3}}\n  - {maxpool2d: {kernel: 2}}\n"
+                    "  - {flatten: {}}\n  - {dense: 5}\n")
+    report = json.loads(run_cli("check", path, "--format", "json").stdout)
+    pool, flat = report["layers"][1], report["layers"][2]
+    for layer in (pool, flat):
+        assert layer["init"] is None and layer["fan_in"] is None and layer["weight_grad_var"] is None
+        assert layer["grad_var"] is not None and layer["act_var"] is not None
+    assert flat["units"] == 4 * 3 * 3 and report["layers"][3]["fan_in"] == 36
+
+
+def test_compare_ranks_he_above_normal_on_a_cnn(tmp_path):
+    net = make("""\
+        input: [8, 10, 10]
+        batch: 16
+        defaults: {activation: relu}
+        layers:
+          - conv2d: {filters: 8, kernel: 3, padding: same}
+          - conv2d: {filters: 8, kernel: 3, padding: same}
+          - avgpool2d: {kernel: 2}
+          - flatten: {}
+          - dense: 4
+            activation: identity
+        """)
+    inits = compare.candidates(net, ["normal", "relu"])
+    order = compare.build(net, compare.run_all(net, inits, False, checks.Thresholds()))["ranking"]
+    assert order.index("relu") < order.index("normal")
+
+
+def test_recommend_says_it_handles_dense_networks_only(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [3, 8, 8]\nlayers:\n  - {conv2d: {filters: 4, kernel: 3}}\n  - {flatten: {}}\n  - {dense: 5}\n")
+    result = run_cli("recommend", path)
+    assert result.exit_code == 2 and "dense networks only" in result.stderr
