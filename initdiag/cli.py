@@ -101,6 +101,7 @@ THRESHOLD_OPTION = typer.Option([], "--threshold", help="Override a threshold, n
 ALLOW_CUSTOM_OPTION = typer.Option(False, "--allow-custom", help="Allow {custom: 'module:function'} inits, which import and run your code.")
 MAX_MEMORY_OPTION = typer.Option(None, "--max-memory", help="Refuse runs needing more than this (e.g. 8GB); default: half the available memory.")
 PLOT_OPTION = typer.Option(None, "--plot", help="Also draw the figure to this file (png, svg, pdf, ...).")
+EVAL_OPTION = typer.Option(False, "--eval", help="Run as at inference: dropout off, batchnorm on its initial running statistics (mean 0, variance 1).")
 
 
 def _memory_bound(max_memory: str | None) -> int | None:
@@ -112,8 +113,8 @@ def _memory_bound(max_memory: str | None) -> int | None:
         raise _invalid([f"--max-memory: {err}"]) from None
 
 
-def _load(spec_path: Path, allow_custom: bool, seed: int | None):
-    """The validated spec, with --seed applied; exit 2 with every problem if it is invalid."""
+def _load(spec_path: Path, allow_custom: bool, seed: int | None, eval_mode: bool = False):
+    """The validated spec, with --seed and --eval applied; exit 2 with every problem if it is invalid."""
     from initdiag import spec
     from initdiag.yamlsource import SpecErrors
 
@@ -121,6 +122,7 @@ def _load(spec_path: Path, allow_custom: bool, seed: int | None):
         network_spec = spec.load(spec_path, allow_custom=allow_custom)
     except SpecErrors as errors:
         raise _invalid(errors.problems) from None
+    network_spec = network_spec._replace(eval=eval_mode)
     return network_spec if seed is None else network_spec.with_seed(seed)
 
 
@@ -177,6 +179,7 @@ def check(
     max_memory: Optional[str] = MAX_MEMORY_OPTION,
     plot: Optional[Path] = PLOT_OPTION,
     theory: bool = typer.Option(False, "--theory", help="Add the mean-field (infinite-width) prediction of each layer's pre-activation variance and gradient factor chi to the table."),
+    eval_mode: bool = EVAL_OPTION,
 ) -> None:
     """Initialize the network, propagate a random batch forward and backward, and report per-layer health."""
     from initdiag import checks, initspec, pipeline
@@ -186,7 +189,7 @@ def check(
     thresholds = _thresholds(threshold)
     memory_bound = _memory_bound(max_memory)
     _check_plot(plot, spec_path)
-    network_spec = _load(spec_path, allow_custom, seed)
+    network_spec = _load(spec_path, allow_custom, seed, eval_mode)
     try:
         if scheme is not None:
             network_spec = network_spec.with_init(initspec.parse(scheme, "--scheme", allow_custom, base_dir=Path.cwd()))
@@ -222,6 +225,7 @@ def compare(
     max_memory: Optional[str] = MAX_MEMORY_OPTION,
     jobs: str = typer.Option("1", "--jobs", "-j", help="Run schemes in this many processes ('auto': one per core); results are identical."),
     plot: Optional[Path] = PLOT_OPTION,
+    eval_mode: bool = EVAL_OPTION,
 ) -> None:
     """Run several schemes on the same network, batch and draws, and rank them best first."""
     from initdiag import checks, network
@@ -236,7 +240,7 @@ def compare(
         workers = comparison.resolve_jobs(jobs)
     except ValueError:
         raise _invalid([f"--jobs: expected a positive number or 'auto', not '{jobs}'"]) from None
-    network_spec = _load(spec_path, allow_custom, seed)
+    network_spec = _load(spec_path, allow_custom, seed, eval_mode)
     names = None if schemes is None else [name.strip() for name in schemes.split(",") if name.strip()]
     if names == []:
         raise _invalid(["--schemes: expected comma-separated scheme names, e.g. xavier,relu"])

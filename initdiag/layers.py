@@ -73,14 +73,30 @@ def layer_class(kind: str):
         return Dense
     from initdiag.layers_conv import CONV_LAYERS
 
-    return CONV_LAYERS[kind]
+    if kind in CONV_LAYERS:
+        return CONV_LAYERS[kind]
+    from initdiag.layers_norm import NORM_LAYERS
+
+    return NORM_LAYERS[kind]
 
 
-def make(layer_spec, weights, bias, activation):
-    """The layer object for a validated LayerSpec and its drawn parameters."""
+def make(layer_spec, weights, bias, activation, dtype=np.float32, rng=None, eval=False):
+    """The layer object for a validated LayerSpec and its drawn parameters (`rng`: dropout's masks;
+    `eval`: dropout off and batchnorm on its initial running statistics)."""
     if layer_spec.kind == "dense":
         return Dense(layer_spec.name, weights, bias, activation)
     kind_class = layer_class(layer_spec.kind)
+    if layer_spec.kind in ("batchnorm", "layernorm", "dropout"):
+        config = dict(layer_spec.config)
+        if "eval" in config:
+            config["eval"] = config["eval"] or eval
+        if layer_spec.kind == "dropout":
+            layer = kind_class.from_config(layer_spec.name, {}, config, rng=rng)
+        else:
+            params = kind_class.default_params(layer_spec.input_shape, config, dtype)
+            layer = kind_class.from_config(layer_spec.name, params, config, layer_spec.input_shape)
+        layer.activation = activation  # identity: the statistics read every layer's activation
+        return layer
     if layer_spec.init is None:
         return kind_class(layer_spec.name, layer_spec.input_shape, layer_spec.config)
     return kind_class(layer_spec.name, weights, bias, activation, layer_spec.input_shape, layer_spec.config)

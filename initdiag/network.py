@@ -18,7 +18,7 @@ from initdiag import layers as layer_kinds
 from initdiag.spec import LayerSpec, NetworkSpec, input_batch
 from initdiag.yamlsource import SpecErrors, SpecProblem
 
-STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS = 0, 1, 2, 3
+STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT = 0, 1, 2, 3, 4
 DEFAULT_MEMORY_FRACTION = 0.5
 PARALLEL_DRAWS = 2_000_000  # weights; below this, starting threads costs more than it saves
 
@@ -164,7 +164,8 @@ def build(spec: NetworkSpec, max_memory: int | None = None, draws: dict | None =
     else:
         parameters = [_parameters(spec, layer, draws) for layer in spec.layers]
     layers = [
-        layer_kinds.make(layer, weights, bias, activations.make(layer.activation.name, layer.activation.params))
+        layer_kinds.make(layer, weights, bias, activations.make(layer.activation.name, layer.activation.params),
+                         np.dtype(spec.dtype), stream(spec.seed, STREAM_DROPOUT, layer.index), spec.eval)
         for layer, (weights, bias) in zip(spec.layers, parameters)
     ]
     inputs = input_batch(spec, stream(spec.seed, STREAM_INPUT))

@@ -19,7 +19,8 @@ from initdiag.yamlsource import Document, Location, SpecErrors, SpecProblem
 TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "loss", "defaults", "layers")
 DEFAULT_KEYS = ("init", "activation", "bias_init")
 CONV_KINDS = ("conv1d", "conv2d")
-WEIGHTLESS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten")
+NORM_KINDS = ("batchnorm", "layernorm", "dropout")  # fixed parameters (gamma 1, beta 0): nothing to initialise
+WEIGHTLESS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten") + NORM_KINDS
 LAYER_KINDS = ("dense",) + CONV_KINDS + WEIGHTLESS_KINDS
 # The keys each kind takes beside its own (conv biases are switched in the conv's own options).
 KIND_KEYS = {"dense": ("name", "activation", "init", "bias_init", "bias")}
@@ -73,6 +74,7 @@ class NetworkSpec(NamedTuple):
     loss: str
     layers: tuple
     scheme_override: InitSpec | None = None
+    eval: bool = False  # run as at inference: dropout off, batchnorm on its initial running statistics
 
     def with_init(self, init: InitSpec) -> "NetworkSpec":
         """Every layer's weight init replaced by `init` (as `check --scheme`)."""
@@ -268,7 +270,10 @@ def _geometry(check: Checker, path: tuple, kind: str, value, shape):
         return units, shape[0], units, (units,), {"units": units}
     kind_class = layer_class(kind)
     try:
-        from initdiag.layers_conv import normalize_config
+        if kind in NORM_KINDS:
+            from initdiag.layers_norm import normalize_config
+        else:
+            from initdiag.layers_conv import normalize_config
 
         config = normalize_config(kind, value if value not in (None, True) else {})
     except ValueError as err:
@@ -281,6 +286,8 @@ def _geometry(check: Checker, path: tuple, kind: str, value, shape):
     except ValueError as err:
         check.problem(path + (kind,), f"{err} (input {list(shape)})")
         return None
+    if kind in NORM_KINDS:
+        return output_shape[kind_class.unit_axis - 1 if kind_class.unit_axis > 0 else -1], None, None, output_shape, config
     fans = kind_class.fans(shape, config)
     if fans is None:
         return output_shape[0], None, None, output_shape, config

@@ -134,3 +134,59 @@ def test_recommend_says_it_handles_dense_networks_only(tmp_path):
     path.write_text("input: [3, 8, 8]\nlayers:\n  - {conv2d: {filters: 4, kernel: 3}}\n  - {flatten: {}}\n  - {dense: 5}\n")
     result = run_cli("recommend", path)
     assert result.exit_code == 2 and "dense networks only" in result.stderr
+
+
+# --- normalisation and dropout ------------------------------------------------------------
+
+NORM_SPEC = """\
+    input: [64]
+    batch: 256
+    dtype: float64
+    defaults: {init: normal, activation: relu}
+    layers:
+      - dense: 128
+      - batchnorm: {}
+      - dropout: 0.25
+      - dense: 32
+      - layernorm: {}
+    """
+
+
+def test_batchnorm_layernorm_and_dropout_in_training_mode():
+    result = pipeline.diagnose(make(NORM_SPEC))
+    dense, batchnorm, dropout, _, layernorm = result.run.layers
+    # batch statistics: every feature has mean 0 and variance var/(var+eps) ≈ 1 over the batch
+    assert batchnorm.act_mean == pytest.approx(0, abs=1e-12)
+    assert batchnorm.act_var == pytest.approx(1, abs=1e-3)
+    # inverted dropout keeps E[y] and multiplies E[y²] by 1/(1-p); kept units ~ Binomial(n, 0.75),
+    # so the second moment's relative error is about sqrt(p/((1-p)·n)) = 0.0036 for n = 256·128
+    n = 256 * 128
+    assert dropout.act_second_moment == pytest.approx(batchnorm.act_second_moment / 0.75, rel=5 * math.sqrt(0.25 / (0.75 * n)))
+    assert layernorm.act_var == pytest.approx(1, abs=1e-3) and layernorm.act_mean == pytest.approx(0, abs=1e-12)
+    assert {"exploding-activations"} & {f.code for f in result.findings}  # dense_0 under N(0,1), before the norm
+    assert layernorm.fan_in is None and layernorm.weight_grad_var is None
+
+
+def test_eval_mode_passes_batchnorm_and_dropout_through():
+    net = make(NORM_SPEC)._replace(eval=True)
+    dense, batchnorm, dropout, _, _ = pipeline.diagnose(net).run.layers
+    # running statistics mean 0, variance 1: y = x / sqrt(1 + eps)
+    assert batchnorm.act_second_moment == pytest.approx(dense.act_second_moment / (1 + 1e-5), rel=1e-12)
+    assert dropout.act_second_moment == pytest.approx(batchnorm.act_second_moment, rel=1e-12)
+
+
+def test_dropout_masks_are_reproducible_and_change_with_the_seed():
+    first = pipeline.diagnose(make(NORM_SPEC)).report
+    again = pipeline.diagnose(make(NORM_SPEC)).report
+    other = pipeline.diagnose(make(NORM_SPEC).with_seed(1)).report
+    assert first == again and first["layers"][2] != other["layers"][2]
+
+
+def test_bad_norm_options_are_located_errors(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [8]\nlayers:\n  - dense: 8\n  - dropout: 2\n  - batchnorm: {momentum: 0.1}\n")
+    result = run_cli("check", path)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"{path}:4:") and "dropout" in lines[0] and "[0, 1]" in lines[0]
+    assert lines[1].startswith(f"{path}:5:") and "momentum" in lines[1]
