@@ -68,7 +68,7 @@ def find(run: RunStats, spec, thresholds: Thresholds = Thresholds(), phase=None)
     overflow = _overflow(run)
     findings = overflow + _mismatches(spec) + _edge_of_chaos(phase)
     if not overflow:
-        findings += _drift(run, thresholds) + _gradients(run, thresholds)
+        findings += _drift(run, thresholds) + _gradients(run, thresholds) + _through_time(run, thresholds)
     findings += _per_layer(run, thresholds)
     order = {severity: -i for i, severity in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda f: (order[f.severity], f.layer_index if f.layer_index is not None else -1))
@@ -197,6 +197,27 @@ def _edge_of_chaos(phase) -> list[Finding]:
 
 def _percent(fraction: float) -> str:
     return f"{fraction:.0%}" if round(fraction * 100, 1).is_integer() else f"{fraction:.1%}"
+
+
+def _through_time(run: RunStats, t: Thresholds) -> list[Finding]:
+    """Recurrent layers: the RMS of dLoss/dh at the first time step over the last's, with the
+    gradient-ratio thresholds (backpropagation through time is depth along the sequence)."""
+    findings = []
+    for layer in run.layers:
+        first, last = layer.grad_var_first_step, layer.grad_var_last_step
+        if first is None or last is None or not last > 0:
+            continue
+        ratio = math.sqrt(first / last)
+        level = _level(ratio, t.gradient_warning, t.gradient_error)
+        if level:
+            grows = ratio > 1
+            findings.append(_finding(
+                level, "exploding-gradients" if grows else "vanishing-gradients", layer,
+                f"{layer.name}: through time, the RMS of dLoss/dh at the first step is {_ratio(ratio)} that at the last",
+                "recurrent weights too large: an orthogonal recurrent_init keeps the scale" if grows else
+                "the gradient fades along the sequence: orthogonal recurrent_init, and for an LSTM forget_bias: 1",
+            ))
+    return findings
 
 
 def _per_layer(run: RunStats, t: Thresholds) -> list[Finding]:

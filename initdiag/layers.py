@@ -75,6 +75,10 @@ def layer_class(kind: str):
 
     if kind in CONV_LAYERS:
         return CONV_LAYERS[kind]
+    from initdiag.layers_recurrent import RECURRENT_LAYERS
+
+    if kind in RECURRENT_LAYERS:
+        return RECURRENT_LAYERS[kind]
     from initdiag.layers_norm import NORM_LAYERS
 
     return NORM_LAYERS[kind]
@@ -96,6 +100,11 @@ def make(layer_spec, weights, bias, activation, dtype=np.float32, rng=None, eval
             params = kind_class.default_params(layer_spec.input_shape, config, dtype)
             layer = kind_class.from_config(layer_spec.name, params, config, layer_spec.input_shape)
         layer.activation = activation  # identity: the statistics read every layer's activation
+        return layer
+    if layer_spec.kind in ("rnn", "lstm", "gru"):
+        layer = kind_class.from_config(layer_spec.name, weights, layer_spec.config)  # weights: the params dict
+        layer.weights, layer.bias = layer.params["input_weights"], layer.params["bias"]  # what statistics measure
+        layer.unit_axis = -1  # (batch, [steps,] units)
         return layer
     if layer_spec.init is None:
         return kind_class(layer_spec.name, layer_spec.input_shape, layer_spec.config)

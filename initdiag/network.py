@@ -18,7 +18,7 @@ from initdiag import layers as layer_kinds
 from initdiag.spec import LayerSpec, NetworkSpec, input_batch
 from initdiag.yamlsource import SpecErrors, SpecProblem
 
-STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT = 0, 1, 2, 3, 4
+STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT, STREAM_RECURRENT = 0, 1, 2, 3, 4, 5
 DEFAULT_MEMORY_FRACTION = 0.5
 PARALLEL_DRAWS = 2_000_000  # weights; below this, starting threads costs more than it saves
 
@@ -113,10 +113,10 @@ def _standard_draw(spec: NetworkSpec, layer: LayerSpec, draws: dict | None):
     if draws is None or family is None:
         return None
     dtype = np.dtype(spec.dtype)
-    key = (spec.seed, layer.index, family, layer.fan_in, layer.units, dtype.str)
+    key = (spec.seed, layer.index, family, layer.matrix, dtype.str)
     if key not in draws:
         rng = stream(spec.seed, STREAM_WEIGHTS, layer.index)
-        draws[key] = schemes.FAMILY_SAMPLERS[family](rng, (layer.fan_in, layer.units), dtype)
+        draws[key] = schemes.FAMILY_SAMPLERS[family](rng, layer.matrix, dtype)
     return draws[key]
 
 
@@ -125,7 +125,7 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
     if layer.init is None:
         return None, None
     dtype = np.dtype(spec.dtype)
-    shape = (layer.fan_in, layer.units)
+    shape = layer.matrix
     init = layer.init
     try:
         if init.scheme == "identity" and layer.kind != "dense":  # the Dirac kernel, as torch.nn.init.dirac_
@@ -138,6 +138,8 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
         if init.scheme != "custom":
             raise
         raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"custom init failed: {err}", file=spec.file)]) from None
+    if layer.recurrent_init is not None:
+        return _recurrent_parameters(spec, layer, weights), None
     bias = None
     if layer.bias:
         if init.scheme == "torch_default" and layer.bias_init is None:
@@ -146,6 +148,25 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
         else:
             bias = np.full(layer.units, layer.bias_init or 0.0, dtype=dtype)
     return weights, bias
+
+
+def _recurrent_parameters(spec: NetworkSpec, layer: LayerSpec, input_weights) -> dict:
+    """An RNN/LSTM/GRU's parameters: input weights from `init`, hidden-to-hidden weights from
+    `recurrent_init` (its own stream), biases at bias_init (the LSTM adds its forget bias itself)."""
+    dtype = np.dtype(spec.dtype)
+    shapes = layer_kinds.layer_class(layer.kind).parameter_shapes(layer.input_shape, layer.config)
+    recurrent = layer.recurrent_init
+    rows, cols = shapes["recurrent_weights"]
+    params = {
+        "input_weights": input_weights,
+        "recurrent_weights": schemes.initial_weights(recurrent.definition, recurrent.params,
+                                                     stream(spec.seed, STREAM_RECURRENT, layer.index),
+                                                     (rows, cols), dtype, fans=schemes.Fans(rows, cols)),
+        "bias": np.full(shapes["bias"], layer.bias_init or 0.0, dtype=dtype),
+    }
+    if "recurrent_bias" in shapes:
+        params["recurrent_bias"] = np.zeros(shapes["recurrent_bias"], dtype=dtype)
+    return params
 
 
 def build(spec: NetworkSpec, max_memory: int | None = None, draws: dict | None = None) -> Network:

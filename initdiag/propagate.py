@@ -38,7 +38,9 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
         for i in reversed(range(len(layers))):
             grad_var = stats.mean_var(dy)[1] if dy is not None else 0.0
             dx, grads = layers[i].backward(dy, caches[i], dz=dz, need_dx=i > 0)
-            backward[i] = (grad_var, stats.mean_var(grads["weights"])[1] if "weights" in grads else None)
+            main = grads.get("weights", grads.get("input_weights"))
+            backward[i] = (grad_var, stats.mean_var(main)[1] if main is not None else None,
+                           getattr(caches[i], "grad_var_first_step", None), getattr(caches[i], "grad_var_last_step", None))
             dy, dz = dx, None
             caches[i] = None  # free activations as soon as their gradients are done
 
@@ -95,6 +97,8 @@ def _layer_stats(index, layer, spec_layer, forward: dict, backward: tuple) -> La
         units=spec_layer.units,
         grad_var=backward[0],
         weight_grad_var=backward[1],
+        grad_var_first_step=backward[2],
+        grad_var_last_step=backward[3],
         **(weights or {"weight_mean": None, "weight_std": None, "weight_std_expected": None, "symmetry": 0.0}),
         **forward,
     )

@@ -19,13 +19,15 @@ from initdiag.yamlsource import Document, Location, SpecErrors, SpecProblem
 TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "loss", "defaults", "layers")
 DEFAULT_KEYS = ("init", "activation", "bias_init")
 CONV_KINDS = ("conv1d", "conv2d")
+RECURRENT_KINDS = ("rnn", "lstm", "gru")
 NORM_KINDS = ("batchnorm", "layernorm", "dropout")  # fixed parameters (gamma 1, beta 0): nothing to initialise
 WEIGHTLESS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten") + NORM_KINDS
-LAYER_KINDS = ("dense",) + CONV_KINDS + WEIGHTLESS_KINDS
+LAYER_KINDS = ("dense",) + CONV_KINDS + RECURRENT_KINDS + WEIGHTLESS_KINDS
 # The keys each kind takes beside its own (conv biases are switched in the conv's own options).
 KIND_KEYS = {"dense": ("name", "activation", "init", "bias_init", "bias")}
 KIND_KEYS.update({kind: ("name", "activation", "init", "bias_init") for kind in CONV_KINDS})
 KIND_KEYS.update({kind: ("name",) for kind in WEIGHTLESS_KINDS})
+KIND_KEYS.update({kind: ("name", "init", "recurrent_init", "bias_init") for kind in RECURRENT_KINDS})
 LAYER_KEYS = LAYER_KINDS + KIND_KEYS["dense"]
 DTYPES = ("float32", "float64")
 INPUT_DISTRIBUTIONS = ("normal", "uniform")
@@ -57,10 +59,17 @@ class LayerSpec(NamedTuple):
     input_shape: tuple = ()  # one sample's
     output_shape: tuple = ()
     config: dict = {}  # the kind's own options, defaults filled (never mutated)
+    recurrent_init: InitSpec | None = None  # rnn/lstm/gru: the hidden-to-hidden weights' scheme
 
     @property
     def path(self) -> str:
         return f"layers[{self.index}]"
+
+    @property
+    def matrix(self) -> tuple:
+        """The shape of the weight matrix `init` draws: one column per unit (dense, conv filters);
+        a recurrent layer's input weights have one per gate and unit, (features, gates · units)."""
+        return (self.fan_in, self.fan_out if self.kind in RECURRENT_KINDS else self.units)
 
 
 class NetworkSpec(NamedTuple):
@@ -230,8 +239,15 @@ def _layers(check: Checker, data: dict, input_shape, default_init, default_activ
             check.problem(path + ("name",), f"'{name}' is already the name of layers[{names[name]}]")
         names.setdefault(name, index)
         geometry = _geometry(check, path, kind, raw[kind], shape)
+        recurrent_init = None
         if kind in WEIGHTLESS_KINDS:
             activation, init, bias, bias_init = ActivationSpec("identity", {}), None, False, None
+        elif kind in RECURRENT_KINDS:
+            activation = ActivationSpec("identity", {})  # the cell's own nonlinearities act inside it
+            init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
+            recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
+            bias = True
+            bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
         else:
             activation = _activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
             init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
@@ -247,9 +263,12 @@ def _layers(check: Checker, data: dict, input_shape, default_init, default_activ
             shape = None
             continue
         units, fan_in, fan_out, output_shape, config = geometry
-        if None not in (activation, name, bias) and (init is not None or kind in WEIGHTLESS_KINDS):
+        complete = init is not None or kind in WEIGHTLESS_KINDS
+        if kind in RECURRENT_KINDS:
+            complete = complete and recurrent_init is not None
+        if None not in (activation, name, bias) and complete:
             layers.append(LayerSpec(index, name, kind, units, fan_in, activation, init, bias, bias_init,
-                                    check.doc.where(path), fan_out, shape, output_shape, config))
+                                    check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init))
         shape = output_shape
     return layers
 
@@ -272,6 +291,8 @@ def _geometry(check: Checker, path: tuple, kind: str, value, shape):
     try:
         if kind in NORM_KINDS:
             from initdiag.layers_norm import normalize_config
+        elif kind in RECURRENT_KINDS:
+            from initdiag.layers_recurrent import normalize_config
         else:
             from initdiag.layers_conv import normalize_config
 
@@ -288,6 +309,9 @@ def _geometry(check: Checker, path: tuple, kind: str, value, shape):
         return None
     if kind in NORM_KINDS:
         return output_shape[kind_class.unit_axis - 1 if kind_class.unit_axis > 0 else -1], None, None, output_shape, config
+    if kind in RECURRENT_KINDS:
+        fan_in, fan_out = kind_class.fans(shape, config)["input_weights"]
+        return config["units"], fan_in, fan_out, output_shape, config
     fans = kind_class.fans(shape, config)
     if fans is None:
         return output_shape[0], None, None, output_shape, config
@@ -302,7 +326,7 @@ def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
     for layer in spec.layers:
         if layer.init is None:
             continue
-        message = layer.init.shape_problem((layer.fan_in, layer.units))
+        message = layer.init.shape_problem(layer.matrix)
         if layer.kind != "dense" and layer.init.scheme == "identity":
             try:
                 layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, np.float32)

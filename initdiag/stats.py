@@ -28,6 +28,8 @@ class LayerStats(NamedTuple):
     saturation: float
     symmetry: float
     units: int = 0  # output units: dense width, conv filters, channels
+    grad_var_first_step: float | None = None  # rnn/lstm/gru: Var(dLoss/dh) at the first time step
+    grad_var_last_step: float | None = None  # ... and at the last
 
     @property
     def act_second_moment(self) -> float:
@@ -77,6 +79,7 @@ def mean_var(x: np.ndarray) -> tuple[float, float]:
 def dead_fraction(y: np.ndarray, unit_axis: int = 1) -> float:
     """Fraction of units (dense: columns; conv: channels) whose output is exactly zero for every
     sample (and position)."""
+    unit_axis %= y.ndim
     others = tuple(axis for axis in range(y.ndim) if axis != unit_axis)
     return float(np.count_nonzero(~y.any(axis=others))) / y.shape[unit_axis]
 
