@@ -81,7 +81,11 @@ def layer_class(kind: str):
         return RECURRENT_LAYERS[kind]
     from initdiag.layers_norm import NORM_LAYERS
 
-    return NORM_LAYERS[kind]
+    if kind in NORM_LAYERS:
+        return NORM_LAYERS[kind]
+    from initdiag.layers_attention import ATTENTION_LAYERS
+
+    return ATTENTION_LAYERS[kind]
 
 
 def make(layer_spec, weights, bias, activation, dtype=np.float32, rng=None, eval=False):
@@ -101,10 +105,18 @@ def make(layer_spec, weights, bias, activation, dtype=np.float32, rng=None, eval
             layer = kind_class.from_config(layer_spec.name, params, config, layer_spec.input_shape)
         layer.activation = activation  # identity: the statistics read every layer's activation
         return layer
-    if layer_spec.kind in ("rnn", "lstm", "gru"):
-        layer = kind_class.from_config(layer_spec.name, weights, layer_spec.config)  # weights: the params dict
-        layer.weights, layer.bias = layer.params["input_weights"], layer.params["bias"]  # what statistics measure
+    if layer_spec.kind in ("rnn", "lstm", "gru", "attention", "transformer"):
+        # `weights` is the params dict; its first weight matrix is what the statistics measure
+        if layer_spec.kind in ("rnn", "lstm", "gru"):
+            layer = kind_class.from_config(layer_spec.name, weights, layer_spec.config)
+        else:
+            layer = kind_class.from_config(layer_spec.name, weights, layer_spec.config, layer_spec.input_shape)
+        layer.main_param = next(iter(kind_class.fans(layer_spec.input_shape, layer_spec.config)))
+        layer.weights = layer.params[layer.main_param]
+        layer.bias = layer.params.get(layer.main_param.replace("weights", "bias"))
         layer.unit_axis = -1  # (batch, [steps,] units)
+        if layer_spec.kind == "attention":  # the others' activation is their own (cell, FFN)
+            layer.activation = activation
         return layer
     if layer_spec.init is None:
         return kind_class(layer_spec.name, layer_spec.input_shape, layer_spec.config)

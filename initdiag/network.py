@@ -18,7 +18,7 @@ from initdiag import layers as layer_kinds
 from initdiag.spec import LayerSpec, NetworkSpec, input_batch
 from initdiag.yamlsource import SpecErrors, SpecProblem
 
-STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT, STREAM_RECURRENT = 0, 1, 2, 3, 4, 5
+STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT, STREAM_RECURRENT, STREAM_BLOCK = range(7)
 DEFAULT_MEMORY_FRACTION = 0.5
 PARALLEL_DRAWS = 2_000_000  # weights; below this, starting threads costs more than it saves
 
@@ -140,6 +140,8 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
         raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"custom init failed: {err}", file=spec.file)]) from None
     if layer.recurrent_init is not None:
         return _recurrent_parameters(spec, layer, weights), None
+    if layer.kind in ("attention", "transformer"):
+        return _block_parameters(spec, layer, weights), None
     bias = None
     if layer.bias:
         if init.scheme == "torch_default" and layer.bias_init is None:
@@ -166,6 +168,25 @@ def _recurrent_parameters(spec: NetworkSpec, layer: LayerSpec, input_weights) ->
     }
     if "recurrent_bias" in shapes:
         params["recurrent_bias"] = np.zeros(shapes["recurrent_bias"], dtype=dtype)
+    return params
+
+
+def _block_parameters(spec: NetworkSpec, layer: LayerSpec, first_weights) -> dict:
+    """Attention / transformer parameters: every weight matrix from `init` (the first from the layer's
+    own stream, as any layer's; each other from a stream of its own), biases at bias_init; layer
+    norms keep their gamma 1, beta 0."""
+    dtype = np.dtype(spec.dtype)
+    kind_class = layer_kinds.layer_class(layer.kind)
+    shapes = kind_class.parameter_shapes(layer.input_shape, layer.config)
+    init = layer.init
+    params = {}
+    for j, (name, (fan_in, fan_out)) in enumerate(kind_class.fans(layer.input_shape, layer.config).items()):
+        params[name] = first_weights if j == 0 else schemes.initial_weights(
+            init.definition, init.params, stream(spec.seed, STREAM_BLOCK, layer.index * 64 + j), shapes[name], dtype,
+            fans=schemes.Fans(fan_in, fan_out))
+    for name, shape in shapes.items():
+        if name.endswith("bias"):
+            params[name] = np.full(shape, layer.bias_init or 0.0, dtype=dtype)
     return params
 
 

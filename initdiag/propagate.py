@@ -38,7 +38,7 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
         for i in reversed(range(len(layers))):
             grad_var = stats.mean_var(dy)[1] if dy is not None else 0.0
             dx, grads = layers[i].backward(dy, caches[i], dz=dz, need_dx=i > 0)
-            main = grads.get("weights", grads.get("input_weights"))
+            main = grads.get("weights", grads.get(getattr(layers[i], "main_param", None)))
             backward[i] = (grad_var, stats.mean_var(main)[1] if main is not None else None,
                            getattr(caches[i], "grad_var_first_step", None), getattr(caches[i], "grad_var_last_step", None))
             dy, dz = dx, None
@@ -70,8 +70,16 @@ def _forward_stats(layer, cache) -> dict:
         "act_mean": act_mean,
         "act_var": act_var,
         "dead_fraction": stats.dead_fraction(cache.y, getattr(layer, "unit_axis", 1)),
-        "saturation": layer.activation.saturation(cache.z, cache.y),
+        "saturation": _saturation(layer, cache),
     }
+
+
+def _saturation(layer, cache) -> float:
+    """The activation's saturated fraction; for attention, the rows whose largest weight exceeds 0.99."""
+    if layer.kind in ("attention", "transformer"):
+        saturated = layer.saturation(cache)
+        return saturated["attention"] if isinstance(saturated, dict) else saturated
+    return layer.activation.saturation(cache.z, cache.y)
 
 
 def _layer_stats(index, layer, spec_layer, forward: dict, backward: tuple) -> LayerStats:

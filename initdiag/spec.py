@@ -20,14 +20,17 @@ TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "lo
 DEFAULT_KEYS = ("init", "activation", "bias_init")
 CONV_KINDS = ("conv1d", "conv2d")
 RECURRENT_KINDS = ("rnn", "lstm", "gru")
+ATTENTION_KINDS = ("attention", "transformer")
+MULTI_KINDS = RECURRENT_KINDS + ATTENTION_KINDS  # several weight matrices; `init` draws them all but the recurrent ones
 NORM_KINDS = ("batchnorm", "layernorm", "dropout")  # fixed parameters (gamma 1, beta 0): nothing to initialise
 WEIGHTLESS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten") + NORM_KINDS
-LAYER_KINDS = ("dense",) + CONV_KINDS + RECURRENT_KINDS + WEIGHTLESS_KINDS
+LAYER_KINDS = ("dense",) + CONV_KINDS + MULTI_KINDS + WEIGHTLESS_KINDS
 # The keys each kind takes beside its own (conv biases are switched in the conv's own options).
 KIND_KEYS = {"dense": ("name", "activation", "init", "bias_init", "bias")}
 KIND_KEYS.update({kind: ("name", "activation", "init", "bias_init") for kind in CONV_KINDS})
 KIND_KEYS.update({kind: ("name",) for kind in WEIGHTLESS_KINDS})
 KIND_KEYS.update({kind: ("name", "init", "recurrent_init", "bias_init") for kind in RECURRENT_KINDS})
+KIND_KEYS.update({kind: ("name", "init", "bias_init") for kind in ATTENTION_KINDS})
 LAYER_KEYS = LAYER_KINDS + KIND_KEYS["dense"]
 DTYPES = ("float32", "float64")
 INPUT_DISTRIBUTIONS = ("normal", "uniform")
@@ -69,7 +72,7 @@ class LayerSpec(NamedTuple):
     def matrix(self) -> tuple:
         """The shape of the weight matrix `init` draws: one column per unit (dense, conv filters);
         a recurrent layer's input weights have one per gate and unit, (features, gates · units)."""
-        return (self.fan_in, self.fan_out if self.kind in RECURRENT_KINDS else self.units)
+        return (self.fan_in, self.fan_out if self.kind in MULTI_KINDS else self.units)
 
 
 class NetworkSpec(NamedTuple):
@@ -242,10 +245,11 @@ def _layers(check: Checker, data: dict, input_shape, default_init, default_activ
         recurrent_init = None
         if kind in WEIGHTLESS_KINDS:
             activation, init, bias, bias_init = ActivationSpec("identity", {}), None, False, None
-        elif kind in RECURRENT_KINDS:
-            activation = ActivationSpec("identity", {})  # the cell's own nonlinearities act inside it
+        elif kind in MULTI_KINDS:
+            activation = _inner_activation(kind, geometry[4] if geometry else {})  # acts inside the block
             init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
-            recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
+            if kind in RECURRENT_KINDS:
+                recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
             bias = True
             bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
         else:
@@ -273,6 +277,16 @@ def _layers(check: Checker, data: dict, input_shape, default_init, default_activ
     return layers
 
 
+def _inner_activation(kind: str, config: dict) -> ActivationSpec:
+    """The nonlinearity inside a recurrent cell or transformer block (shown, and matched against the
+    rules of thumb: tanh RNN/LSTM → xavier, GELU transformer → xavier or relu, attention → xavier)."""
+    written = config.get("activation", "tanh" if kind in RECURRENT_KINDS else "identity")
+    if isinstance(written, dict):
+        (name, params), = written.items()
+        return ActivationSpec(name, dict(params))
+    return ActivationSpec(written, {})
+
+
 def _geometry(check: Checker, path: tuple, kind: str, value, shape):
     """(units, fan_in, fan_out, output shape, config) of a layer of `kind` on inputs of `shape`;
     None, and a located problem, when its options or its input's shape do not work."""
@@ -293,6 +307,8 @@ def _geometry(check: Checker, path: tuple, kind: str, value, shape):
             from initdiag.layers_norm import normalize_config
         elif kind in RECURRENT_KINDS:
             from initdiag.layers_recurrent import normalize_config
+        elif kind in ATTENTION_KINDS:
+            from initdiag.layers_attention import normalize_config
         else:
             from initdiag.layers_conv import normalize_config
 
@@ -309,9 +325,9 @@ def _geometry(check: Checker, path: tuple, kind: str, value, shape):
         return None
     if kind in NORM_KINDS:
         return output_shape[kind_class.unit_axis - 1 if kind_class.unit_axis > 0 else -1], None, None, output_shape, config
-    if kind in RECURRENT_KINDS:
-        fan_in, fan_out = kind_class.fans(shape, config)["input_weights"]
-        return config["units"], fan_in, fan_out, output_shape, config
+    if kind in MULTI_KINDS:  # the first weight matrix (input / query weights) stands for the layer
+        fan_in, fan_out = next(iter(kind_class.fans(shape, config).values()))
+        return output_shape[-1], fan_in, fan_out, output_shape, config
     fans = kind_class.fans(shape, config)
     if fans is None:
         return output_shape[0], None, None, output_shape, config

@@ -55,6 +55,7 @@ EXPECTED = {
     "selu_lecun": ("healthy", 0, {}),
     "cifar_cnn_relu": ("healthy", 0, {}),
     "lstm_sequence": ("warning", 0, {"vanishing-gradients": "warning", "vanishing-activations": "warning"}),
+    "transformer_encoder": ("healthy", 0, {}),
     "deep_tanh_xavier": ("warning", 0, {"vanishing-activations": "warning"}),
     "zero_init": ("failing", 1, {"symmetry": "error", "vanishing-gradients": "error"}),
     "exploding_normal": ("failing", 1, {"exploding-activations": "error"}),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from initdiag import compare, checks, pipeline, spec, yamlsource
+from initdiag import checks, compare, initspec, pipeline, spec, yamlsource
 from initdiag.cli import app
 
 RUNNER = CliRunner()
@@ -240,3 +240,28 @@ def test_rnn_with_small_recurrent_weights_loses_the_gradient(tmp_path):
     layer = report["layers"][0]
     assert layer["grad_var_first_step"] < 1e-20 * layer["grad_var_last_step"]
     assert report["verdict"] == "failing"
+
+
+# --- attention and transformer blocks -------------------------------------------------------
+
+def test_attention_and_transformer_fans_errors_and_saturation(tmp_path):
+    net = make("input: [10, 24]\nlayers:\n  - attention: {heads: 4, dim: 32}\n  - transformer: {heads: 2, dim: 32, ffn: 64}\n")
+    attention, block = net.layers
+    # torch computes fans per (out, in) projection: the query weights map 24 features to 32
+    assert (attention.fan_in, attention.fan_out, attention.units) == (24, 32, 32)
+    assert (block.fan_in, block.fan_out) == (32, 32) and block.activation.name == "gelu"
+    path = tmp_path / "bad.yaml"
+    path.write_text("input: [10, 24]\nlayers:\n  - attention: {heads: 5, dim: 32}\n")
+    result = run_cli("check", path)
+    assert result.exit_code == 2 and "32" in result.stderr and "5" in result.stderr
+    # huge query/key weights make every attention row one-hot: saturation 100%
+    hot = pipeline.diagnose(make("input: [10, 24]\nlayers:\n  - attention: {heads: 4, dim: 32}\n    init: {normal: {std: 10}}\n"))
+    assert hot.run.layers[0].saturation > 0.9
+    assert "saturation" in {f.code for f in hot.findings}
+
+
+def test_schemes_of_a_family_share_draws_on_attention_layers_too():
+    net = make("input: [6, 16]\nbatch: 8\nlayers:\n  - attention: {heads: 2, dim: 16}\n")
+    relu = pipeline.diagnose(net.with_init(initspec.parse("relu", "x"))).run.layers[0]
+    lecun = pipeline.diagnose(net.with_init(initspec.parse("lecun_normal", "x"))).run.layers[0]
+    assert relu.weight_std / lecun.weight_std == pytest.approx(math.sqrt(2), rel=1e-6)
