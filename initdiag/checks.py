@@ -245,8 +245,8 @@ def _mismatches(spec) -> list[Finding]:
     groups: dict = {}
     for layer in spec.layers:
         init = layer.init
-        if init is None or init.scheme in ("supplied", "custom"):
-            continue
+        if init is None or init.scheme in ("supplied", "custom") or layer.kind == "embedding":
+            continue  # embeddings are a lookup, outside the rules-of-thumb table (torch's default is N(0, 1))
         activation = activations.ACTIVATIONS[layer.activation.name]
         if not any(schemes.same_variance_rule(init.scheme, good) for good in activation.recommended):
             groups.setdefault((init.display, activation.name), []).append(layer)

@@ -105,6 +105,12 @@ def make(layer_spec, weights, bias, activation, dtype=np.float32, rng=None, eval
             layer = kind_class.from_config(layer_spec.name, params, config, layer_spec.input_shape)
         layer.activation = activation  # identity: the statistics read every layer's activation
         return layer
+    if layer_spec.kind == "embedding":
+        # torch's fans on the (vocab, dim) table are (dim, vocab): the scheme drew (dim, vocab), one column per token
+        layer = kind_class(layer_spec.name, {"weights": np.ascontiguousarray(weights.T)})
+        layer.main_param, layer.weights, layer.bias = "weights", weights, None  # columns = tokens, for symmetry
+        layer.activation = activation
+        return layer
     if layer_spec.kind in ("rnn", "lstm", "gru", "attention", "transformer"):
         # `weights` is the params dict; its first weight matrix is what the statistics measure
         if layer_spec.kind in ("rnn", "lstm", "gru"):

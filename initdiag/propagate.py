@@ -48,7 +48,10 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
             _layer_stats(i, layer, spec_layer, forward[i], backward[i])
             for i, (layer, spec_layer) in enumerate(zip(layers, spec.layers))
         ]
-        input_mean, input_var = stats.mean_var(network.inputs)
+        if network.inputs.dtype.kind in "iu":  # token ids: the embedding's output is the signal's start
+            input_mean, input_var = forward[0]["act_mean"], forward[0]["act_var"]
+        else:
+            input_mean, input_var = stats.mean_var(network.inputs)
     return RunStats(input_mean, input_var, loss.name, tuple(measured), tuple(histograms))
 
 

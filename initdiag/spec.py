@@ -21,7 +21,7 @@ DEFAULT_KEYS = ("init", "activation", "bias_init")
 CONV_KINDS = ("conv1d", "conv2d")
 RECURRENT_KINDS = ("rnn", "lstm", "gru")
 ATTENTION_KINDS = ("attention", "transformer")
-MULTI_KINDS = RECURRENT_KINDS + ATTENTION_KINDS  # several weight matrices; `init` draws them all but the recurrent ones
+MULTI_KINDS = RECURRENT_KINDS + ATTENTION_KINDS + ("embedding",)  # several weight matrices; `init` draws them all but the recurrent ones
 NORM_KINDS = ("batchnorm", "layernorm", "dropout")  # fixed parameters (gamma 1, beta 0): nothing to initialise
 WEIGHTLESS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten") + NORM_KINDS
 LAYER_KINDS = ("dense",) + CONV_KINDS + MULTI_KINDS + WEIGHTLESS_KINDS
@@ -31,9 +31,10 @@ KIND_KEYS.update({kind: ("name", "activation", "init", "bias_init") for kind in 
 KIND_KEYS.update({kind: ("name",) for kind in WEIGHTLESS_KINDS})
 KIND_KEYS.update({kind: ("name", "init", "recurrent_init", "bias_init") for kind in RECURRENT_KINDS})
 KIND_KEYS.update({kind: ("name", "init", "bias_init") for kind in ATTENTION_KINDS})
+KIND_KEYS["embedding"] = ("name", "init")
 LAYER_KEYS = LAYER_KINDS + KIND_KEYS["dense"]
 DTYPES = ("float32", "float64")
-INPUT_DISTRIBUTIONS = ("normal", "uniform")
+INPUT_DISTRIBUTIONS = ("normal", "uniform", "tokens")
 LOSSES = ("auto", "mse", "cross_entropy", "binary_cross_entropy", "unit")
 DEFAULT_BATCH = 256
 
@@ -136,6 +137,13 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     default_bias = check.number(("defaults", "bias_init"), defaults["bias_init"]) if "bias_init" in defaults else None
 
     layers = _layers(check, data, input_shape, default_init, default_activation, default_bias)
+    tokens = distribution == "tokens"
+    for layer in layers:
+        if (layer.kind == "embedding") != (tokens and layer.index == 0):
+            message = ("an embedding layer must come first, on input_distribution: tokens" if layer.kind == "embedding"
+                       else "input_distribution: tokens (integer ids) needs an embedding layer first")
+            check.problem(("layers", layer.index), message)
+            break
     if loss == "cross_entropy" and layers and len(layers[-1].output_shape) != 1:
         check.problem(("loss",), f"cross_entropy needs a flat [classes] output, but the last layer's is "
                       f"{list(layers[-1].output_shape)}: end with flatten or global_avgpool and a dense layer")
@@ -250,7 +258,7 @@ def _layers(check: Checker, data: dict, input_shape, default_init, default_activ
             init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
             if kind in RECURRENT_KINDS:
                 recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
-            bias = True
+            bias = kind != "embedding"
             bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
         else:
             activation = _activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
@@ -303,7 +311,7 @@ def _geometry(check: Checker, path: tuple, kind: str, value, shape):
         return units, shape[0], units, (units,), {"units": units}
     kind_class = layer_class(kind)
     try:
-        if kind in NORM_KINDS:
+        if kind in NORM_KINDS or kind == "embedding":
             from initdiag.layers_norm import normalize_config
         elif kind in RECURRENT_KINDS:
             from initdiag.layers_recurrent import normalize_config
@@ -361,6 +369,8 @@ def input_batch(spec: NetworkSpec, rng: np.random.Generator) -> np.ndarray:
 
     dtype = np.dtype(spec.dtype)
     shape = (spec.batch,) + spec.input_shape
+    if spec.input_distribution == "tokens":  # ids drawn uniformly from the first (embedding) layer's vocabulary
+        return rng.integers(0, spec.layers[0].config["vocab"], size=shape, dtype=np.int64)
     if spec.input_distribution == "normal":
         return sampling.standard_normal(rng, shape, dtype)
     if spec.input_distribution == "uniform":

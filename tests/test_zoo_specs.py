@@ -265,3 +265,33 @@ def test_schemes_of_a_family_share_draws_on_attention_layers_too():
     relu = pipeline.diagnose(net.with_init(initspec.parse("relu", "x"))).run.layers[0]
     lecun = pipeline.diagnose(net.with_init(initspec.parse("lecun_normal", "x"))).run.layers[0]
     assert relu.weight_std / lecun.weight_std == pytest.approx(math.sqrt(2), rel=1e-6)
+
+
+# --- embeddings -----------------------------------------------------------------------------
+
+def test_embedding_on_tokens_uses_torch_fans_and_the_embedding_output_as_reference():
+    net = make("""\
+        input: [12]
+        input_distribution: tokens
+        batch: 32
+        layers:
+          - embedding: {vocab: 500, dim: 16}
+            init: {normal: {std: 1.0}}
+          - {dense: 8, init: xavier}
+        """)
+    embedding = net.layers[0]
+    assert (embedding.fan_in, embedding.fan_out, embedding.matrix) == (16, 500, (16, 500))
+    result = pipeline.diagnose(net)
+    built_std = result.run.layers[0].weight_std
+    assert built_std == pytest.approx(1.0, abs=5 / math.sqrt(2 * 16 * 500))  # SE of a sample std
+    assert result.run.input_var == result.run.layers[0].act_var  # the embedding's output stands in
+    assert "scheme-activation-mismatch" not in {f.code for f in result.findings if f.layer == "embedding_0"}
+
+
+def test_tokens_and_embeddings_go_together(tmp_path):
+    for text in ("input: [12]\nlayers:\n  - embedding: {vocab: 10, dim: 4}\n",
+                 "input: [12]\ninput_distribution: tokens\nlayers:\n  - dense: 4\n"):
+        path = tmp_path / "net.yaml"
+        path.write_text(text)
+        result = run_cli("check", path)
+        assert result.exit_code == 2 and "embedding" in result.stderr
