@@ -277,6 +277,7 @@ def test_embedding_on_tokens_uses_torch_fans_and_the_embedding_output_as_referen
         layers:
           - embedding: {vocab: 500, dim: 16}
             init: {normal: {std: 1.0}}
+          - flatten: {}
           - {dense: 8, init: xavier}
         """)
     embedding = net.layers[0]
