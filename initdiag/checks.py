@@ -67,8 +67,11 @@ def find(run: RunStats, spec, thresholds: Thresholds = Thresholds(), phase=None)
     """Every finding of one run, most severe first, then by layer; `phase` is theory.phase()'s verdict."""
     overflow = _overflow(run)
     findings = overflow + _mismatches(spec) + _edge_of_chaos(phase)
+    forward_finite = all(_finite(layer.preact_var, layer.act_mean, layer.act_var) for layer in run.layers)
+    if forward_finite:  # an overflow in the backward pass only: the activations still tell their drift
+        findings += _drift(run, thresholds)
     if not overflow:
-        findings += _drift(run, thresholds) + _gradients(run, thresholds) + _through_time(run, thresholds)
+        findings += _gradients(run, thresholds) + _through_time(run, thresholds)
     findings += _per_layer(run, thresholds)
     order = {severity: -i for i, severity in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda f: (order[f.severity], f.layer_index if f.layer_index is not None else -1))
@@ -229,7 +232,7 @@ def _per_layer(run: RunStats, t: Thresholds) -> list[Finding]:
                                      f"{layer.name}: {_percent(layer.saturation)} of outputs are saturated ({layer.activation})",
                                      "saturated units pass almost no gradient: use smaller weights (xavier for tanh/sigmoid)"))
         level = "error" if layer.dead_fraction > t.dead_error else "warning" if layer.dead_fraction > t.dead_warning else None
-        if level:
+        if level and not layer.activation.startswith("softmax"):  # zero probabilities are saturation's story
             findings.append(_finding(level, "dead-units", layer,
                                      f"{layer.name}: {_percent(layer.dead_fraction)} of units output 0 for every sample",
                                      "dead units never learn: check the weight scale and bias (a small positive bias_init such as 0.01 helps ReLU)"))

@@ -66,11 +66,62 @@ class Dense:
         return f"Dense({self.name!r}, {fan_in}->{fan_out}, {self.activation!r})"
 
 
+class ResidualCache(NamedTuple):
+    x: np.ndarray  # the branch's output f(x_in)
+    skip: np.ndarray  # the block's input x_in
+    z: np.ndarray  # shortcut(x_in) + scale · f(x_in)
+    y: np.ndarray  # the same: a residual sum has no activation
+
+
+class Residual:
+    """The end of a residual block: y = shortcut(x_in) + scale · f(x_in), where f is the block's inner
+    layers (run before it) and shortcut is the identity or a projection: a dense layer (x_in @ W) or
+    a strided 1x1 convolution. Forward and backward take the block's input beside the branch's."""
+
+    kind = "residual"
+    unit_axis = 1
+
+    def __init__(self, name: str, scale: float, weights: np.ndarray | None, shortcut: str | None, stride: int, activation):
+        self.name, self.scale, self.weights, self.bias = name, scale, weights, None
+        self.shortcut, self.stride, self.activation = shortcut, stride, activation
+
+    def _strided(self, skip: np.ndarray) -> np.ndarray:
+        return skip[(slice(None), slice(None)) + (slice(None, None, self.stride),) * (skip.ndim - 2)]
+
+    def _project(self, skip: np.ndarray) -> np.ndarray:
+        if self.shortcut is None:
+            return skip
+        if self.shortcut == "dense":
+            return skip @ self.weights
+        return np.moveaxis(np.moveaxis(self._strided(skip), 1, -1) @ self.weights, -1, 1)
+
+    def forward(self, x: np.ndarray, skip: np.ndarray):
+        y = self._project(skip) + self.scale * x
+        return y, ResidualCache(x, skip, y, y)
+
+    def backward(self, dy: np.ndarray, cache: ResidualCache, need_dx: bool = True):
+        """-> (dLoss/d branch output, dLoss/d block input through the shortcut, grads)."""
+        d_branch = self.scale * dy
+        if self.shortcut is None:
+            return d_branch, dy, {}
+        if self.shortcut == "dense":
+            return d_branch, dy @ self.weights.T, {"weights": cache.skip.T @ dy}
+        channels_last = np.moveaxis(dy, 1, -1)
+        strided = np.moveaxis(self._strided(cache.skip), 1, -1)
+        grads = {"weights": strided.reshape(-1, strided.shape[-1]).T @ channels_last.reshape(-1, channels_last.shape[-1])}
+        d_skip = np.zeros_like(cache.skip)
+        d_skip[(slice(None), slice(None)) + (slice(None, None, self.stride),) * (d_skip.ndim - 2)] = np.moveaxis(
+            channels_last @ self.weights.T, -1, 1)
+        return d_branch, d_skip, grads
+
+
 def layer_class(kind: str):
     """The registry of layer kinds, by spec key. The convolutional family is imported only when a
     spec uses it (start-up time of dense checks is measured)."""
     if kind == "dense":
         return Dense
+    if kind == "residual":
+        return Residual
     from initdiag.layers_conv import CONV_LAYERS
 
     if kind in CONV_LAYERS:
@@ -104,6 +155,11 @@ def make(layer_spec, weights, bias, activation, dtype=np.float32, rng=None, eval
             params = kind_class.default_params(layer_spec.input_shape, config, dtype)
             layer = kind_class.from_config(layer_spec.name, params, config, layer_spec.input_shape)
         layer.activation = activation  # identity: the statistics read every layer's activation
+        return layer
+    if layer_spec.kind == "residual":
+        config = layer_spec.config
+        layer = Residual(layer_spec.name, config["scale"], weights, config["shortcut"], config["stride"], activation)
+        layer.unit_axis = -1 if len(layer_spec.output_shape) == 2 and layer_spec.units == layer_spec.output_shape[-1] else 1
         return layer
     if layer_spec.kind == "embedding":
         # torch's fans on the (vocab, dim) table are (dim, vocab): the scheme drew (dim, vocab), one column per token

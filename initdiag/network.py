@@ -128,7 +128,7 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
     shape = layer.matrix
     init = layer.init
     try:
-        if init.scheme == "identity" and layer.kind != "dense":  # the Dirac kernel, as torch.nn.init.dirac_
+        if init.scheme == "identity" and layer.kind in ("conv1d", "conv2d"):  # the Dirac kernel, as torch.nn.init.dirac_
             weights = layer_kinds.layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, dtype)
         else:
             weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index),
@@ -142,6 +142,8 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
         return _recurrent_parameters(spec, layer, weights), None
     if layer.kind in ("attention", "transformer"):
         return _block_parameters(spec, layer, weights), None
+    if layer.kind == "residual":  # a projection shortcut has weights and no bias
+        return weights, None
     bias = None
     if layer.bias:
         if init.scheme == "torch_default" and layer.bias_init is None:

@@ -10,6 +10,44 @@ from initdiag.schemes import Fans
 from initdiag.stats import LayerStats, RunStats
 
 
+def forward_pass(network: Network):
+    """Yield (index, output, cache) for every layer, in run order, from the network's input batch.
+
+    Residual blocks keep their input, which the block's end adds to its branch's output."""
+    starts = _block_starts(network.spec)
+    x, block_inputs = network.inputs, {}
+    for i, layer in enumerate(network.layers):
+        if i in starts.values():
+            block_inputs[i] = x
+        x, cache = layer.forward(x, block_inputs[starts[i]]) if i in starts else layer.forward(x)
+        yield i, x, cache
+
+
+def backward_pass(network: Network, caches: list, dy, dz=None):
+    """Yield (index, dLoss/d(layer output), grads) from the last layer to the first. `dz`, for a fused
+    loss, is dLoss/d(logits) of the last layer. Each layer's cache is released once it is used."""
+    starts = _block_starts(network.spec)
+    skips: dict = {}
+    for i in reversed(range(len(network.layers))):
+        layer, output_gradient = network.layers[i], dy
+        if i in starts:  # the sum's gradient goes into the branch and, through the shortcut, to the block's input
+            dx, skip, grads = layer.backward(dy, caches[i])
+            skips[starts[i]] = skips[starts[i]] + skip if starts[i] in skips else skip
+        else:
+            dx, grads = layer.backward(dy, caches[i], dz=dz, need_dx=i > 0)
+        if i in skips:
+            skip = skips.pop(i)
+            dx = dx + skip if dx is not None else None
+        yield i, output_gradient, grads, caches[i]
+        caches[i] = None  # free activations as soon as their gradients are done
+        dy, dz = dx, None
+
+
+def _block_starts(spec) -> dict:
+    """Residual ends by position -> the position of their block's first layer."""
+    return {i: layer.config["start"] for i, layer in enumerate(spec.layers) if layer.kind == "residual"}
+
+
 def run(network: Network, histogram_bins: int = 0) -> RunStats:
     """Propagate the network's input batch forward, its loss backward, and measure each layer.
 
@@ -20,29 +58,22 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
     """
     spec, layers = network.spec, network.layers
     with np.errstate(all="ignore"):
-        x = network.inputs
         caches, forward, histograms = [], [], []
-        for layer in layers:
-            y, cache = layer.forward(x)
+        for i, y, cache in forward_pass(network):
             caches.append(cache)
-            forward.append(_forward_stats(layer, cache))
+            forward.append(_forward_stats(layers[i], cache))
             if histogram_bins:
                 histograms.append(_histogram(y, histogram_bins))
-            x = y
 
         loss = losses.resolve(spec.loss, layers[-1].activation.name)
-        targets = loss.targets(network.target_rng, x.shape, x.dtype)
-        dy = loss.output_gradient(x, targets)
-        dz = loss.logit_gradient(x, targets) if loss.fused else None
+        targets = loss.targets(network.target_rng, y.shape, y.dtype)
+        dz = loss.logit_gradient(y, targets) if loss.fused else None
         backward = [None] * len(layers)
-        for i in reversed(range(len(layers))):
-            grad_var = stats.mean_var(dy)[1] if dy is not None else 0.0
-            dx, grads = layers[i].backward(dy, caches[i], dz=dz, need_dx=i > 0)
+        for i, dy, grads, cache in backward_pass(network, caches, loss.output_gradient(y, targets), dz):
             main = grads.get("weights", grads.get(getattr(layers[i], "main_param", None)))
-            backward[i] = (grad_var, stats.mean_var(main)[1] if main is not None else None,
-                           getattr(caches[i], "grad_var_first_step", None), getattr(caches[i], "grad_var_last_step", None))
-            dy, dz = dx, None
-            caches[i] = None  # free activations as soon as their gradients are done
+            backward[i] = (stats.mean_var(dy)[1] if dy is not None else 0.0,
+                           stats.mean_var(main)[1] if main is not None else None,
+                           getattr(cache, "grad_var_first_step", None), getattr(cache, "grad_var_last_step", None))
 
         measured = [
             _layer_stats(i, layer, spec_layer, forward[i], backward[i])

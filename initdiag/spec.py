@@ -13,7 +13,7 @@ import numpy as np
 
 from initdiag import activations, yamlsource
 from initdiag.initspec import InitSpec, parse_init
-from initdiag.validate import Checker
+from initdiag.validate import Checker, format_path
 from initdiag.yamlsource import Document, Location, SpecErrors, SpecProblem
 
 TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "loss", "defaults", "layers")
@@ -64,10 +64,11 @@ class LayerSpec(NamedTuple):
     output_shape: tuple = ()
     config: dict = {}  # the kind's own options, defaults filled (never mutated)
     recurrent_init: InitSpec | None = None  # rnn/lstm/gru: the hidden-to-hidden weights' scheme
+    written_at: str = ""  # where in the spec, e.g. "layers[2].residual[0]"
 
     @property
     def path(self) -> str:
-        return f"layers[{self.index}]"
+        return self.written_at or f"layers[{self.index}]"
 
     @property
     def matrix(self) -> tuple:
@@ -228,27 +229,36 @@ def _layers(check: Checker, data: dict, input_shape, default_init, default_activ
         what = "an empty list" if raw_layers == [] else check.show(raw_layers)
         check.problem(("layers",), f"expected a non-empty list of layers, not {what}")
         return []
-    layers, names = [], {}
-    shape = input_shape  # one sample's shape entering the layer; None once it cannot be known
-    for index, raw in enumerate(raw_layers):
-        path = ("layers", index)
+    layers: list = []
+    _sequence(check, raw_layers, ("layers",), input_shape, (default_init, default_activation, default_bias), {}, layers, [0])
+    return layers
+
+
+def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, defaults, names: dict, layers: list, counter: list):
+    """Parse the layers of `raw_layers` (the spec's, or a residual block's) into `layers`, in run order;
+    `counter` numbers every layer, nested ones included. Returns the shape after them (None if unknown)."""
+    default_init, default_activation, default_bias = defaults
+    for position, raw in enumerate(raw_layers):
+        path = list_path + (position,)
+        if isinstance(raw, dict) and "residual" in raw:
+            shape = _residual(check, raw, path, shape, defaults, names, layers, counter)
+            continue
+        index = counter[0]
+        counter[0] += 1
         if not isinstance(raw, dict):
             check.problem(path, f"expected a layer mapping such as {{dense: 256}}, not {check.show(raw)}")
             shape = None
             continue
         kinds = [key for key in LAYER_KINDS if key in raw]
         if len(kinds) != 1:
-            check.known_keys(path, raw, LAYER_KEYS)
+            check.known_keys(path, raw, LAYER_KEYS + ("residual",))
             found = " and ".join(kinds) if kinds else "none"
-            check.problem(path, f"a layer names exactly one kind ({', '.join(LAYER_KINDS)}); found {found}")
+            check.problem(path, f"a layer names exactly one kind ({', '.join(LAYER_KINDS + ('residual',))}); found {found}")
             shape = None
             continue
         kind = kinds[0]
         check.known_keys(path, raw, (kind,) + KIND_KEYS[kind])
-        name = check.string(path + ("name",), raw.get("name", f"{kind}_{index}"))
-        if name in names:
-            check.problem(path + ("name",), f"'{name}' is already the name of layers[{names[name]}]")
-        names.setdefault(name, index)
+        name = _name(check, path, raw, f"{kind}_{index}", names)
         geometry = _geometry(check, path, kind, raw[kind], shape)
         recurrent_init = None
         if kind in WEIGHTLESS_KINDS:
@@ -280,9 +290,68 @@ def _layers(check: Checker, data: dict, input_shape, default_init, default_activ
             complete = complete and recurrent_init is not None
         if None not in (activation, name, bias) and complete:
             layers.append(LayerSpec(index, name, kind, units, fan_in, activation, init, bias, bias_init,
-                                    check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init))
+                                    check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init,
+                                    format_path(path)))
         shape = output_shape
-    return layers
+    return shape
+
+
+def _name(check: Checker, path: tuple, raw: dict, default: str, names: dict):
+    name = check.string(path + ("name",), raw.get("name", default))
+    if name in names:
+        check.problem(path + ("name",), f"'{name}' is already the name of {names[name]}")
+    names.setdefault(name, format_path(path))
+    return name
+
+
+RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut")
+SHORTCUTS = ("dense", "conv")
+
+
+def _residual(check: Checker, raw: dict, path: tuple, shape, defaults, names: dict, layers: list, counter: list):
+    """`residual: [layers...]`: y = shortcut(x) + scale · f(x). Its inner layers come first in `layers`,
+    then a row for the block's output (kind "residual", config["start"] = its first inner layer's index)."""
+    check.known_keys(path, raw, RESIDUAL_KEYS)
+    inner = raw["residual"]
+    if not isinstance(inner, list) or not inner:
+        check.problem(path + ("residual",), f"expected a non-empty list of layers, not {check.show(inner)}")
+        return None
+    start = counter[0]
+    out_shape = _sequence(check, inner, path + ("residual",), shape, defaults, names, layers, counter)
+    index = counter[0]
+    counter[0] += 1
+    name = _name(check, path, raw, f"residual_{index}", names)
+    scale = check.number(path + ("scale",), raw.get("scale", 1.0))
+    shortcut = raw.get("shortcut")
+    if shortcut is not None:
+        shortcut = check.choice(path + ("shortcut",), shortcut, SHORTCUTS, "shortcut")
+    if shape is None or out_shape is None or name is None or scale is None:
+        return None
+    config = {"start": start, "scale": scale, "shortcut": shortcut, "stride": 1}
+    fan_in = fan_out = init = None
+    if shortcut is None and out_shape != shape:
+        check.problem(path, f"the block's output {list(out_shape)} differs from its input {list(shape)}: "
+                      "add shortcut: dense (flat inputs) or shortcut: conv (a 1x1 convolution)")
+        return None
+    if shortcut == "dense":
+        if len(shape) != 1 or len(out_shape) != 1:
+            check.problem(path + ("shortcut",), f"shortcut: dense needs flat input and output, not {list(shape)} → {list(out_shape)}")
+            return None
+        fan_in, fan_out = shape[0], out_shape[0]
+    if shortcut == "conv":
+        stride = shape[1] // out_shape[1] if len(shape) >= 2 and len(out_shape) == len(shape) and out_shape[1] else 0
+        if not stride or any(-(-size // stride) != out for size, out in zip(shape[1:], out_shape[1:])):
+            check.problem(path + ("shortcut",), f"shortcut: conv (1x1, strided) cannot map {list(shape)} to {list(out_shape)}")
+            return None
+        fan_in, fan_out, config["stride"] = shape[0], out_shape[0], stride
+    if shortcut is not None:
+        init = defaults[0]
+        if init is None:
+            return None
+    layers.append(LayerSpec(index, name, "residual", out_shape[0] if len(out_shape) != 2 else out_shape[-1], fan_in,
+                            ActivationSpec("identity", {}), init, False, None, check.doc.where(path), fan_out, shape,
+                            out_shape, config, None, format_path(path)))
+    return out_shape
 
 
 def _inner_activation(kind: str, config: dict) -> ActivationSpec:
@@ -351,7 +420,7 @@ def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
         if layer.init is None:
             continue
         message = layer.init.shape_problem(layer.matrix)
-        if layer.kind != "dense" and layer.init.scheme == "identity":
+        if layer.kind in CONV_KINDS and layer.init.scheme == "identity":
             try:
                 layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, np.float32)
                 message = None

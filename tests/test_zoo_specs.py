@@ -296,3 +296,101 @@ def test_tokens_and_embeddings_go_together(tmp_path):
         path.write_text(text)
         result = run_cli("check", path)
         assert result.exit_code == 2 and "embedding" in result.stderr
+
+
+# --- residual blocks ------------------------------------------------------------------------
+
+def _loss_and_gradients(net_spec):
+    """MSE against fixed targets through initdiag's own passes: the loss, dLoss/dW per weighted layer."""
+    from initdiag import losses, network, propagate
+
+    built = network.build(net_spec)
+    caches, y = [], None
+    for _, y, cache in propagate.forward_pass(built):
+        caches.append(cache)
+    loss = losses.resolve("mse", "identity")
+    targets = np.random.default_rng(5).standard_normal(y.shape)
+    grads = {i: g.get("weights") for i, _, g, _ in propagate.backward_pass(built, caches, loss.output_gradient(y, targets))}
+    return built, targets, grads
+
+
+@pytest.mark.parametrize("block", [
+    "  - residual:\n      - {dense: 6, activation: tanh}\n      - {dense: 6}\n    scale: 0.7\n",
+    "  - residual:\n      - {dense: 4, activation: tanh}\n    shortcut: dense\n",
+    "  - residual:\n      - residual:\n          - {dense: 6, activation: tanh}\n      - {dense: 6, activation: gelu}\n",
+])
+def test_residual_backward_matches_finite_differences(block):
+    from initdiag import propagate
+
+    net_spec = make("input: [6]\nbatch: 5\ndtype: float64\ndefaults: {init: xavier_uniform}\nlayers:\n"
+                    "  - {dense: 6, activation: tanh}\n" + block + "  - {dense: 3}\n")
+    built, targets, grads = _loss_and_gradients(net_spec)
+
+    def loss_value():
+        *_, (_, y, _) = propagate.forward_pass(built)
+        return np.mean((y - targets) ** 2)
+
+    h = 1e-6  # central differences: O(h²) truncation against O(eps/h) rounding, ~1e-10 here
+    for i, layer in enumerate(built.layers):
+        if layer.weights is None or grads.get(i) is None:
+            continue
+        numeric = np.zeros_like(layer.weights)
+        for index in np.ndindex(layer.weights.shape):
+            saved = layer.weights[index]
+            layer.weights[index] = saved + h
+            up = loss_value()
+            layer.weights[index] = saved - h
+            down = loss_value()
+            layer.weights[index] = saved
+            numeric[index] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grads[i], numeric, rtol=1e-6, atol=1e-9, err_msg=layer.name)
+
+
+def test_conv_residual_with_a_strided_projection_matches_finite_differences():
+    from initdiag import propagate
+
+    net_spec = make("input: [2, 6, 6]\nbatch: 2\ndtype: float64\ndefaults: {init: xavier_uniform, activation: tanh}\n"
+                    "layers:\n  - residual:\n      - {conv2d: {filters: 3, kernel: 3, stride: 2, padding: 1}}\n"
+                    "    shortcut: conv\n  - {flatten: {}}\n  - {dense: 2}\n")
+    built, targets, grads = _loss_and_gradients(net_spec)
+    shortcut = next(i for i, layer in enumerate(built.layers) if layer.kind == "residual")
+    layer = built.layers[shortcut]
+    h, numeric = 1e-6, np.zeros_like(layer.weights)
+    for index in np.ndindex(layer.weights.shape):
+        saved = layer.weights[index]
+        values = []
+        for step in (h, -h):
+            layer.weights[index] = saved + step
+            *_, (_, y, _) = propagate.forward_pass(built)
+            values.append(np.mean((y - targets) ** 2))
+        layer.weights[index] = saved
+        numeric[index] = (values[0] - values[1]) / (2 * h)
+    np.testing.assert_allclose(grads[shortcut], numeric, rtol=1e-6, atol=1e-9)
+
+
+def _residual_stack(blocks: int, scale: float) -> spec.NetworkSpec:
+    block = ("  - residual:\n      - {layernorm: {}}\n      - {dense: 256, activation: relu}\n"
+             f"      - {{dense: 256, activation: identity}}\n    scale: {scale}\n")
+    return make("input: [256]\nbatch: 128\ndefaults: {init: relu}\nlayers:\n" + block * blocks)
+
+
+def test_fifty_residual_blocks_grow_the_variance_linearly_and_scale_zero_keeps_it_flat():
+    run = pipeline.diagnose(_residual_stack(50, 1.0)).run
+    outputs = [layer.act_second_moment for layer in run.layers if layer.kind == "residual"]
+    # each branch normalises its input (layer norm), so f(x) has a fixed second moment c whatever x is:
+    # E[x_l²] = E[x_0²] + l·c, a straight line in l (finite-width noise: a few percent per block)
+    depth = np.arange(1, 51)
+    slope, intercept = np.polyfit(depth, outputs, 1)
+    residuals = np.array(outputs) - (slope * depth + intercept)
+    assert slope > 0 and np.max(np.abs(residuals)) < 0.1 * outputs[-1]  # on a line...
+    assert 10 < outputs[-1] / outputs[0] < 200  # ...not exponential: 1 + 50·c over 1 + c, not (1 + c)^50
+    frozen = pipeline.diagnose(_residual_stack(50, 0.0)).run
+    flat = [layer.act_second_moment for layer in frozen.layers if layer.kind == "residual"]
+    assert all(value == pytest.approx(frozen.input_second_moment, rel=1e-6) for value in flat)
+
+
+def test_residual_shape_mismatch_needs_a_shortcut(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [8]\nlayers:\n  - residual:\n      - {dense: 4}\n")
+    result = run_cli("check", path)
+    assert result.exit_code == 2 and "shortcut" in result.stderr and result.stderr.startswith(f"{path}:3:")
