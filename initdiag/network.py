@@ -56,8 +56,26 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     largest = max(weighted, key=lambda layer: (layer.fan_in or 0) * layer.units)
     im2col = max((_im2col_elements(layer) for layer in spec.layers), default=0)
     transient = itemsize * (3 * batch * widest + 3 * batch * im2col) + 8 * 2 * max(batch * widest, (largest.fan_in or 0) * largest.units)
-    total = sum(per_layer.values()) + itemsize * batch * int(np.prod(spec.input_shape)) + transient
+    kept = sum(_cache_elements(layer, batch) for layer in spec.layers) * itemsize
+    total = sum(per_layer.values()) + itemsize * batch * int(np.prod(spec.input_shape)) + transient + kept
     return MemoryEstimate(total, largest, per_layer[largest.index])
+
+
+def _cache_elements(layer: LayerSpec, batch: int) -> int:
+    """What a recurrent or attention layer keeps for its backward pass beyond its output: hidden
+    states and gates of every step, attention scores and weights (batch · heads · steps²) and the
+    parameters beyond the first matrix with their gradients."""
+    if layer.kind in ("rnn", "lstm", "gru"):
+        from initdiag.layers_recurrent import RECURRENT_LAYERS
+
+        layer_class = RECURRENT_LAYERS[layer.kind]
+        parameters = sum(int(np.prod(shape)) for shape in layer_class.parameter_shapes(layer.input_shape, layer.config).values())
+        return layer_class.cache_elements(batch, layer.input_shape, layer.config) + 2 * parameters
+    if layer.kind in ("attention", "transformer"):
+        steps, heads = layer.input_shape[0], layer.config["heads"]
+        width = max(layer.config["dim"], layer.config.get("ffn", 0))
+        return batch * (3 * heads * steps * steps + 8 * steps * width) + 8 * width * width
+    return 0
 
 
 def _im2col_elements(layer: LayerSpec) -> int:

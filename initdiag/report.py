@@ -6,11 +6,23 @@ from initdiag import __version__
 from initdiag.checks import Thresholds, verdict
 
 
+def _parameter_fans(layer_spec) -> dict | None:
+    """Every weight matrix's (fan_in, fan_out), as torch computes them, for layers with several."""
+    if layer_spec.kind not in ("rnn", "lstm", "gru", "attention", "transformer"):
+        return None
+    from initdiag.layers import layer_class
+
+    fans = layer_class(layer_spec.kind).fans(layer_spec.input_shape, layer_spec.config)
+    return {name: [int(fan_in), int(fan_out)] for name, (fan_in, fan_out) in fans.items()}
+
+
 def build(spec, run, findings, scheme: str | None = None, thresholds=None, theory=None) -> dict:
     """The JSON-shaped report (documented in the README; keys may be added, never renamed).
 
     `theory`, one theory.LayerTheory per layer, adds preact_var_theory and chi to every layer."""
     layers = [layer.as_dict() for layer in run.layers]
+    for layer, layer_spec in zip(layers, spec.layers):
+        layer["parameter_fans"] = _parameter_fans(layer_spec)
     for layer, predicted in zip(layers, theory or [None] * len(layers)):
         layer["preact_var_theory"] = predicted.preact_var_theory if predicted else None
         layer["chi"] = predicted.chi if predicted else None
