@@ -160,8 +160,11 @@ def summary(rep: dict) -> dict:
     scored = score(rep)
     layers = [_stats(layer) for layer in rep["layers"]]
     first, last = layers[0], layers[-1]
+    weighted = [layer for layer in layers if layer.weight_grad_var is not None] or [first]
+    grad_first, grad_last = weighted[0], weighted[-1]
     worst = next((f for f in rep["findings"] if f["severity"] != "info"), None)
-    grad_ratio = math.sqrt(first.weight_grad_var / last.weight_grad_var) if last.weight_grad_var > 0 else math.inf
+    grad_ratio = (math.sqrt(grad_first.weight_grad_var / grad_last.weight_grad_var)
+                  if grad_last.weight_grad_var and grad_first.weight_grad_var is not None else math.inf)
     return {
         "verdict": scored.verdict,
         "health": scored.health,

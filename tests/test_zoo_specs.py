@@ -394,3 +394,11 @@ def test_residual_shape_mismatch_needs_a_shortcut(tmp_path):
     path.write_text("input: [8]\nlayers:\n  - residual:\n      - {dense: 4}\n")
     result = run_cli("check", path)
     assert result.exit_code == 2 and "shortcut" in result.stderr and result.stderr.startswith(f"{path}:3:")
+
+
+@pytest.mark.parametrize("sample", ["transformer_encoder", "lstm_sequence", "deep_residual_cnn", "cifar_cnn_relu"])
+def test_compare_runs_on_every_layer_zoo_sample(sample):
+    result = run_cli("compare", f"sample_specs/{sample}.yaml", "--schemes", "xavier,relu,normal", "--format", "json")
+    assert result.exit_code in (0, 1)
+    data = json.loads(result.stdout)
+    assert sorted(data["ranking"]) == ["normal", "relu", "xavier"]
