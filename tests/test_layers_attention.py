@@ -9,6 +9,7 @@ values are compared, so agreement is to rounding.
 import math
 
 import numpy as np
+from gradcheck import numeric_gradient
 import pytest
 
 from initdiag.layers_attention import (
@@ -20,25 +21,6 @@ from initdiag.schemes import Fans
 @pytest.fixture
 def torch():
     return pytest.importorskip("torch")
-
-
-def numeric_gradient(loss, array, h=1e-6):
-    """Central differences of loss() with respect to every element of `array` (perturbed in place).
-
-    Truncation error h²·|L'''|/6 ≈ 1e-13 and rounding error ε·|L|/h ≈ 2e-16·10/1e-6 ≈ 2e-9
-    absolute for these losses (|L| ≲ 10: sums of a few dozen O(1)-weighted outputs), so the
-    analytic gradients, O(0.01-1), agree to rtol 1e-6 with atol 1e-8 covering the rounding floor.
-    """
-    out = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + h
-        up = loss()
-        array[index] = saved - h
-        down = loss()
-        array[index] = saved
-        out[index] = (up - down) / (2 * h)
-    return out
 
 
 FD_TOL = {"rtol": 1e-6, "atol": 1e-8}

@@ -9,6 +9,7 @@ rounding.
 import math
 
 import numpy as np
+from gradcheck import numeric_gradient
 import pytest
 
 from initdiag import activations, schemes
@@ -241,19 +242,6 @@ def test_max_pool_gradient_goes_to_the_first_maximum_without_torch():
 
 
 # --- gradients against central finite differences (no torch needed) -----------------------------
-
-def numeric_gradient(loss, array, h):
-    grad = np.empty_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + h
-        up = loss()
-        array[index] = saved - h
-        down = loss()
-        array[index] = saved
-        grad[index] = (up - down) / (2 * h)
-    return grad
-
 
 def check_finite_differences(layer, x, rng):
     """dLoss/dx, dW, db for Loss = Σ y·R against central differences of the float64 forward pass.

@@ -9,6 +9,7 @@ rounding.
 import math
 
 import numpy as np
+from gradcheck import numeric_gradient
 import pytest
 
 from initdiag import schemes
@@ -188,16 +189,7 @@ def test_backward_matches_central_finite_differences(kind, seq, activation):
     h = 1e-6
 
     def numeric(array):
-        out = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            saved = array[index]
-            array[index] = saved + h
-            up = loss()
-            array[index] = saved - h
-            down = loss()
-            array[index] = saved
-            out[index] = (up - down) / (2 * h)
-        return out
+        return numeric_gradient(loss, array, h)
 
     for name, param in layer.params.items():
         np.testing.assert_allclose(grads[name], numeric(param), rtol=1e-6, atol=1e-8, err_msg=name)

@@ -6,6 +6,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from gradcheck import numeric_gradient
 from typer.testing import CliRunner
 
 from initdiag import checks, compare, initspec, pipeline, spec, yamlsource
@@ -330,19 +331,10 @@ def test_residual_backward_matches_finite_differences(block):
         *_, (_, y, _) = propagate.forward_pass(built)
         return np.mean((y - targets) ** 2)
 
-    h = 1e-6  # central differences: O(h²) truncation against O(eps/h) rounding, ~1e-10 here
     for i, layer in enumerate(built.layers):
         if layer.weights is None or grads.get(i) is None:
             continue
-        numeric = np.zeros_like(layer.weights)
-        for index in np.ndindex(layer.weights.shape):
-            saved = layer.weights[index]
-            layer.weights[index] = saved + h
-            up = loss_value()
-            layer.weights[index] = saved - h
-            down = loss_value()
-            layer.weights[index] = saved
-            numeric[index] = (up - down) / (2 * h)
+        numeric = numeric_gradient(loss_value, layer.weights)  # tests/gradcheck.py
         np.testing.assert_allclose(grads[i], numeric, rtol=1e-6, atol=1e-9, err_msg=layer.name)
 
 
@@ -355,16 +347,12 @@ def test_conv_residual_with_a_strided_projection_matches_finite_differences():
     built, targets, grads = _loss_and_gradients(net_spec)
     shortcut = next(i for i, layer in enumerate(built.layers) if layer.kind == "residual")
     layer = built.layers[shortcut]
-    h, numeric = 1e-6, np.zeros_like(layer.weights)
-    for index in np.ndindex(layer.weights.shape):
-        saved = layer.weights[index]
-        values = []
-        for step in (h, -h):
-            layer.weights[index] = saved + step
-            *_, (_, y, _) = propagate.forward_pass(built)
-            values.append(np.mean((y - targets) ** 2))
-        layer.weights[index] = saved
-        numeric[index] = (values[0] - values[1]) / (2 * h)
+
+    def loss_value():
+        *_, (_, y, _) = propagate.forward_pass(built)
+        return np.mean((y - targets) ** 2)
+
+    numeric = numeric_gradient(loss_value, layer.weights)
     np.testing.assert_allclose(grads[shortcut], numeric, rtol=1e-6, atol=1e-9)
 
 
