@@ -265,6 +265,9 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, default
             activation, init, bias, bias_init = ActivationSpec("identity", {}), None, False, None
         elif kind in MULTI_KINDS:
             activation = _inner_activation(kind, geometry[4] if geometry else {})  # acts inside the block
+            if not activations.make(activation.name, activation.params).elementwise:
+                check.problem(path + (kind,), f"{activation.name} is not elementwise: a {kind} needs an elementwise activation")
+                activation = None
             init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
             if kind in RECURRENT_KINDS:
                 recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
@@ -314,7 +317,8 @@ def _residual(check: Checker, raw: dict, path: tuple, shape, defaults, names: di
     check.known_keys(path, raw, RESIDUAL_KEYS)
     inner = raw["residual"]
     if not isinstance(inner, list) or not inner:
-        check.problem(path + ("residual",), f"expected a non-empty list of layers, not {check.show(inner)}")
+        what = "an empty list" if inner == [] else check.show(inner)
+        check.problem(path + ("residual",), f"expected a non-empty list of layers, not {what}")
         return None
     start = counter[0]
     out_shape = _sequence(check, inner, path + ("residual",), shape, defaults, names, layers, counter)
@@ -420,6 +424,13 @@ def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
         if layer.init is None:
             continue
         message = layer.init.shape_problem(layer.matrix)
+        if layer.recurrent_init is not None and not message:
+            recurrent_shape = (layer.units, layer.fan_out)
+            message = layer.recurrent_init.shape_problem(recurrent_shape)
+            if message:
+                problems.append(SpecProblem(layer.recurrent_init.location, f"{layer.path}.recurrent_init",
+                                            f"{message} (the recurrent weights are units × gates·units)", file=spec.file))
+                continue
         if layer.kind in CONV_KINDS and layer.init.scheme == "identity":
             try:
                 layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, np.float32)

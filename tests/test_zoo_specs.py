@@ -390,3 +390,21 @@ def test_compare_runs_on_every_layer_zoo_sample(sample):
     assert result.exit_code in (0, 1)
     data = json.loads(result.stdout)
     assert sorted(data["ranking"]) == ["normal", "relu", "xavier"]
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("input: [5, 4]\nlayers:\n  - lstm: {units: 0}\n", 3, "units"),
+    ("input: [5, 64]\nlayers:\n  - transformer: {heads: 3, dim: 64, ffn: 10}\n", 3, "heads=3"),
+    ("input: [8]\nlayers:\n  - residual: []\n", 3, "empty list"),
+    ("input: [5, 4]\nlayers:\n  - rnn: {units: 3, activation: softmax}\n", 3, "elementwise"),
+    ("input: [5, 4]\nlayers:\n  - lstm: 4\n    recurrent_init: identity\n", 4, "4×16"),
+    ("input: [8]\nlayers:\n  - attention: {heads: 2, dim: 4}\n", 3, "(steps, features)"),
+    ("input: [3, 8, 8]\nlayers:\n  - residual:\n      - conv2d: {filters: 4, kernel: 3, stride: 2, padding: 1}\n"
+     "    shortcut: dense\n", 5, "flat"),
+])
+def test_impossible_zoo_layers_are_located_errors(tmp_path, text, line, message):
+    path = tmp_path / "net.yaml"
+    path.write_text(text)
+    result = run_cli("check", path)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{path}:{line}:") and message in result.stderr
