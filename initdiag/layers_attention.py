@@ -504,7 +504,7 @@ class TransformerBlock:
         for key in ("ffn.in_weights", "ffn.out_weights"):
             if key not in self.params:
                 raise ValueError(f"transformer '{name}': missing parameter '{key}'")
-        w1, w2 = self.params["ffn.in_weights"], self.params["ffn.out_weights"]
+        w1 = self.params["ffn.in_weights"]
         if w1.ndim != 2 or w1.shape[0] != self.dim:
             raise ValueError(f"transformer '{name}': ffn.in_weights must be ({self.dim}, ffn), got {_shape_str(w1.shape)}")
         self.ffn = w1.shape[1]

@@ -368,7 +368,7 @@ class _Recurrent:
         # dzx: dLoss/d(input-side pre-activation), (T, B, k·U), for W_x and bias;
         # dzh: dLoss/d(recurrent-side pre-activation h_{t-1} W_h [+ b_hn]), for W_h (dzh is dzx except in a GRU).
         flat = lambda a: a.reshape(-1, a.shape[-1])           # noqa: E731  (time-major, contiguous: a view)
-        w_x, w_h = self.params["input_weights"], self.params["recurrent_weights"]
+        w_x = self.params["input_weights"]
         grads = {
             "input_weights": flat(cache.x_steps).T @ flat(dzx),
             # h_{-1} = 0: step 0 contributes nothing to dW_h

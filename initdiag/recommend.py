@@ -54,7 +54,6 @@ overflowed, which the JSON reporter writes as null).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 

@@ -119,7 +119,7 @@ class _Builder:
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         try:
             return self.loader.construct_object(node, deep=True)
-        except yaml.constructor.ConstructorError as err:
+        except yaml.constructor.ConstructorError:
             raise self.problem(node, f"the YAML tag '{_written(node.tag)}' is not allowed: a spec holds plain data only") from None
 
     def mapping(self, node, path: Path_) -> dict:

@@ -4,7 +4,6 @@ Skipped where torch is not installed (it is not a test dependency: see README, "
 against PyTorch"). Float64 throughout, so agreement is to rounding, not to sampling noise.
 """
 
-import numpy as np
 import pytest
 
 from initdiag import losses, network, propagate, spec, yamlsource
@@ -29,7 +28,7 @@ SPECS = {
 def _spec(activation_names, init="relu_uniform"):
     layers = "".join(
         f"  - dense: {7 if i == len(activation_names) - 1 else 33}\n    activation: "
-        + (f"{{leaky_relu: {{alpha: 0.2}}}}\n" if name == "leaky_relu" else f"{name}\n")
+        + ("{leaky_relu: {alpha: 0.2}}\n" if name == "leaky_relu" else f"{name}\n")
         for i, name in enumerate(activation_names)
     )
     text = f"input: [19]\nbatch: 64\nseed: 3\ndtype: float64\ndefaults: {{init: {init}, bias_init: 0.1}}\nlayers:\n{layers}"

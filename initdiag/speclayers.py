@@ -1,0 +1,281 @@
+"""The layers of a spec: their kinds, options and shapes, parsed into plain LayerSpec records.
+
+A layer's kind decides which keys it takes and how its options become a config, an output shape
+and PyTorch's fans; residual blocks nest layers and are flattened into run order here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from initdiag import activations
+from initdiag.initspec import InitSpec, parse_init
+from initdiag.validate import Checker, format_path
+from initdiag.yamlsource import Location
+
+CONV_KINDS = ("conv1d", "conv2d")
+RECURRENT_KINDS = ("rnn", "lstm", "gru")
+ATTENTION_KINDS = ("attention", "transformer")
+MULTI_KINDS = RECURRENT_KINDS + ATTENTION_KINDS + ("embedding",)  # several weight matrices; `init` draws them all but the recurrent ones
+NORM_KINDS = ("batchnorm", "layernorm", "dropout")  # fixed parameters (gamma 1, beta 0): nothing to initialise
+WEIGHTLESS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten") + NORM_KINDS
+LAYER_KINDS = ("dense",) + CONV_KINDS + MULTI_KINDS + WEIGHTLESS_KINDS
+# The keys each kind takes beside its own (conv biases are switched in the conv's own options).
+KIND_KEYS = {"dense": ("name", "activation", "init", "bias_init", "bias")}
+KIND_KEYS.update({kind: ("name", "activation", "init", "bias_init") for kind in CONV_KINDS})
+KIND_KEYS.update({kind: ("name",) for kind in WEIGHTLESS_KINDS})
+KIND_KEYS.update({kind: ("name", "init", "recurrent_init", "bias_init") for kind in RECURRENT_KINDS})
+KIND_KEYS.update({kind: ("name", "init", "bias_init") for kind in ATTENTION_KINDS})
+KIND_KEYS["embedding"] = ("name", "init")
+LAYER_KEYS = LAYER_KINDS + KIND_KEYS["dense"]
+
+class ActivationSpec(NamedTuple):
+    name: str
+    params: dict
+
+    @property
+    def display(self) -> str:
+        return repr(activations.make(self.name, self.params))
+
+
+class LayerSpec(NamedTuple):
+    index: int
+    name: str
+    kind: str
+    units: int  # output units: dense width, conv filters, channels of a pooling layer
+    fan_in: int | None  # PyTorch's fans of the weights (None without weights); the drawn matrix is (fan_in, units)
+    activation: ActivationSpec
+    init: InitSpec | None  # None for layers without weights
+    bias: bool
+    bias_init: float | None  # None: not set anywhere (zero, or torch_default's own bias)
+    location: Location | None
+    fan_out: int | None = None  # dense: units; conv: filters · kernel area
+    input_shape: tuple = ()  # one sample's
+    output_shape: tuple = ()
+    config: dict = {}  # the kind's own options, defaults filled (never mutated)
+    recurrent_init: InitSpec | None = None  # rnn/lstm/gru: the hidden-to-hidden weights' scheme
+    written_at: str = ""  # where in the spec, e.g. "layers[2].residual[0]"
+
+    @property
+    def path(self) -> str:
+        return self.written_at or f"layers[{self.index}]"
+
+    @property
+    def matrix(self) -> tuple:
+        """The shape of the weight matrix `init` draws: one column per unit (dense, conv filters);
+        a recurrent layer's input weights have one per gate and unit, (features, gates · units)."""
+        return (self.fan_in, self.fan_out if self.kind in MULTI_KINDS else self.units)
+
+
+def parse_activation(check: Checker, path: tuple, value) -> ActivationSpec | None:
+    found = check.registered(path, value, activations.ACTIVATIONS, activations.ALIASES, "activation")
+    if found is None:
+        return None
+    cls, params, params_path = found
+    if params is not None and not isinstance(params, dict):
+        check.problem(params_path, f"{cls.name} takes a mapping of parameters, not {check.show(params)}")
+        return None
+    values = dict(cls.params)
+    for key, raw in (params or {}).items():
+        if key not in cls.params:
+            check.unknown_key(params_path + (key,), key, cls.params, f"{cls.name} parameter" if cls.params else f"parameter ({cls.name} takes none)")
+            continue
+        number = check.number(params_path + (key,), raw)
+        if number is not None:
+            values[key] = number
+    return ActivationSpec(cls.name, values)
+
+
+def parse_layers(check: Checker, data: dict, input_shape, default_init, default_activation, default_bias) -> list:
+    raw_layers = data.get("layers")
+    if raw_layers is None:
+        check.problem((), "missing 'layers': a list such as [{dense: 256, activation: relu}, ...]")
+        return []
+    if not isinstance(raw_layers, list) or not raw_layers:
+        what = "an empty list" if raw_layers == [] else check.show(raw_layers)
+        check.problem(("layers",), f"expected a non-empty list of layers, not {what}")
+        return []
+    layers: list = []
+    _sequence(check, raw_layers, ("layers",), input_shape, (default_init, default_activation, default_bias), {}, layers, [0])
+    return layers
+
+
+def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, defaults, names: dict, layers: list, counter: list):
+    """Parse the layers of `raw_layers` (the spec's, or a residual block's) into `layers`, in run order;
+    `counter` numbers every layer, nested ones included. Returns the shape after them (None if unknown)."""
+    default_init, default_activation, default_bias = defaults
+    for position, raw in enumerate(raw_layers):
+        path = list_path + (position,)
+        if isinstance(raw, dict) and "residual" in raw:
+            shape = _residual(check, raw, path, shape, defaults, names, layers, counter)
+            continue
+        index = counter[0]
+        counter[0] += 1
+        if not isinstance(raw, dict):
+            check.problem(path, f"expected a layer mapping such as {{dense: 256}}, not {check.show(raw)}")
+            shape = None
+            continue
+        kinds = [key for key in LAYER_KINDS if key in raw]
+        if len(kinds) != 1:
+            check.known_keys(path, raw, LAYER_KEYS + ("residual",))
+            found = " and ".join(kinds) if kinds else "none"
+            check.problem(path, f"a layer names exactly one kind ({', '.join(LAYER_KINDS + ('residual',))}); found {found}")
+            shape = None
+            continue
+        kind = kinds[0]
+        check.known_keys(path, raw, (kind,) + KIND_KEYS[kind])
+        name = _name(check, path, raw, f"{kind}_{index}", names)
+        geometry = _geometry(check, path, kind, raw[kind], shape)
+        recurrent_init = None
+        if kind in WEIGHTLESS_KINDS:
+            activation, init, bias, bias_init = ActivationSpec("identity", {}), None, False, None
+        elif kind in MULTI_KINDS:
+            activation = _inner_activation(kind, geometry[4] if geometry else {})  # acts inside the block
+            if not activations.make(activation.name, activation.params).elementwise:
+                check.problem(path + (kind,), f"{activation.name} is not elementwise: a {kind} needs an elementwise activation")
+                activation = None
+            init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
+            if kind in RECURRENT_KINDS:
+                recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
+            bias = kind != "embedding"
+            bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+        else:
+            activation = parse_activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
+            init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
+            bias = check.boolean(path + ("bias",), raw.get("bias", True)) if kind == "dense" else (
+                geometry[4].get("bias", True) if geometry else True)
+            bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+            if bias is False and "bias_init" in raw:
+                check.problem(path + ("bias_init",), "bias_init is set but the layer has no bias")
+            if activation is not None and kind in CONV_KINDS and not activations.ACTIVATIONS[activation.name].elementwise:
+                check.problem(path + ("activation",), f"{activation.name} is not elementwise: a {kind} layer needs an elementwise activation")
+                activation = None
+        if geometry is None:
+            shape = None
+            continue
+        units, fan_in, fan_out, output_shape, config = geometry
+        complete = init is not None or kind in WEIGHTLESS_KINDS
+        if kind in RECURRENT_KINDS:
+            complete = complete and recurrent_init is not None
+        if None not in (activation, name, bias) and complete:
+            layers.append(LayerSpec(index, name, kind, units, fan_in, activation, init, bias, bias_init,
+                                    check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init,
+                                    format_path(path)))
+        shape = output_shape
+    return shape
+
+
+def _name(check: Checker, path: tuple, raw: dict, default: str, names: dict):
+    name = check.string(path + ("name",), raw.get("name", default))
+    if name in names:
+        check.problem(path + ("name",), f"'{name}' is already the name of {names[name]}")
+    names.setdefault(name, format_path(path))
+    return name
+
+
+RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut")
+SHORTCUTS = ("dense", "conv")
+
+
+def _residual(check: Checker, raw: dict, path: tuple, shape, defaults, names: dict, layers: list, counter: list):
+    """`residual: [layers...]`: y = shortcut(x) + scale · f(x). Its inner layers come first in `layers`,
+    then a row for the block's output (kind "residual", config["start"] = its first inner layer's index)."""
+    check.known_keys(path, raw, RESIDUAL_KEYS)
+    inner = raw["residual"]
+    if not isinstance(inner, list) or not inner:
+        what = "an empty list" if inner == [] else check.show(inner)
+        check.problem(path + ("residual",), f"expected a non-empty list of layers, not {what}")
+        return None
+    start = counter[0]
+    out_shape = _sequence(check, inner, path + ("residual",), shape, defaults, names, layers, counter)
+    index = counter[0]
+    counter[0] += 1
+    name = _name(check, path, raw, f"residual_{index}", names)
+    scale = check.number(path + ("scale",), raw.get("scale", 1.0))
+    shortcut = raw.get("shortcut")
+    if shortcut is not None:
+        shortcut = check.choice(path + ("shortcut",), shortcut, SHORTCUTS, "shortcut")
+    if shape is None or out_shape is None or name is None or scale is None:
+        return None
+    config = {"start": start, "scale": scale, "shortcut": shortcut, "stride": 1}
+    fan_in = fan_out = init = None
+    if shortcut is None and out_shape != shape:
+        check.problem(path, f"the block's output {list(out_shape)} differs from its input {list(shape)}: "
+                      "add shortcut: dense (flat inputs) or shortcut: conv (a 1x1 convolution)")
+        return None
+    if shortcut == "dense":
+        if len(shape) != 1 or len(out_shape) != 1:
+            check.problem(path + ("shortcut",), f"shortcut: dense needs flat input and output, not {list(shape)} → {list(out_shape)}")
+            return None
+        fan_in, fan_out = shape[0], out_shape[0]
+    if shortcut == "conv":
+        stride = shape[1] // out_shape[1] if len(shape) >= 2 and len(out_shape) == len(shape) and out_shape[1] else 0
+        if not stride or any(-(-size // stride) != out for size, out in zip(shape[1:], out_shape[1:])):
+            check.problem(path + ("shortcut",), f"shortcut: conv (1x1, strided) cannot map {list(shape)} to {list(out_shape)}")
+            return None
+        fan_in, fan_out, config["stride"] = shape[0], out_shape[0], stride
+    if shortcut is not None:
+        init = defaults[0]
+        if init is None:
+            return None
+    layers.append(LayerSpec(index, name, "residual", out_shape[0] if len(out_shape) != 2 else out_shape[-1], fan_in,
+                            ActivationSpec("identity", {}), init, False, None, check.doc.where(path), fan_out, shape,
+                            out_shape, config, None, format_path(path)))
+    return out_shape
+
+
+def _inner_activation(kind: str, config: dict) -> ActivationSpec:
+    """The nonlinearity inside a recurrent cell or transformer block (shown, and matched against the
+    rules of thumb: tanh RNN/LSTM → xavier, GELU transformer → xavier or relu, attention → xavier)."""
+    written = config.get("activation", "tanh" if kind in RECURRENT_KINDS else "identity")
+    if isinstance(written, dict):
+        (name, params), = written.items()
+        return ActivationSpec(name, dict(params))
+    return ActivationSpec(written, {})
+
+
+def _geometry(check: Checker, path: tuple, kind: str, value, shape):
+    """(units, fan_in, fan_out, output shape, config) of a layer of `kind` on inputs of `shape`;
+    None, and a located problem, when its options or its input's shape do not work."""
+    from initdiag.layers import layer_class
+
+    if kind == "dense":
+        units = check.integer(path + (kind,), value, minimum=1, what="width")
+        if units is None or shape is None:
+            return None
+        if len(shape) != 1:
+            check.problem(path + (kind,), f"dense takes a flat input [features], but its input is "
+                          f"{list(shape)}: add a layer '- flatten: {{}}' (or global_avgpool) before it")
+            return None
+        return units, shape[0], units, (units,), {"units": units}
+    kind_class = layer_class(kind)
+    try:
+        if kind in NORM_KINDS or kind == "embedding":
+            from initdiag.layers_norm import normalize_config
+        elif kind in RECURRENT_KINDS:
+            from initdiag.layers_recurrent import normalize_config
+        elif kind in ATTENTION_KINDS:
+            from initdiag.layers_attention import normalize_config
+        else:
+            from initdiag.layers_conv import normalize_config
+
+        config = normalize_config(kind, value if value not in (None, True) else {})
+    except ValueError as err:
+        check.problem(path + (kind,), str(err))
+        return None
+    if shape is None:
+        return None
+    try:
+        output_shape = tuple(kind_class.output_shape(shape, config))
+    except ValueError as err:
+        check.problem(path + (kind,), f"{err} (input {list(shape)})")
+        return None
+    if kind in NORM_KINDS:
+        return output_shape[kind_class.unit_axis - 1 if kind_class.unit_axis > 0 else -1], None, None, output_shape, config
+    if kind in MULTI_KINDS:  # the first weight matrix (input / query weights) stands for the layer
+        fan_in, fan_out = next(iter(kind_class.fans(shape, config).values()))
+        return output_shape[-1], fan_in, fan_out, output_shape, config
+    fans = kind_class.fans(shape, config)
+    if fans is None:
+        return output_shape[0], None, None, output_shape, config
+    return config["filters"], fans[0], fans[1], output_shape, config
