@@ -16,6 +16,17 @@ def _parameter_fans(layer_spec) -> dict | None:
     return {name: [int(fan_in), int(fan_out)] for name, (fan_in, fan_out) in fans.items()}
 
 
+def _located(finding, spec) -> dict:
+    """A finding as data, with the spec line and column of the layer it is about (the file's start
+    for network-wide findings), so CI formats can annotate the spec where the problem is."""
+    data = finding.as_dict()
+    layer = spec.layers[finding.layer_index] if finding.layer_index is not None else None
+    location = layer.location if layer is not None else None
+    data["file"] = spec.file
+    data["line"], data["column"] = (location.line, location.column) if location else (1, 1)
+    return data
+
+
 def build(spec, run, findings, scheme: str | None = None, thresholds=None, theory=None) -> dict:
     """The JSON-shaped report (documented in the README; keys may be added, never renamed).
 
@@ -40,6 +51,6 @@ def build(spec, run, findings, scheme: str | None = None, thresholds=None, theor
         "input_var": run.input_var,
         "thresholds": (thresholds or Thresholds())._asdict(),
         "verdict": verdict(findings),
-        "findings": [finding.as_dict() for finding in findings],
+        "findings": [_located(finding, spec) for finding in findings],
         "layers": layers,
     }
