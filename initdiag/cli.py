@@ -168,7 +168,8 @@ def _plot(draw, data, path: Path | None) -> None:
 
 @app.command()
 def check(
-    spec_path: Path = SPEC_ARGUMENT,
+    paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Spec files, folders (every *.yaml/*.yml below) or glob patterns."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Skip spec files matching this glob (repeatable)."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="Replace every layer's weight init: a name, or a YAML mapping such as '{normal: {std: 0.01}}'."),
     output_format: Format = FORMAT_OPTION,
     output: Optional[Path] = OUTPUT_OPTION,
@@ -181,34 +182,86 @@ def check(
     theory: bool = typer.Option(False, "--theory", help="Add the mean-field (infinite-width) prediction of each layer's pre-activation variance and gradient factor chi to the table."),
     eval_mode: bool = EVAL_OPTION,
 ) -> None:
-    """Initialize the network, propagate a random batch forward and backward, and report per-layer health."""
-    from initdiag import checks, initspec, pipeline
+    """Initialize each network, propagate a random batch forward and backward, and report per-layer health."""
+    from initdiag import checks, initspec, pipeline, spec, specfiles
     from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors
 
     thresholds = _thresholds(threshold)
     memory_bound = _memory_bound(max_memory)
-    _check_plot(plot, spec_path)
-    network_spec = _load(spec_path, allow_custom, seed, eval_mode)
-    try:
+    files, unmatched = specfiles.expand(paths, exclude)
+    # one file named on its own keeps the one-report output (and its errors: a missing file is exit 2)
+    single = len(paths) == 1 and not paths[0].is_dir() and not specfiles.is_pattern(paths[0])
+    if single:
+        files, unmatched = [paths[0]], []
+    if not single and plot is not None:
+        raise _invalid(["--plot: draws one spec's figure; check a single spec file to plot it"])
+    if single:
+        _check_plot(plot, files[0])
+
+    def diagnose(spec_path: Path):
+        network_spec = spec.load(spec_path, allow_custom=allow_custom)._replace(eval=eval_mode)
+        if seed is not None:
+            network_spec = network_spec.with_seed(seed)
         if scheme is not None:
             network_spec = network_spec.with_init(initspec.parse(scheme, "--scheme", allow_custom, base_dir=Path.cwd()))
         label = network_spec.scheme_override.display if scheme else None
-        result, run, findings = pipeline.diagnose(network_spec, thresholds, label, memory_bound,
-                                                  histogram_bins=PLOT_BINS if plot else 0)
-    except SpecErrors as errors:
-        raise _invalid(errors.problems) from None
+        return pipeline.diagnose(network_spec, thresholds, label, memory_bound, histogram_bins=PLOT_BINS if plot else 0)
 
     color, width = _terminal()
     if output is not None:
         color, width = False, max(width, 80)
-    _emit(REPORTERS[output_format.value](result, color=color, width=width, theory=theory), output, spec_path,
-          f"verdict: {result['verdict']}")
-    if plot is not None:
-        from initdiag.reporters import plots
+    render = REPORTERS[output_format.value]
+    if single:
+        try:
+            result, run, findings = diagnose(files[0])
+        except SpecErrors as errors:
+            raise _invalid(errors.problems) from None
+        _emit(render(result, color=color, width=width, theory=theory), output, files[0], f"verdict: {result['verdict']}")
+        if plot is not None:
+            from initdiag.reporters import plots
 
-        _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot)
-    raise typer.Exit(EXIT_FAILED if checks.fails(findings, fail_on.value) else EXIT_OK)
+            _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot)
+        raise typer.Exit(EXIT_FAILED if checks.fails(findings, fail_on.value) else EXIT_OK)
+
+    import time
+
+    start = time.perf_counter()
+    reports, problems, invalid, failed = [], list(unmatched), len(unmatched), False
+    for spec_path in files:
+        try:
+            result, _, findings = diagnose(spec_path)
+        except SpecErrors as errors:  # reported, and the other specs still checked
+            problems.extend(str(problem) for problem in errors.problems)
+            invalid += 1
+            continue
+        reports.append(result)
+        failed = failed or checks.fails(findings, fail_on.value)
+    for line in problems:
+        typer.echo(line, err=True)
+    summary = _summary(reports, invalid, len(files), time.perf_counter() - start)
+    if not files and not problems:
+        raise _invalid(["no spec files to check"])
+    if output_format.value == "json":
+        from initdiag import __version__
+
+        text = render({"initdiag_version": __version__, "reports": reports, "invalid": problems, "summary": summary})
+    else:
+        text = "\n".join(render(result, color=color, width=width, theory=theory) for result in reports)
+        text += ("\n" if reports else "") + _summary_line(summary) + "\n"
+    _emit(text, output, files[0] if files else Path("."), _summary_line(summary))
+    raise typer.Exit(EXIT_INVALID if invalid else EXIT_FAILED if failed else EXIT_OK)
+
+
+def _summary(reports: list, invalid: int, files: int, seconds: float) -> dict:
+    verdicts = [report["verdict"] for report in reports]
+    return {"specs": files, "healthy": verdicts.count("healthy"), "warning": verdicts.count("warning"),
+            "failing": verdicts.count("failing"), "invalid": invalid, "seconds": round(seconds, 3)}
+
+
+def _summary_line(summary: dict) -> str:
+    parts = [f"{summary[key]} {key}" for key in ("healthy", "warning", "failing", "invalid") if summary[key]]
+    return f"checked {summary['specs']} spec(s) in {summary['seconds']:.1f} s: {', '.join(parts) or 'nothing to check'}"
 
 
 @app.command()
