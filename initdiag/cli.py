@@ -32,6 +32,16 @@ class Format(str, Enum):
     json = "json"
 
 
+class CheckFormat(str, Enum):
+    text = "text"
+    json = "json"
+    junit = "junit"
+    sarif = "sarif"
+    github = "github"
+    gitlab = "gitlab"
+    markdown = "markdown"
+
+
 class FailOn(str, Enum):
     error = "error"
     warning = "warning"
@@ -171,7 +181,7 @@ def check(
     paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Spec files, folders (every *.yaml/*.yml below) or glob patterns."),
     exclude: list[str] = typer.Option([], "--exclude", help="Skip spec files matching this glob (repeatable)."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="Replace every layer's weight init: a name, or a YAML mapping such as '{normal: {std: 0.01}}'."),
-    output_format: Format = FORMAT_OPTION,
+    output_format: CheckFormat = typer.Option(CheckFormat.text, "--format", help="Report format: text, json, or a CI system's (junit, sarif, github, gitlab, markdown)."),
     output: Optional[Path] = OUTPUT_OPTION,
     fail_on: FailOn = FAIL_ON_OPTION,
     seed: Optional[int] = SEED_OPTION,
@@ -185,13 +195,14 @@ def check(
     """Initialize each network, propagate a random batch forward and backward, and report per-layer health."""
     from initdiag import checks, initspec, pipeline, spec, specfiles
     from initdiag.reporters import REPORTERS
-    from initdiag.yamlsource import SpecErrors
+    from initdiag.yamlsource import SpecErrors, SpecProblem
 
     thresholds = _thresholds(threshold)
     memory_bound = _memory_bound(max_memory)
     files, unmatched = specfiles.expand(paths, exclude)
     # one file named on its own keeps the one-report output (and its errors: a missing file is exit 2)
-    single = len(paths) == 1 and not paths[0].is_dir() and not specfiles.is_pattern(paths[0])
+    ci_format = output_format.value not in ("text", "json")  # these render every spec's report together
+    single = len(paths) == 1 and not paths[0].is_dir() and not specfiles.is_pattern(paths[0]) and not ci_format
     if single:
         files, unmatched = [paths[0]], []
     if not single and plot is not None:
@@ -211,7 +222,7 @@ def check(
     color, width = _terminal()
     if output is not None:
         color, width = False, max(width, 80)
-    render = REPORTERS[output_format.value]
+    render = REPORTERS.get(output_format.value)
     if single:
         try:
             result, run, findings = diagnose(files[0])
@@ -227,30 +238,42 @@ def check(
     import time
 
     start = time.perf_counter()
-    reports, problems, invalid, failed = [], list(unmatched), len(unmatched), False
+    reports, problems, invalid, failed = [], [SpecProblem(None, "", message, file=".") for message in unmatched], len(unmatched), False
     for spec_path in files:
         try:
             result, _, findings = diagnose(spec_path)
         except SpecErrors as errors:  # reported, and the other specs still checked
-            problems.extend(str(problem) for problem in errors.problems)
+            problems.extend(errors.problems)
             invalid += 1
             continue
         reports.append(result)
         failed = failed or checks.fails(findings, fail_on.value)
-    for line in problems:
-        typer.echo(line, err=True)
+    for problem in problems:
+        typer.echo(problem.message if problem.file == "." else str(problem), err=True)
     summary = _summary(reports, invalid, len(files), time.perf_counter() - start)
     if not files and not problems:
         raise _invalid(["no spec files to check"])
     if output_format.value == "json":
         from initdiag import __version__
 
-        text = render({"initdiag_version": __version__, "reports": reports, "invalid": problems, "summary": summary})
+        text = render({"initdiag_version": __version__, "reports": reports, "invalid": [str(p) for p in problems],
+                       "summary": summary})
+    elif ci_format:
+        from initdiag.reporters.ci_formats import CI_FORMATS
+
+        text = CI_FORMATS[output_format.value](reports, [_problem_data(problem) for problem in problems])
     else:
         text = "\n".join(render(result, color=color, width=width, theory=theory) for result in reports)
         text += ("\n" if reports else "") + _summary_line(summary) + "\n"
     _emit(text, output, files[0] if files else Path("."), _summary_line(summary))
     raise typer.Exit(EXIT_INVALID if invalid else EXIT_FAILED if failed else EXIT_OK)
+
+
+def _problem_data(problem) -> dict:
+    """An invalid spec's problem for the CI formats: where, and what."""
+    where = problem.location
+    return {"file": problem.file, "line": where.line if where else None, "column": where.column if where else None,
+            "message": f"{problem.path}: {problem.message}" if problem.path else problem.message}
 
 
 def _summary(reports: list, invalid: int, files: int, seconds: float) -> dict:

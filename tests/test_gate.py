@@ -66,3 +66,32 @@ def test_nothing_matching_is_invalid_input(specs, tmp_path):
     result = run("check", f"{tmp_path}/nowhere/*.yaml", specs / "a_healthy.yaml")
     assert result.exit_code == 2 and "no such file, folder or matching spec" in result.stderr
     assert run("check", specs, "--plot", tmp_path / "x.png").exit_code == 2
+
+
+@pytest.mark.parametrize("fmt", ["junit", "sarif", "github", "gitlab", "markdown"])
+def test_ci_formats_through_the_cli_parse_and_keep_the_exit_code(specs, fmt):
+    import re
+    import xml.etree.ElementTree as ElementTree
+
+    (specs / "d_invalid.yaml").write_text("input: [4]\nlayers: []\n")
+    result = run("check", specs, "--format", fmt)
+    assert result.exit_code == 2  # the invalid spec, whatever the format
+    text = result.stdout
+    if fmt == "junit":
+        suites = ElementTree.fromstring(text).findall("testsuite")
+        assert len(suites) == 4  # three specs and the invalid one
+    elif fmt in ("sarif", "gitlab"):
+        data = json.loads(text)
+        results = data["runs"][0]["results"] if fmt == "sarif" else data
+        assert any("c_failing.yaml" in json.dumps(item) for item in results)
+        assert any("d_invalid.yaml" in json.dumps(item) for item in results)
+    elif fmt == "github":
+        grammar = re.compile(r"^::(error|warning|notice) file=[^,]+,line=\d+,col=\d+,title=[^:]+::.*$")
+        lines = text.strip().splitlines()
+        assert lines and all(grammar.match(line) for line in lines)
+        assert any(line.startswith("::error file=") and "c_failing.yaml,line=9" in line for line in lines)
+    else:
+        lines = text.splitlines()
+        header = lines.index("| spec | verdict | errors | warnings | infos |")
+        rows = [line for line in lines[header + 2:header + 6]]
+        assert [row.split(" | ")[1] for row in rows] == ["healthy", "failing", "warning", "invalid"]
