@@ -22,9 +22,14 @@ class Finding(NamedTuple):
     message: str
     hint: str
     layer_index: int | None = None
+    suppressed: bool = False  # by an `ignore:` of its layer or of the spec: shown, never counted
+    reason: str | None = None  # the ignore's reason, when it gave one
 
     def as_dict(self) -> dict:
-        return {"severity": self.severity, "code": self.code, "layer": self.layer, "message": self.message, "hint": self.hint}
+        data = {"severity": self.severity, "code": self.code, "layer": self.layer, "message": self.message, "hint": self.hint}
+        if self.suppressed:
+            data.update(suppressed=True, reason=self.reason)
+        return data
 
 
 class Thresholds(NamedTuple):
@@ -51,7 +56,7 @@ class Thresholds(NamedTuple):
 
 
 def verdict(findings) -> str:
-    severities = {finding.severity for finding in findings}
+    severities = {finding.severity for finding in findings if not finding.suppressed}
     return "failing" if "error" in severities else "warning" if "warning" in severities else "healthy"
 
 
@@ -60,7 +65,7 @@ def fails(findings, fail_on: str) -> bool:
     if fail_on == "never":
         return False
     floor = SEVERITIES.index(fail_on)
-    return any(SEVERITIES.index(finding.severity) >= floor for finding in findings)
+    return any(SEVERITIES.index(finding.severity) >= floor for finding in findings if not finding.suppressed)
 
 
 def find(run: RunStats, spec, thresholds: Thresholds = Thresholds(), phase=None) -> list[Finding]:
@@ -73,8 +78,34 @@ def find(run: RunStats, spec, thresholds: Thresholds = Thresholds(), phase=None)
     if not overflow:
         findings += _gradients(run, thresholds) + _through_time(run, thresholds)
     findings += _per_layer(run, thresholds)
+    findings = _suppress(findings, spec)
     order = {severity: -i for i, severity in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda f: (order[f.severity], f.layer_index if f.layer_index is not None else -1))
+
+
+def _suppress(findings: list[Finding], spec) -> list[Finding]:
+    """Mark the findings an `ignore:` covers (the layer's own, or the spec's for every layer), and add an
+    `unused-ignore` warning for each ignored code that matched nothing, as ruff and mypy do."""
+    layer_ignores = {layer.index: layer.ignore for layer in spec.layers if getattr(layer, "ignore", None)}
+    spec_ignore = getattr(spec, "ignore", None)
+    used: set = set()
+    marked = []
+    for finding in findings:
+        for owner, ignore in ((finding.layer_index, layer_ignores.get(finding.layer_index)), (None, spec_ignore)):
+            if ignore is not None and finding.code in ignore.codes:
+                finding = finding._replace(suppressed=True, reason=ignore.reason)
+                used.add((owner, finding.code))
+                break
+        marked.append(finding)
+    for owner, ignore in [(None, spec_ignore)] + list(layer_ignores.items()):
+        for code in (ignore.codes if ignore else ()):
+            if (owner, code) not in used:
+                layer = spec.layers[owner] if owner is not None else None
+                where = layer.name if layer is not None else "the spec"
+                marked.append(Finding("warning", "unused-ignore", layer.name if layer else None,
+                                      f"{where}: ignore: {code} suppresses nothing", "remove it from the ignore list",
+                                      owner))
+    return marked
 
 
 def _finding(severity, code, layer, message, hint) -> Finding:

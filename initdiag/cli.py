@@ -191,6 +191,7 @@ def check(
     plot: Optional[Path] = PLOT_OPTION,
     theory: bool = typer.Option(False, "--theory", help="Add the mean-field (infinite-width) prediction of each layer's pre-activation variance and gradient factor chi to the table."),
     eval_mode: bool = EVAL_OPTION,
+    show_suppressed: bool = typer.Option(False, "--show-suppressed", help="Also list the findings that ignore: lists suppress (they never count towards the exit code)."),
 ) -> None:
     """Initialize each network, propagate a random batch forward and backward, and report per-layer health."""
     from initdiag import checks, initspec, pipeline, spec, specfiles
@@ -228,7 +229,8 @@ def check(
             result, run, findings = diagnose(files[0])
         except SpecErrors as errors:
             raise _invalid(errors.problems) from None
-        _emit(render(result, color=color, width=width, theory=theory), output, files[0], f"verdict: {result['verdict']}")
+        _emit(render(result, color=color, width=width, theory=theory, suppressed=show_suppressed), output, files[0],
+              f"verdict: {result['verdict']}")
         if plot is not None:
             from initdiag.reporters import plots
 
@@ -261,9 +263,10 @@ def check(
     elif ci_format:
         from initdiag.reporters.ci_formats import CI_FORMATS
 
-        text = CI_FORMATS[output_format.value](reports, [_problem_data(problem) for problem in problems])
+        text = CI_FORMATS[output_format.value](reports, [_problem_data(problem) for problem in problems], show_suppressed)
     else:
-        text = "\n".join(render(result, color=color, width=width, theory=theory) for result in reports)
+        text = "\n".join(render(result, color=color, width=width, theory=theory, suppressed=show_suppressed)
+                         for result in reports)
         text += ("\n" if reports else "") + _summary_line(summary) + "\n"
     _emit(text, output, files[0] if files else Path("."), _summary_line(summary))
     raise typer.Exit(EXIT_INVALID if invalid else EXIT_FAILED if failed else EXIT_OK)

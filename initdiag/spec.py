@@ -17,7 +17,8 @@ from initdiag.speclayers import CONV_KINDS, LayerSpec, parse_activation, parse_l
 from initdiag.validate import Checker
 from initdiag.yamlsource import Document, SpecErrors, SpecProblem
 
-TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "loss", "defaults", "layers")
+TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "loss", "defaults", "layers", "thresholds",
+            "ignore")
 DEFAULT_KEYS = ("init", "activation", "bias_init")
 DTYPES = ("float32", "float64")
 INPUT_DISTRIBUTIONS = ("normal", "uniform", "tokens")
@@ -36,7 +37,9 @@ class NetworkSpec(NamedTuple):
     loss: str
     layers: tuple
     scheme_override: InitSpec | None = None
-    eval: bool = False  # run as at inference: dropout off, batchnorm on its initial running statistics
+    eval: bool = False
+    thresholds: dict = {}  # the spec's own threshold overrides: they win over config files and flags
+    ignore: object = None  # validate.Ignore: finding codes suppressed everywhere in this spec  # run as at inference: dropout off, batchnorm on its initial running statistics
 
     def with_init(self, init: InitSpec) -> "NetworkSpec":
         """Every layer's weight init replaced by `init` (as `check --scheme`)."""
@@ -96,11 +99,35 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     if loss == "cross_entropy" and layers and len(layers[-1].output_shape) != 1:
         check.problem(("loss",), f"cross_entropy needs a flat [classes] output, but the last layer's is "
                       f"{list(layers[-1].output_shape)}: end with flatten or global_avgpool and a dense layer")
-    spec = NetworkSpec(doc.file, name, input_shape, batch, seed, dtype, distribution, loss, tuple(layers))
+    thresholds = _thresholds(check, data.get("thresholds", {}))
+    ignore = check.ignore(("ignore",), data["ignore"]) if "ignore" in data else None
+    spec = NetworkSpec(doc.file, name, input_shape, batch, seed, dtype, distribution, loss, tuple(layers),
+                       thresholds=thresholds, ignore=ignore)
     problems = check.problems + shape_problems(spec)
     if problems:
         raise SpecErrors(sorted(problems, key=_position))
     return spec
+
+
+def _thresholds(check: Checker, value) -> dict:
+    from initdiag.checks import Thresholds
+
+    if not isinstance(value, dict):
+        check.problem(("thresholds",), f"expected a mapping such as {{dead_warning: 0.2}}, not {check.show(value)}")
+        return {}
+    known = Thresholds._fields
+    found = {}
+    for key, number in value.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            check.unknown_key(("thresholds", key), key, known, "threshold")
+            continue
+        number = check.number(("thresholds", key), number)
+        if number is not None and number < 0:
+            check.problem(("thresholds", key), f"a threshold must be >= 0, not {number}")
+        elif number is not None:
+            found[name] = number
+    return found
 
 
 def _position(problem: SpecProblem) -> tuple:

@@ -27,6 +27,7 @@ KIND_KEYS.update({kind: ("name",) for kind in WEIGHTLESS_KINDS})
 KIND_KEYS.update({kind: ("name", "init", "recurrent_init", "bias_init") for kind in RECURRENT_KINDS})
 KIND_KEYS.update({kind: ("name", "init", "bias_init") for kind in ATTENTION_KINDS})
 KIND_KEYS["embedding"] = ("name", "init")
+KIND_KEYS = {kind: keys + ("ignore",) for kind, keys in KIND_KEYS.items()}
 LAYER_KEYS = LAYER_KINDS + KIND_KEYS["dense"]
 
 class ActivationSpec(NamedTuple):
@@ -55,6 +56,7 @@ class LayerSpec(NamedTuple):
     config: dict = {}  # the kind's own options, defaults filled (never mutated)
     recurrent_init: InitSpec | None = None  # rnn/lstm/gru: the hidden-to-hidden weights' scheme
     written_at: str = ""  # where in the spec, e.g. "layers[2].residual[0]"
+    ignore: object = None  # validate.Ignore: finding codes this layer suppresses
 
     @property
     def path(self) -> str:
@@ -160,9 +162,13 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, default
         if None not in (activation, name, bias) and complete:
             layers.append(LayerSpec(index, name, kind, units, fan_in, activation, init, bias, bias_init,
                                     check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init,
-                                    format_path(path)))
+                                    format_path(path), _ignore(check, path, raw)))
         shape = output_shape
     return shape
+
+
+def _ignore(check: Checker, path: tuple, raw: dict):
+    return check.ignore(path + ("ignore",), raw["ignore"]) if "ignore" in raw else None
 
 
 def _name(check: Checker, path: tuple, raw: dict, default: str, names: dict):
@@ -173,7 +179,7 @@ def _name(check: Checker, path: tuple, raw: dict, default: str, names: dict):
     return name
 
 
-RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut")
+RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut", "ignore")
 SHORTCUTS = ("dense", "conv")
 
 
@@ -220,7 +226,7 @@ def _residual(check: Checker, raw: dict, path: tuple, shape, defaults, names: di
             return None
     layers.append(LayerSpec(index, name, "residual", out_shape[0] if len(out_shape) != 2 else out_shape[-1], fan_in,
                             ActivationSpec("identity", {}), init, False, None, check.doc.where(path), fan_out, shape,
-                            out_shape, config, None, format_path(path)))
+                            out_shape, config, None, format_path(path), _ignore(check, path, raw)))
     return out_shape
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,6 +17,20 @@ def format_path(path: tuple) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+FINDING_CODES = (
+    "exploding-activations", "vanishing-activations", "exploding-gradients", "vanishing-gradients", "saturation",
+    "dead-units", "symmetry", "overflow", "scheme-activation-mismatch", "edge-of-chaos", "regression", "improvement",
+)
+
+
+class Ignore(NamedTuple):
+    """Finding codes a spec (or one layer) suppresses, and why."""
+
+    codes: tuple
+    reason: str | None
+    location: object  # yamlsource.Location of the ignore list, for unused-ignore findings
 
 
 class Checker:
@@ -126,6 +141,30 @@ class Checker:
         except UnknownNameError as err:
             self.problem(path, str(err))
             return None
+
+    def ignore(self, path: tuple, value) -> "Ignore | None":
+        """`ignore: [codes]` or `ignore: {codes: [...], reason: text}`: finding codes to suppress."""
+        codes, reason = value, None
+        if isinstance(value, dict):
+            self.known_keys(path, value, ("codes", "reason"))
+            codes, reason = value.get("codes"), value.get("reason")
+            if reason is not None and not isinstance(reason, str):
+                self.problem(path + ("reason",), f"expected a text, not {self.show(reason)}")
+            path = path + ("codes",)
+        if isinstance(codes, str):
+            codes = [codes]
+        if not isinstance(codes, list) or not codes:
+            self.problem(path, f"expected a list of finding codes such as [saturation], not {self.show(codes)}")
+            return None
+        valid = []
+        for i, code in enumerate(codes):
+            if isinstance(code, str) and code in FINDING_CODES:
+                valid.append(code)
+            else:
+                near = closest(str(code), FINDING_CODES)
+                hint = f"did you mean '{near}'?" if near else f"expected one of: {', '.join(FINDING_CODES)}"
+                self.problem(path + (i,), f"unknown finding code '{code}' ({hint})")
+        return Ignore(tuple(valid), reason, self.doc.where(path)) if len(valid) == len(codes) else None
 
     def resolve(self, relative: str) -> Path:
         """Paths in a spec are relative to the spec file's folder."""

@@ -95,3 +95,59 @@ def test_ci_formats_through_the_cli_parse_and_keep_the_exit_code(specs, fmt):
         header = lines.index("| spec | verdict | errors | warnings | infos |")
         rows = [line for line in lines[header + 2:header + 6]]
         assert [row.split(" | ")[1] for row in rows] == ["healthy", "failing", "warning", "invalid"]
+
+
+IGNORING = """\
+input: [784]
+ignore: [edge-of-chaos]
+thresholds: {dead_warning: 0.2}
+defaults: {init: zero}
+layers:
+  - dense: 256
+    activation: relu
+    ignore: {codes: [symmetry, saturation], reason: studying symmetric nets}
+  - dense: 10
+    activation: softmax
+"""
+
+
+def test_suppressed_findings_are_marked_kept_and_never_counted(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text(IGNORING)
+    report = json.loads(run("check", path, "--format", "json").stdout)
+    by_code = {(f["code"], f["layer"]): f for f in report["findings"]}
+    assert by_code[("symmetry", "dense_0")]["suppressed"] and by_code[("symmetry", "dense_0")]["reason"] == "studying symmetric nets"
+    assert not by_code[("symmetry", "dense_1")].get("suppressed")  # the ignore is dense_0's only
+    assert by_code[("edge-of-chaos", None)]["suppressed"]  # the spec-wide ignore
+    unused = by_code[("unused-ignore", "dense_0")]
+    assert unused["severity"] == "warning" and "saturation" in unused["message"]
+    assert report["thresholds"]["dead_warning"] == 0.2  # the spec's own threshold
+    text = run("check", path).stdout
+    assert "studying symmetric nets" not in text and "2 suppressed" in text
+    assert "studying symmetric nets" in run("check", path, "--show-suppressed").stdout
+
+
+def test_suppressing_every_failure_passes_the_gate(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [16]\ndefaults: {init: ones, activation: tanh}\nlayers:\n  - dense: 16\n    ignore: [symmetry, saturation]\n"
+                    "  - {dense: 16, init: xavier}\n")
+    result = run("check", path, "--format", "json")
+    report = json.loads(result.stdout)
+    assert [f["code"] for f in report["findings"] if f["severity"] == "error" and not f.get("suppressed")] == []
+    assert result.exit_code == 0 and report["verdict"] != "failing"
+
+
+def test_the_specs_own_thresholds_win_over_the_command_line(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text(IGNORING)
+    report = json.loads(run("check", path, "--format", "json", "--threshold", "dead_warning=0.9").stdout)
+    assert report["thresholds"]["dead_warning"] == 0.2
+
+
+def test_bad_ignores_and_thresholds_are_located_errors(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [4]\nthresholds: {dead_warnin: 0.2}\nlayers:\n  - dense: 4\n    ignore: [saturaton]\n")
+    result = run("check", path)
+    assert result.exit_code == 2
+    assert "2:14: thresholds.dead_warnin: unknown threshold 'dead_warnin' (did you mean 'dead_warning'?)" in result.stderr
+    assert "5:14: layers[0].ignore[0]: unknown finding code 'saturaton' (did you mean 'saturation'?)" in result.stderr

@@ -51,7 +51,7 @@ def _table(title: str | None, columns: list[tuple[str, str]]) -> Table:
 def _flags(report: dict) -> dict:
     flags: dict[str, list] = {}
     for finding in report["findings"]:
-        if finding["layer"] is not None:
+        if finding["layer"] is not None and not finding.get("suppressed"):
             style = SEVERITY_STYLE[finding["severity"]]
             flags.setdefault(finding["layer"], []).append(Text(FLAG.get(finding["code"], finding["code"]), style=style))
     return {name: Text(" ").join(items) for name, items in flags.items()}
@@ -131,10 +131,13 @@ def _header(report: dict) -> Text:
     )
 
 
-def _findings(report: dict) -> list[Text]:
+def _findings(report: dict, suppressed: bool) -> list[Text]:
     lines = []
     for finding in report["findings"]:
-        line = Text.assemble((f"{finding['severity']}", SEVERITY_STYLE[finding["severity"]]), " ",
+        if finding.get("suppressed") and not suppressed:
+            continue
+        mark = f" (suppressed{': ' + finding['reason'] if finding.get('reason') else ''})" if finding.get("suppressed") else ""
+        line = Text.assemble((f"{finding['severity']}{mark}", SEVERITY_STYLE[finding["severity"]]), " ",
                              (finding["code"], "bold"), ": ", finding["message"])
         lines.append(line)
         if finding["hint"]:
@@ -144,13 +147,20 @@ def _findings(report: dict) -> list[Text]:
 
 def _verdict(report: dict) -> Text:
     counts = {severity: 0 for severity in SEVERITY_STYLE}
+    hidden = 0
     for finding in report["findings"]:
-        counts[finding["severity"]] += 1
+        if finding.get("suppressed"):
+            hidden += 1
+        else:
+            counts[finding["severity"]] += 1
     summary = ", ".join(f"{count} {severity}{'s' if count != 1 and severity != 'info' else ''}" for severity, count in counts.items() if count)
+    if hidden:
+        summary += f"{', ' if summary else ''}{hidden} suppressed"
     return Text.assemble("verdict: ", (report["verdict"], VERDICT_STYLE[report["verdict"]]), f" ({summary})" if summary else "")
 
 
-def render(report: dict, color: bool = False, width: int = 80, theory: bool = False) -> str:
+def render(report: dict, color: bool = False, width: int = 80, theory: bool = False, suppressed: bool = False) -> str:
+    """`suppressed`: also list the findings an `ignore:` suppressed (always marked)."""
     out = io.StringIO()
     console = Console(file=out, width=width, force_terminal=color, no_color=not color, highlight=False, emoji=False, markup=False,
                       color_system="standard" if color else None, soft_wrap=False)
@@ -164,9 +174,9 @@ def render(report: dict, color: bool = False, width: int = 80, theory: bool = Fa
         for table in _split(report, flags, theory):
             console.print(table)
             console.print()
-    if report["findings"]:
+    if any(suppressed or not finding.get("suppressed") for finding in report["findings"]):
         console.print()
-        for line in _findings(report):
+        for line in _findings(report, suppressed):
             console.print(line)
     console.print()
     console.print(_verdict(report))
