@@ -192,6 +192,9 @@ def check(
     theory: bool = typer.Option(False, "--theory", help="Add the mean-field (infinite-width) prediction of each layer's pre-activation variance and gradient factor chi to the table."),
     eval_mode: bool = EVAL_OPTION,
     show_suppressed: bool = typer.Option(False, "--show-suppressed", help="Also list the findings that ignore: lists suppress (they never count towards the exit code)."),
+    save_baseline: Optional[Path] = typer.Option(None, "--save-baseline", help="Record every spec's per-layer figures and findings in this file (stable JSON, for git)."),
+    baseline_file: Optional[Path] = typer.Option(None, "--baseline", help="Report regressions and improvements against a file written by --save-baseline."),
+    baseline_factor: float = typer.Option(2.0, "--baseline-factor", min=1.0, help="How far a layer's activation or gradient variance may move before it is a regression."),
 ) -> None:
     """Initialize each network, propagate a random batch forward and backward, and report per-layer health."""
     from initdiag import checks, initspec, pipeline, spec, specfiles
@@ -211,6 +214,15 @@ def check(
     if single:
         _check_plot(plot, files[0])
 
+    base = None
+    if baseline_file is not None:
+        from initdiag import baseline
+
+        try:
+            base = baseline.load(baseline_file)
+        except baseline.BaselineError as err:
+            raise _invalid([f"--baseline: {err}"]) from None
+
     def diagnose(spec_path: Path):
         network_spec = spec.load(spec_path, allow_custom=allow_custom)._replace(eval=eval_mode)
         if seed is not None:
@@ -218,7 +230,11 @@ def check(
         if scheme is not None:
             network_spec = network_spec.with_init(initspec.parse(scheme, "--scheme", allow_custom, base_dir=Path.cwd()))
         label = network_spec.scheme_override.display if scheme else None
-        return pipeline.diagnose(network_spec, thresholds, label, memory_bound, histogram_bins=PLOT_BINS if plot else 0)
+        result, run, findings = pipeline.diagnose(network_spec, thresholds, label, memory_bound,
+                                                  histogram_bins=PLOT_BINS if plot else 0)
+        if base is not None:  # regressions and improvements join the spec's findings (and its verdict)
+            findings = list(findings) + baseline.apply(result, base, baseline_factor)
+        return result, run, findings
 
     color, width = _terminal()
     if output is not None:
@@ -235,6 +251,7 @@ def check(
             from initdiag.reporters import plots
 
             _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot)
+        _save_baseline(save_baseline, [result], files)
         raise typer.Exit(EXIT_FAILED if checks.fails(findings, fail_on.value) else EXIT_OK)
 
     import time
@@ -269,7 +286,23 @@ def check(
                          for result in reports)
         text += ("\n" if reports else "") + _summary_line(summary) + "\n"
     _emit(text, output, files[0] if files else Path("."), _summary_line(summary))
+    _save_baseline(save_baseline, reports, files)
     raise typer.Exit(EXIT_INVALID if invalid else EXIT_FAILED if failed else EXIT_OK)
+
+
+def _save_baseline(path: Path | None, reports: list, specs: list) -> None:
+    """Write the baseline of this run's (valid) specs, atomically and never over a spec."""
+    if path is None:
+        return
+    from initdiag import baseline, outputs
+
+    try:
+        outputs.write_atomic(path, baseline.dumps(baseline.snapshot(reports)), protected=specs)
+    except ValueError as err:
+        raise _invalid([f"--save-baseline: {err}"]) from None
+    except OSError as err:
+        raise _invalid([f"--save-baseline: cannot write {path}: {err.strerror or err}"]) from None
+    typer.echo(f"wrote the baseline of {len(reports)} spec(s) to {path}", err=True)
 
 
 def _problem_data(problem) -> dict:

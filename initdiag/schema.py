@@ -75,8 +75,10 @@ SCHEME_PARAMS = {  # parameter -> (schema, meaning)
 
 
 def _scheme_params(scheme: schemes.Scheme) -> dict:
-    props = {key: {**SCHEME_PARAMS[key][0], "description": SCHEME_PARAMS[key][1] + (f" (default {default})" if default is not None else "")}
-             for key, default in scheme.params.items()}
+    props = {}
+    for key, default in scheme.params.items():
+        schema, meaning = SCHEME_PARAMS[key]
+        props[key] = {**schema, "description": meaning + (f" (default {default})" if default is not None else "")}
     required = [key for key, default in scheme.params.items() if default is None]
     options = [{"type": "object", "properties": props, "additionalProperties": False, "required": required}]
     if scheme.positional:  # {constant: 0.1}, {supplied: w.npy}

@@ -151,3 +151,20 @@ def test_bad_ignores_and_thresholds_are_located_errors(tmp_path):
     assert result.exit_code == 2
     assert "2:14: thresholds.dead_warnin: unknown threshold 'dead_warnin' (did you mean 'dead_warning'?)" in result.stderr
     assert "5:14: layers[0].ignore[0]: unknown finding code 'saturaton' (did you mean 'saturation'?)" in result.stderr
+
+
+def test_baselines_flag_an_injected_regression_and_not_an_unchanged_spec(specs, tmp_path, monkeypatch):
+    monkeypatch.chdir(specs.parent)
+    assert run("check", "specs", "--save-baseline", "base.json").exit_code == 1
+    first = (specs.parent / "base.json").read_text()
+    run("check", "specs", "--save-baseline", "again.json")
+    assert (specs.parent / "again.json").read_text() == first  # stable: same seed, same bytes
+    unchanged = json.loads(run("check", "specs", "--baseline", "base.json", "--format", "json").stdout)
+    assert not [f for r in unchanged["reports"] for f in r["findings"] if f["code"] in ("regression", "improvement")]
+    # inject a regression: the healthy spec's hidden layer gets a 10x larger init
+    healthy = specs / "a_healthy.yaml"
+    healthy.write_text(healthy.read_text().replace("init: relu          # He normal", "init: {relu: {gain: 3.2}}"))
+    result = run("check", "specs/a_healthy.yaml", "--baseline", "base.json", "--format", "json")
+    regressions = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "regression"]
+    assert regressions and regressions[0]["layer"] == "dense_0" and regressions[0]["severity"] == "warning"
+    assert run("check", "specs/a_healthy.yaml", "--baseline", "missing.json").exit_code == 2

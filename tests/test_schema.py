@@ -134,7 +134,8 @@ def test_every_layer_kind_scheme_activation_and_threshold_is_in_the_schema():
         validator = Draft202012Validator({"$defs": defs, "$ref": f"#/$defs/{name}"})
         for entry in list(registry) + list(aliases):
             assert validator.is_valid(entry), entry
-            assert validator.is_valid({entry: None}) or registry[aliases.get(entry, entry)].params
+            needs = [key for key, default in registry[aliases.get(entry, entry)].params.items() if default is None]
+            assert validator.is_valid({entry: {}}) == (not needs), entry  # constant, supplied, custom need theirs
     assert set(defs["thresholds"]["properties"]) == set(checks.Thresholds._fields)
     assert defs["finding_code"]["enum"] == list(validate.FINDING_CODES)
 

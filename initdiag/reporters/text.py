@@ -28,6 +28,9 @@ FLAG = {
     "symmetry": "sym",
     "overflow": "overflow",
     "scheme-activation-mismatch": "hint",
+    "regression": "regressed",
+    "improvement": "improved",
+    "unused-ignore": "unused-ignore",
 }
 
 
