@@ -80,6 +80,14 @@ def _terminal() -> tuple[bool, int]:
 
 
 def _thresholds(assignments: list[str]):
+    """The --threshold assignments as Thresholds (defaults for the rest)."""
+    from initdiag.checks import Thresholds
+
+    return Thresholds().override(_threshold_changes(assignments))
+
+
+def _threshold_changes(assignments: list[str]) -> dict:
+    """--threshold name=value assignments, validated: name -> value."""
     from initdiag.checks import Thresholds
 
     thresholds, changes = Thresholds(), {}
@@ -92,7 +100,8 @@ def _thresholds(assignments: list[str]):
         if not sep or not changes[name.strip()] >= 0:  # also refuses NaN, which would switch a check off silently
             raise _invalid([f"--threshold: expected name=value with a value >= 0 (e.g. dead_warning=0.2), not '{assignment}'"])
     try:
-        return thresholds.override(changes)
+        thresholds.override(changes)
+        return {name.replace("-", "_"): value for name, value in changes.items()}
     except KeyError as err:
         from initdiag.registry import closest
 
@@ -111,6 +120,18 @@ THRESHOLD_OPTION = typer.Option([], "--threshold", help="Override a threshold, n
 ALLOW_CUSTOM_OPTION = typer.Option(False, "--allow-custom", help="Allow {custom: 'module:function'} inits, which import and run your code.")
 MAX_MEMORY_OPTION = typer.Option(None, "--max-memory", help="Refuse runs needing more than this (e.g. 8GB); default: half the available memory.")
 PLOT_OPTION = typer.Option(None, "--plot", help="Also draw the figure to this file (png, svg, pdf, ...).")
+CONFIG_OPTION = typer.Option(None, "--config", help="Read settings from this file (an initdiag.toml, or a pyproject.toml with [tool.initdiag]).")
+ISOLATED_OPTION = typer.Option(False, "--isolated", help="Ignore configuration files.")
+
+
+def _configuration(config_file: Path | None, isolated: bool):
+    """The configuration: --config, else the nearest initdiag.toml / .initdiag.toml / pyproject.toml [tool.initdiag]."""
+    from initdiag import config
+
+    try:
+        return config.load(path=config_file, isolated=isolated)
+    except config.ConfigError as err:
+        raise _invalid(err.problems) from None
 EVAL_OPTION = typer.Option(False, "--eval", help="Run as at inference: dropout off, batchnorm on its initial running statistics (mean 0, variance 1).")
 
 
@@ -181,9 +202,9 @@ def check(
     paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Spec files, folders (every *.yaml/*.yml below) or glob patterns."),
     exclude: list[str] = typer.Option([], "--exclude", help="Skip spec files matching this glob (repeatable)."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="Replace every layer's weight init: a name, or a YAML mapping such as '{normal: {std: 0.01}}'."),
-    output_format: CheckFormat = typer.Option(CheckFormat.text, "--format", help="Report format: text, json, or a CI system's (junit, sarif, github, gitlab, markdown)."),
+    output_format: Optional[CheckFormat] = typer.Option(None, "--format", help="Report format: text (default), json, or a CI system's (junit, sarif, github, gitlab, markdown)."),
     output: Optional[Path] = OUTPUT_OPTION,
-    fail_on: FailOn = FAIL_ON_OPTION,
+    fail_on: Optional[FailOn] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity (default: error)."),
     seed: Optional[int] = SEED_OPTION,
     threshold: list[str] = THRESHOLD_OPTION,
     allow_custom: bool = ALLOW_CUSTOM_OPTION,
@@ -195,15 +216,21 @@ def check(
     save_baseline: Optional[Path] = typer.Option(None, "--save-baseline", help="Record every spec's per-layer figures and findings in this file (stable JSON, for git)."),
     baseline_file: Optional[Path] = typer.Option(None, "--baseline", help="Report regressions and improvements against a file written by --save-baseline."),
     baseline_factor: float = typer.Option(2.0, "--baseline-factor", min=1.0, help="How far a layer's activation or gradient variance may move before it is a regression."),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    isolated: bool = ISOLATED_OPTION,
 ) -> None:
     """Initialize each network, propagate a random batch forward and backward, and report per-layer health."""
     from initdiag import checks, initspec, pipeline, spec, specfiles
     from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors, SpecProblem
 
-    thresholds = _thresholds(threshold)
+    cli = {"fail_on": fail_on.value if fail_on else None, "format": output_format.value if output_format else None,
+           "exclude": list(exclude) or None, "seed": seed, "thresholds": _threshold_changes(threshold)}
+    configuration = _configuration(config_file, isolated)
+    output_format = CheckFormat(configuration.settings(None, cli).format)
     memory_bound = _memory_bound(max_memory)
     files, unmatched = specfiles.expand(paths, exclude)
+    files = [file for file in files if not configuration.excluded(file, {"exclude": list(exclude) or None})]
     # one file named on its own keeps the one-report output (and its errors: a missing file is exit 2)
     ci_format = output_format.value not in ("text", "json")  # these render every spec's report together
     single = len(paths) == 1 and not paths[0].is_dir() and not specfiles.is_pattern(paths[0]) and not ci_format
@@ -224,9 +251,13 @@ def check(
             raise _invalid([f"--baseline: {err}"]) from None
 
     def diagnose(spec_path: Path):
+        settings = configuration.settings(spec_path, cli)  # defaults < config file < its overrides < flags
+        thresholds = checks.Thresholds(**settings.thresholds)
         network_spec = spec.load(spec_path, allow_custom=allow_custom)._replace(eval=eval_mode)
-        if seed is not None:
-            network_spec = network_spec.with_seed(seed)
+        if settings.seed is not None:
+            network_spec = network_spec.with_seed(settings.seed)
+        if settings.batch is not None and not network_spec.input_distribution.endswith(".npy"):
+            network_spec = network_spec._replace(batch=settings.batch)
         if scheme is not None:
             network_spec = network_spec.with_init(initspec.parse(scheme, "--scheme", allow_custom, base_dir=Path.cwd()))
         label = network_spec.scheme_override.display if scheme else None
@@ -234,7 +265,7 @@ def check(
                                                   histogram_bins=PLOT_BINS if plot else 0)
         if base is not None:  # regressions and improvements join the spec's findings (and its verdict)
             findings = list(findings) + baseline.apply(result, base, baseline_factor)
-        return result, run, findings
+        return result, run, findings, settings.fail_on
 
     color, width = _terminal()
     if output is not None:
@@ -242,7 +273,7 @@ def check(
     render = REPORTERS.get(output_format.value)
     if single:
         try:
-            result, run, findings = diagnose(files[0])
+            result, run, findings, spec_fail_on = diagnose(files[0])
         except SpecErrors as errors:
             raise _invalid(errors.problems) from None
         _emit(render(result, color=color, width=width, theory=theory, suppressed=show_suppressed), output, files[0],
@@ -252,7 +283,7 @@ def check(
 
             _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot)
         _save_baseline(save_baseline, [result], files)
-        raise typer.Exit(EXIT_FAILED if checks.fails(findings, fail_on.value) else EXIT_OK)
+        raise typer.Exit(EXIT_FAILED if checks.fails(findings, spec_fail_on) else EXIT_OK)
 
     import time
 
@@ -260,13 +291,13 @@ def check(
     reports, problems, invalid, failed = [], [SpecProblem(None, "", message, file=".") for message in unmatched], len(unmatched), False
     for spec_path in files:
         try:
-            result, _, findings = diagnose(spec_path)
+            result, _, findings, spec_fail_on = diagnose(spec_path)
         except SpecErrors as errors:  # reported, and the other specs still checked
             problems.extend(errors.problems)
             invalid += 1
             continue
         reports.append(result)
-        failed = failed or checks.fails(findings, fail_on.value)
+        failed = failed or checks.fails(findings, spec_fail_on)
     for problem in problems:
         typer.echo(problem.message if problem.file == "." else str(problem), err=True)
     summary = _summary(reports, invalid, len(files), time.perf_counter() - start)
@@ -455,6 +486,29 @@ def _progress(total: int, seconds: float):
             yield lambda: progress.advance(task)
 
     return bar()
+
+
+@app.command("config")
+def show_config(
+    spec_path: Optional[Path] = typer.Argument(None, metavar="[SPEC]", help="Show the settings that apply to this spec (per-path overrides included)."),
+    show: bool = typer.Option(False, "--show", help="Print the resolved configuration and where each value came from."),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    isolated: bool = ISOLATED_OPTION,
+) -> None:
+    """The configuration in force: initdiag.toml, .initdiag.toml or pyproject.toml [tool.initdiag]."""
+    if not show:
+        raise _invalid(["config: add --show to print the resolved configuration"])
+    sys.stdout.write(_configuration(config_file, isolated).describe(spec_path) + "\n")
+
+
+@app.command("schema")
+def print_schema() -> None:
+    """Print the JSON Schema of the spec format, for editors (yaml-language-server) and validators."""
+    import json
+
+    from initdiag.schema import spec_schema
+
+    sys.stdout.write(json.dumps(spec_schema(), indent=2) + "\n")
 
 
 @app.command("schemes")

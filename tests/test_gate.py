@@ -168,3 +168,24 @@ def test_baselines_flag_an_injected_regression_and_not_an_unchanged_spec(specs, 
     regressions = [f for f in json.loads(result.stdout)["findings"] if f["code"] == "regression"]
     assert regressions and regressions[0]["layer"] == "dense_0" and regressions[0]["severity"] == "warning"
     assert run("check", "specs/a_healthy.yaml", "--baseline", "missing.json").exit_code == 2
+
+
+def test_configuration_files_and_their_precedence(specs, monkeypatch):
+    root = specs.parent
+    monkeypatch.chdir(root)
+    (root / "pyproject.toml").write_text(
+        '[tool.initdiag]\nfail-on = "warning"\nseed = 3\n\n[tool.initdiag.thresholds]\ndead-warning = 0.3\n\n'
+        '[[tool.initdiag.overrides]]\npaths = ["specs/nested/**"]\nfail-on = "never"\n')
+    report = json.loads(run("check", "specs/a_healthy.yaml", "--format", "json").stdout)
+    assert report["seed"] == 3 and report["thresholds"]["dead_warning"] == 0.3  # from the file
+    report = json.loads(run("check", "specs/a_healthy.yaml", "--format", "json", "--seed", "5",
+                            "--threshold", "dead_warning=0.4").stdout)
+    assert report["seed"] == 5 and report["thresholds"]["dead_warning"] == 0.4  # flags win
+    assert run("check", "specs/nested/b_warning.yml").exit_code == 0  # the override: fail-on never
+    assert run("check", "specs/nested/b_warning.yml", "--fail-on", "warning").exit_code == 1
+    assert json.loads(run("check", "specs/a_healthy.yaml", "--isolated", "--format", "json").stdout)["seed"] == 0
+    shown = run("config", "--show", "specs/nested/b_warning.yml").stdout
+    assert "overrides[0]" in shown and "pyproject.toml" in shown
+    (root / "pyproject.toml").write_text('[tool.initdiag]\nfial-on = "warning"\n')
+    result = run("check", "specs/a_healthy.yaml")
+    assert result.exit_code == 2 and "fial-on" in result.stderr and "did you mean 'fail-on'" in result.stderr
