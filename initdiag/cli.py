@@ -9,7 +9,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import typer
 
@@ -218,12 +218,19 @@ def check(
     baseline_factor: float = typer.Option(2.0, "--baseline-factor", min=1.0, help="How far a layer's activation or gradient variance may move before it is a regression."),
     config_file: Optional[Path] = CONFIG_OPTION,
     isolated: bool = ISOLATED_OPTION,
+    jobs: str = typer.Option("1", "--jobs", "-j", help="Check specs in this many processes ('auto': one per core); same results."),
 ) -> None:
     """Initialize each network, propagate a random batch forward and backward, and report per-layer health."""
-    from initdiag import checks, initspec, pipeline, spec, specfiles
+    from initdiag import checks, specfiles
     from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors, SpecProblem
 
+    from initdiag.compare import resolve_jobs
+
+    try:
+        workers = resolve_jobs(jobs)
+    except ValueError:
+        raise _invalid([f"--jobs: expected a positive number or 'auto', not '{jobs}'"]) from None
     cli = {"fail_on": fail_on.value if fail_on else None, "format": output_format.value if output_format else None,
            "exclude": list(exclude) or None, "seed": seed, "thresholds": _threshold_changes(threshold)}
     configuration = _configuration(config_file, isolated)
@@ -250,22 +257,8 @@ def check(
         except baseline.BaselineError as err:
             raise _invalid([f"--baseline: {err}"]) from None
 
-    def diagnose(spec_path: Path):
-        settings = configuration.settings(spec_path, cli)  # defaults < config file < its overrides < flags
-        thresholds = checks.Thresholds(**settings.thresholds)
-        network_spec = spec.load(spec_path, allow_custom=allow_custom)._replace(eval=eval_mode)
-        if settings.seed is not None:
-            network_spec = network_spec.with_seed(settings.seed)
-        if settings.batch is not None and not network_spec.input_distribution.endswith(".npy"):
-            network_spec = network_spec._replace(batch=settings.batch)
-        if scheme is not None:
-            network_spec = network_spec.with_init(initspec.parse(scheme, "--scheme", allow_custom, base_dir=Path.cwd()))
-        label = network_spec.scheme_override.display if scheme else None
-        result, run, findings = pipeline.diagnose(network_spec, thresholds, label, memory_bound,
-                                                  histogram_bins=PLOT_BINS if plot else 0)
-        if base is not None:  # regressions and improvements join the spec's findings (and its verdict)
-            findings = list(findings) + baseline.apply(result, base, baseline_factor)
-        return result, run, findings, settings.fail_on
+    diagnose = SpecCheck(configuration, cli, allow_custom, eval_mode, scheme, memory_bound, base, baseline_factor,
+                         PLOT_BINS if plot else 0)
 
     color, width = _terminal()
     if output is not None:
@@ -289,15 +282,13 @@ def check(
 
     start = time.perf_counter()
     reports, problems, invalid, failed = [], [SpecProblem(None, "", message, file=".") for message in unmatched], len(unmatched), False
-    for spec_path in files:
-        try:
-            result, _, findings, spec_fail_on = diagnose(spec_path)
-        except SpecErrors as errors:  # reported, and the other specs still checked
-            problems.extend(errors.problems)
+    for result, spec_problems, spec_failed in _run_specs(diagnose, files, workers):
+        if spec_problems:  # reported, and the other specs still checked
+            problems.extend(spec_problems)
             invalid += 1
             continue
         reports.append(result)
-        failed = failed or checks.fails(findings, spec_fail_on)
+        failed = failed or spec_failed
     for problem in problems:
         typer.echo(problem.message if problem.file == "." else str(problem), err=True)
     summary = _summary(reports, invalid, len(files), time.perf_counter() - start)
@@ -319,6 +310,67 @@ def check(
     _emit(text, output, files[0] if files else Path("."), _summary_line(summary))
     _save_baseline(save_baseline, reports, files)
     raise typer.Exit(EXIT_INVALID if invalid else EXIT_FAILED if failed else EXIT_OK)
+
+
+class SpecCheck(NamedTuple):
+    """One spec's check with everything the command line and the configuration decided (picklable, for --jobs)."""
+
+    configuration: object
+    cli: dict
+    allow_custom: bool
+    eval_mode: bool
+    scheme: str | None
+    memory_bound: int | None
+    base: dict | None
+    baseline_factor: float
+    histogram_bins: int
+
+    def __call__(self, spec_path: Path):
+        """(report, run statistics, findings, fail_on); SpecErrors for an invalid spec."""
+        from initdiag import checks, initspec, pipeline, spec
+
+        settings = self.configuration.settings(spec_path, self.cli)  # defaults < config file < its overrides < flags
+        network_spec = spec.load(spec_path, allow_custom=self.allow_custom)._replace(eval=self.eval_mode)
+        if settings.seed is not None:
+            network_spec = network_spec.with_seed(settings.seed)
+        if settings.batch is not None and not network_spec.input_distribution.endswith(".npy"):
+            network_spec = network_spec._replace(batch=settings.batch)
+        if self.scheme is not None:
+            network_spec = network_spec.with_init(initspec.parse(self.scheme, "--scheme", self.allow_custom, base_dir=Path.cwd()))
+        label = network_spec.scheme_override.display if self.scheme else None
+        result, run, findings = pipeline.diagnose(network_spec, checks.Thresholds(**settings.thresholds), label,
+                                                  self.memory_bound, histogram_bins=self.histogram_bins)
+        if self.base is not None:  # regressions and improvements join the spec's findings (and its verdict)
+            from initdiag import baseline
+
+            findings = list(findings) + baseline.apply(result, self.base, self.baseline_factor)
+        return result, run, findings, settings.fail_on
+
+    def outcome(self, spec_path: Path):
+        """(report, None, failed) or (None, problems as plain tuples, False): what crosses a process boundary."""
+        from initdiag import checks
+        from initdiag.yamlsource import SpecErrors
+
+        try:
+            result, _, findings, fail_on = self(spec_path)
+        except SpecErrors as errors:
+            return None, [(p.location, p.path, p.message, p.file) for p in errors.problems], False
+        return result, None, checks.fails(findings, fail_on)
+
+
+def _run_specs(check: SpecCheck, files: list, jobs: int):
+    """Each spec's outcome, in the files' order; in `jobs` processes when asked (the same results)."""
+    from initdiag.yamlsource import SpecProblem
+
+    if jobs > 1 and len(files) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
+            outcomes = list(pool.map(check.outcome, files))
+    else:
+        outcomes = [check.outcome(file) for file in files]
+    for result, problems, failed in outcomes:
+        yield result, [SpecProblem(*problem) for problem in problems or ()], failed
 
 
 def _save_baseline(path: Path | None, reports: list, specs: list) -> None:

@@ -189,3 +189,11 @@ def test_configuration_files_and_their_precedence(specs, monkeypatch):
     (root / "pyproject.toml").write_text('[tool.initdiag]\nfial-on = "warning"\n')
     result = run("check", "specs/a_healthy.yaml")
     assert result.exit_code == 2 and "fial-on" in result.stderr and "did you mean 'fail-on'" in result.stderr
+
+
+def test_jobs_spread_specs_across_processes_with_the_same_results(specs):
+    one = json.loads(run("check", specs, "--format", "json").stdout)
+    two = json.loads(run("check", specs, "--format", "json", "--jobs", "2").stdout)
+    one["summary"].pop("seconds"), two["summary"].pop("seconds")
+    assert one == two
+    assert run("check", specs, "--jobs", "none").exit_code == 2
