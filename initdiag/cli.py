@@ -225,10 +225,8 @@ def check(
     from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors, SpecProblem
 
-    from initdiag.compare import resolve_jobs
-
     try:
-        workers = resolve_jobs(jobs)
+        workers = 1 if jobs == "1" else _resolve_jobs(jobs)
     except ValueError:
         raise _invalid([f"--jobs: expected a positive number or 'auto', not '{jobs}'"]) from None
     cli = {"fail_on": fail_on.value if fail_on else None, "format": output_format.value if output_format else None,
@@ -371,6 +369,12 @@ def _run_specs(check: SpecCheck, files: list, jobs: int):
         outcomes = [check.outcome(file) for file in files]
     for result, problems, failed in outcomes:
         yield result, [SpecProblem(*problem) for problem in problems or ()], failed
+
+
+def _resolve_jobs(value: str) -> int:
+    from initdiag.compare import resolve_jobs
+
+    return resolve_jobs(value)
 
 
 def _save_baseline(path: Path | None, reports: list, specs: list) -> None:

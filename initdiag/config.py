@@ -46,9 +46,17 @@ def find_config(start: Path) -> Path | None:
     for directory in (folder, *folder.parents):
         for name in CANDIDATES:
             path = directory / name
-            if path.is_file() and (name != "pyproject.toml" or _table(path, _read(path))[0] is not None):
+            if path.is_file() and (name != "pyproject.toml" or (_mentions_us(path) and _table(path, _read(path))[0] is not None)):
                 return path
     return None
+
+
+def _mentions_us(path: Path) -> bool:
+    """A cheap look before parsing TOML: most pyproject.toml files have no [tool.initdiag] at all."""
+    try:
+        return "initdiag" in path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True  # let the real reader report it
 
 
 def load(path: Path | None = None, start: Path | None = None, isolated: bool = False) -> "Config":
