@@ -54,9 +54,11 @@ def find_config(start: Path) -> Path | None:
 def _mentions_us(path: Path) -> bool:
     """A cheap look before parsing TOML: most pyproject.toml files have no [tool.initdiag] at all."""
     try:
-        return "initdiag" in path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return True  # let the real reader report it
+    # [tool.initdiag], dotted tool.initdiag.x keys, or an `initdiag = {...}` inline table under [tool]
+    return "tool.initdiag" in text.replace(" ", "") or "initdiag=" in text.replace(" ", "")
 
 
 def load(path: Path | None = None, start: Path | None = None, isolated: bool = False) -> "Config":
