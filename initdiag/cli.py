@@ -9,7 +9,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import typer
 
@@ -221,7 +221,7 @@ def check(
     jobs: str = typer.Option("1", "--jobs", "-j", help="Check specs in this many processes ('auto': one per core); same results."),
 ) -> None:
     """Initialize each network, propagate a random batch forward and backward, and report per-layer health."""
-    from initdiag import checks, specfiles
+    from initdiag import checks, gate, specfiles
     from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors, SpecProblem
 
@@ -255,7 +255,7 @@ def check(
         except baseline.BaselineError as err:
             raise _invalid([f"--baseline: {err}"]) from None
 
-    diagnose = SpecCheck(configuration, cli, allow_custom, eval_mode, scheme, memory_bound, base, baseline_factor,
+    diagnose = gate.SpecCheck(configuration, cli, allow_custom, eval_mode, scheme, memory_bound, base, baseline_factor,
                          PLOT_BINS if plot else 0)
 
     color, width = _terminal()
@@ -280,7 +280,7 @@ def check(
 
     start = time.perf_counter()
     reports, problems, invalid, failed = [], [SpecProblem(None, "", message, file=".") for message in unmatched], len(unmatched), False
-    for result, spec_problems, spec_failed in _run_specs(diagnose, files, workers):
+    for result, spec_problems, spec_failed in gate.run_specs(diagnose, files, workers):
         if spec_problems:  # reported, and the other specs still checked
             problems.extend(spec_problems)
             invalid += 1
@@ -289,7 +289,7 @@ def check(
         failed = failed or spec_failed
     for problem in problems:
         typer.echo(problem.message if problem.file == "." else str(problem), err=True)
-    summary = _summary(reports, invalid, len(files), time.perf_counter() - start)
+    summary = gate.summary(reports, invalid, len(files), time.perf_counter() - start)
     if not files and not problems:
         raise _invalid(["no spec files to check"])
     if output_format.value == "json":
@@ -300,75 +300,14 @@ def check(
     elif ci_format:
         from initdiag.reporters.ci_formats import CI_FORMATS
 
-        text = CI_FORMATS[output_format.value](reports, [_problem_data(problem) for problem in problems], show_suppressed)
+        text = CI_FORMATS[output_format.value](reports, [gate.problem_data(problem) for problem in problems], show_suppressed)
     else:
         text = "\n".join(render(result, color=color, width=width, theory=theory, suppressed=show_suppressed)
                          for result in reports)
-        text += ("\n" if reports else "") + _summary_line(summary) + "\n"
-    _emit(text, output, files[0] if files else Path("."), _summary_line(summary))
+        text += ("\n" if reports else "") + gate.summary_line(summary) + "\n"
+    _emit(text, output, files[0] if files else Path("."), gate.summary_line(summary))
     _save_baseline(save_baseline, reports, files)
     raise typer.Exit(EXIT_INVALID if invalid else EXIT_FAILED if failed else EXIT_OK)
-
-
-class SpecCheck(NamedTuple):
-    """One spec's check with everything the command line and the configuration decided (picklable, for --jobs)."""
-
-    configuration: object
-    cli: dict
-    allow_custom: bool
-    eval_mode: bool
-    scheme: str | None
-    memory_bound: int | None
-    base: dict | None
-    baseline_factor: float
-    histogram_bins: int
-
-    def __call__(self, spec_path: Path):
-        """(report, run statistics, findings, fail_on); SpecErrors for an invalid spec."""
-        from initdiag import checks, initspec, pipeline, spec
-
-        settings = self.configuration.settings(spec_path, self.cli)  # defaults < config file < its overrides < flags
-        network_spec = spec.load(spec_path, allow_custom=self.allow_custom)._replace(eval=self.eval_mode)
-        if settings.seed is not None:
-            network_spec = network_spec.with_seed(settings.seed)
-        if settings.batch is not None and not network_spec.input_distribution.endswith(".npy"):
-            network_spec = network_spec._replace(batch=settings.batch)
-        if self.scheme is not None:
-            network_spec = network_spec.with_init(initspec.parse(self.scheme, "--scheme", self.allow_custom, base_dir=Path.cwd()))
-        label = network_spec.scheme_override.display if self.scheme else None
-        result, run, findings = pipeline.diagnose(network_spec, checks.Thresholds(**settings.thresholds), label,
-                                                  self.memory_bound, histogram_bins=self.histogram_bins)
-        if self.base is not None:  # regressions and improvements join the spec's findings (and its verdict)
-            from initdiag import baseline
-
-            findings = list(findings) + baseline.apply(result, self.base, self.baseline_factor)
-        return result, run, findings, settings.fail_on
-
-    def outcome(self, spec_path: Path):
-        """(report, None, failed) or (None, problems as plain tuples, False): what crosses a process boundary."""
-        from initdiag import checks
-        from initdiag.yamlsource import SpecErrors
-
-        try:
-            result, _, findings, fail_on = self(spec_path)
-        except SpecErrors as errors:
-            return None, [(p.location, p.path, p.message, p.file) for p in errors.problems], False
-        return result, None, checks.fails(findings, fail_on)
-
-
-def _run_specs(check: SpecCheck, files: list, jobs: int):
-    """Each spec's outcome, in the files' order; in `jobs` processes when asked (the same results)."""
-    from initdiag.yamlsource import SpecProblem
-
-    if jobs > 1 and len(files) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=min(jobs, len(files))) as pool:
-            outcomes = list(pool.map(check.outcome, files))
-    else:
-        outcomes = [check.outcome(file) for file in files]
-    for result, problems, failed in outcomes:
-        yield result, [SpecProblem(*problem) for problem in problems or ()], failed
 
 
 def _resolve_jobs(value: str) -> int:
@@ -390,24 +329,6 @@ def _save_baseline(path: Path | None, reports: list, specs: list) -> None:
     except OSError as err:
         raise _invalid([f"--save-baseline: cannot write {path}: {err.strerror or err}"]) from None
     typer.echo(f"wrote the baseline of {len(reports)} spec(s) to {path}", err=True)
-
-
-def _problem_data(problem) -> dict:
-    """An invalid spec's problem for the CI formats: where, and what."""
-    where = problem.location
-    return {"file": problem.file, "line": where.line if where else None, "column": where.column if where else None,
-            "message": f"{problem.path}: {problem.message}" if problem.path else problem.message}
-
-
-def _summary(reports: list, invalid: int, files: int, seconds: float) -> dict:
-    verdicts = [report["verdict"] for report in reports]
-    return {"specs": files, "healthy": verdicts.count("healthy"), "warning": verdicts.count("warning"),
-            "failing": verdicts.count("failing"), "invalid": invalid, "seconds": round(seconds, 3)}
-
-
-def _summary_line(summary: dict) -> str:
-    parts = [f"{summary[key]} {key}" for key in ("healthy", "warning", "failing", "invalid") if summary[key]]
-    return f"checked {summary['specs']} spec(s) in {summary['seconds']:.1f} s: {', '.join(parts) or 'nothing to check'}"
 
 
 @app.command()
