@@ -1,7 +1,21 @@
-"""Reporters format a report they are given; they never compute. One registry: name -> render."""
+"""Reporters format a report they are given; they never compute. One registry: name -> render.
+
+Each reporter module is imported when its format is used: JSON and the CI formats never load rich.
+"""
 
 from __future__ import annotations
 
-from initdiag.reporters import json_format, text
 
-REPORTERS = {"text": text.render, "json": json_format.render}
+def _text(report: dict, **options) -> str:
+    from initdiag.reporters import text
+
+    return text.render(report, **options)
+
+
+def _json(report: dict, **options) -> str:
+    from initdiag.reporters import json_format
+
+    return json_format.render(report, **options)
+
+
+REPORTERS = {"text": _text, "json": _json}
