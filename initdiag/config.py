@@ -57,8 +57,11 @@ def _mentions_us(path: Path) -> bool:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return True  # let the real reader report it
-    # [tool.initdiag], dotted tool.initdiag.x keys, or an `initdiag = {...}` inline table under [tool]
-    return "tool.initdiag" in text.replace(" ", "") or "initdiag=" in text.replace(" ", "")
+    # a [tool.initdiag...] table header or a dotted tool.initdiag.key (a [project.scripts] `initdiag = ...`
+    # entry, as in initdiag's own pyproject, must not count)
+    import re
+
+    return re.search(r"^\s*(\[\s*)?tool\s*\.\s*initdiag\b", text, re.MULTILINE) is not None
 
 
 def load(path: Path | None = None, start: Path | None = None, isolated: bool = False) -> "Config":
