@@ -20,3 +20,22 @@ def numeric_gradient(loss, array, h=1e-6):
         array[index] = saved
         out[index] = (up - down) / (2 * h)
     return out
+
+
+FD_TOL = {"rtol": 1e-6, "atol": 1e-8}  # see numeric_gradient: relative 1e-6 above a ~1e-8 rounding floor
+
+
+def assert_layer_gradients(layer, x, rng, names=None) -> dict:
+    """Check a layer's backward against central differences of loss = sum(y · R), R random, for the
+    input and each parameter in `names` (default: all of layer.params). Returns the analytic grads."""
+    y, cache = layer.forward(x)
+    target = rng.standard_normal(y.shape)
+    dx, grads = layer.backward(target, cache)
+
+    def loss():
+        return float(np.sum(layer.forward(x)[0] * target))
+
+    np.testing.assert_allclose(dx, numeric_gradient(loss, x), **FD_TOL, err_msg="input")
+    for name in names if names is not None else layer.params:
+        np.testing.assert_allclose(grads[name], numeric_gradient(loss, layer.params[name]), **FD_TOL, err_msg=name)
+    return grads

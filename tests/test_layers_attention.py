@@ -9,7 +9,7 @@ values are compared, so agreement is to rounding.
 import math
 
 import numpy as np
-from gradcheck import numeric_gradient
+from gradcheck import assert_layer_gradients
 import pytest
 
 from initdiag.layers_attention import (
@@ -23,7 +23,6 @@ def torch():
     return pytest.importorskip("torch")
 
 
-FD_TOL = {"rtol": 1e-6, "atol": 1e-8}
 TORCH_TOL = {"rtol": 1e-10, "atol": 1e-12}
 
 
@@ -101,19 +100,13 @@ def test_attention_backward_matches_finite_differences(features, dim, heads, bia
     rng = np.random.default_rng(2)
     layer = attention_layer(3, features, dim, heads, rng, bias=bias, scale=0.8)
     x = rng.standard_normal((2, 3, features))
-    y, cache = layer.forward(x)
-    target = rng.standard_normal(y.shape)
-    dx, grads = layer.backward(target, cache)
-
-    def loss():
-        return float(np.sum(layer.forward(x)[0] * target))
-
-    np.testing.assert_allclose(dx, numeric_gradient(loss, x), **FD_TOL)
+    grads = assert_layer_gradients(layer, x, rng)
     assert set(grads) == set(layer.params)
-    for name in layer.params:
-        np.testing.assert_allclose(grads[name], numeric_gradient(loss, layer.params[name]), **FD_TOL, err_msg=name)
-    _, grads_only = layer.backward(target, cache, need_dx=False)
-    assert _ is None and all(np.array_equal(grads_only[k], grads[k]) for k in grads)
+    y, cache = layer.forward(x)
+    upstream = rng.standard_normal(y.shape)
+    full = layer.backward(upstream, cache)[1]
+    no_dx, grads_only = layer.backward(upstream, cache, need_dx=False)
+    assert no_dx is None and all(np.array_equal(grads_only[k], full[k]) for k in full)
 
 
 # --- saturation ---------------------------------------------------------------------------------
@@ -285,16 +278,7 @@ def test_transformer_block_backward_matches_finite_differences(norm, activation)
     rng = np.random.default_rng(6)
     layer = block(3, 4, 2, 6, rng, norm=norm, activation=activation)
     x = rng.standard_normal((2, 3, 4))
-    y, cache = layer.forward(x)
-    target = rng.standard_normal(y.shape)
-    dx, grads = layer.backward(target, cache)
-
-    def loss():
-        return float(np.sum(layer.forward(x)[0] * target))
-
-    np.testing.assert_allclose(dx, numeric_gradient(loss, x), **FD_TOL)
-    for name in layer.params:  # the sublayers hold these very arrays, so perturbing them reaches the block
-        np.testing.assert_allclose(grads[name], numeric_gradient(loss, layer.params[name]), **FD_TOL, err_msg=name)
+    assert_layer_gradients(layer, x, rng)  # the sublayers hold these very arrays, so perturbing them reaches the block
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])

@@ -9,7 +9,7 @@ rounding.
 import math
 
 import numpy as np
-from gradcheck import numeric_gradient
+from gradcheck import FD_TOL, assert_layer_gradients, numeric_gradient
 import pytest
 
 from initdiag.layers_norm import (
@@ -23,7 +23,6 @@ def torch():
     return pytest.importorskip("torch")
 
 
-FD_TOL = {"rtol": 1e-6, "atol": 1e-8}
 TORCH_TOL = {"rtol": 1e-10, "atol": 1e-12}
 
 
@@ -102,16 +101,7 @@ def test_batchnorm_backward_matches_finite_differences(shape, eval_mode):
     layer = BatchNorm("bn", random_affine(c, rng), eval=eval_mode,
                       running_mean=rng.standard_normal(c), running_var=rng.uniform(0.5, 2, c))
     x = rng.standard_normal(shape)
-    y, cache = layer.forward(x)
-    target = rng.standard_normal(y.shape)
-    dx, grads = layer.backward(target, cache)
-
-    def loss():
-        return float(np.sum(layer.forward(x)[0] * target))
-
-    np.testing.assert_allclose(dx, numeric_gradient(loss, x), **FD_TOL)
-    for key in ("gamma", "beta"):
-        np.testing.assert_allclose(grads[key], numeric_gradient(loss, layer.params[key]), **FD_TOL)
+    grads = assert_layer_gradients(layer, x, rng, ("gamma", "beta"))
     assert set(grads) == {"gamma", "beta"}
 
 
@@ -163,16 +153,7 @@ def test_layernorm_backward_matches_finite_differences(shape):
     rng = np.random.default_rng(6)
     layer = LayerNorm("ln", random_affine(shape[-1], rng))
     x = rng.standard_normal(shape)
-    y, cache = layer.forward(x)
-    target = rng.standard_normal(y.shape)
-    dx, grads = layer.backward(target, cache)
-
-    def loss():
-        return float(np.sum(layer.forward(x)[0] * target))
-
-    np.testing.assert_allclose(dx, numeric_gradient(loss, x), **FD_TOL)
-    for key in ("gamma", "beta"):
-        np.testing.assert_allclose(grads[key], numeric_gradient(loss, layer.params[key]), **FD_TOL)
+    assert_layer_gradients(layer, x, rng, ("gamma", "beta"))
 
 
 def test_layernorm_normalises_each_position():
