@@ -242,12 +242,53 @@ def normalize_config(kind: str, raw) -> dict:
 
 
 # ------------------------------------------------------------------------------- batch norm
-class BatchNorm:
+class _AffineNorm:
+    """What batch and layer normalisation share: a gamma and a beta per normalised size, starting at
+    1 and 0, no weight matrices (so no fans), and the input's shape kept. `_size` reads that size."""
+
+    kind = ""
+
+    @classmethod
+    def _size(cls, input_shape) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def normalize_config(cls, raw) -> dict:
+        return normalize_config(cls.kind, raw)
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        cls._size(input_shape)
+        return tuple(int(s) for s in input_shape)
+
+    @classmethod
+    def parameter_shapes(cls, input_shape, config=None) -> dict:
+        size = cls._size(input_shape)
+        return {"gamma": (size,), "beta": (size,)}
+
+    @classmethod
+    def fans(cls, input_shape, config=None) -> dict:
+        """No weight matrices: {} (gamma and beta are vectors, which have no fans)."""
+        cls._size(input_shape)
+        return {}
+
+    @classmethod
+    def default_params(cls, input_shape, config=None, dtype=np.float64) -> dict:
+        """gamma = 1, beta = 0, as PyTorch and Keras initialise them."""
+        size = cls._size(input_shape)
+        return {"gamma": np.ones(size, dtype=dtype), "beta": np.zeros(size, dtype=dtype)}
+
+
+class BatchNorm(_AffineNorm):
     """Batch normalisation per feature / channel (nn.BatchNorm1d / 2d); see the module docstring."""
 
     kind = "batchnorm"
     unit_axis = 1  # features / channels
     default_init = {"gamma": "ones", "beta": "zero"}
+
+    @classmethod
+    def _size(cls, input_shape) -> int:
+        return cls._channels(input_shape)
 
     @classmethod
     def _channels(cls, input_shape) -> int:
@@ -256,32 +297,6 @@ class BatchNorm:
             raise ValueError(f"{cls.kind} expects a per-sample input of shape (features,), (channels, length) "
                              f"or (channels, height, width), got {_shape_str(shape)}")
         return int(shape[0])
-
-    @classmethod
-    def normalize_config(cls, raw) -> dict:
-        return normalize_config(cls.kind, raw)
-
-    @classmethod
-    def output_shape(cls, input_shape, config=None) -> tuple:
-        cls._channels(input_shape)
-        return tuple(int(s) for s in input_shape)
-
-    @classmethod
-    def parameter_shapes(cls, input_shape, config=None) -> dict:
-        c = cls._channels(input_shape)
-        return {"gamma": (c,), "beta": (c,)}
-
-    @classmethod
-    def fans(cls, input_shape, config=None) -> dict:
-        """No weight matrices: {} (gamma and beta are vectors, which have no fans)."""
-        cls._channels(input_shape)
-        return {}
-
-    @classmethod
-    def default_params(cls, input_shape, config=None, dtype=np.float64) -> dict:
-        """gamma = 1, beta = 0, as PyTorch and Keras initialise them."""
-        c = cls._channels(input_shape)
-        return {"gamma": np.ones(c, dtype=dtype), "beta": np.zeros(c, dtype=dtype)}
 
     @classmethod
     def from_config(cls, name: str, params, config, input_shape=None):
@@ -371,12 +386,16 @@ class BatchNorm:
 
 
 # ------------------------------------------------------------------------------- layer norm
-class LayerNorm:
+class LayerNorm(_AffineNorm):
     """Layer normalisation over the last axis (nn.LayerNorm(last dim)); see the module docstring."""
 
     kind = "layernorm"
     unit_axis = -1
     default_init = {"gamma": "ones", "beta": "zero"}
+
+    @classmethod
+    def _size(cls, input_shape) -> int:
+        return cls._features(input_shape)
 
     @classmethod
     def _features(cls, input_shape) -> int:
@@ -385,31 +404,6 @@ class LayerNorm:
             raise ValueError(f"{cls.kind} expects a per-sample input of shape (features,) or (steps, features), "
                              f"got {_shape_str(shape)}")
         return int(shape[-1])
-
-    @classmethod
-    def normalize_config(cls, raw) -> dict:
-        return normalize_config(cls.kind, raw)
-
-    @classmethod
-    def output_shape(cls, input_shape, config=None) -> tuple:
-        cls._features(input_shape)
-        return tuple(int(s) for s in input_shape)
-
-    @classmethod
-    def parameter_shapes(cls, input_shape, config=None) -> dict:
-        f = cls._features(input_shape)
-        return {"gamma": (f,), "beta": (f,)}
-
-    @classmethod
-    def fans(cls, input_shape, config=None) -> dict:
-        """No weight matrices: {}."""
-        cls._features(input_shape)
-        return {}
-
-    @classmethod
-    def default_params(cls, input_shape, config=None, dtype=np.float64) -> dict:
-        f = cls._features(input_shape)
-        return {"gamma": np.ones(f, dtype=dtype), "beta": np.zeros(f, dtype=dtype)}
 
     @classmethod
     def from_config(cls, name: str, params, config, input_shape=None):
