@@ -247,6 +247,7 @@ class _AffineNorm:
     1 and 0, no weight matrices (so no fans), and the input's shape kept. `_size` reads that size."""
 
     kind = ""
+    default_init = {"gamma": "ones", "beta": "zero"}
 
     @classmethod
     def _size(cls, input_shape) -> int:
@@ -284,7 +285,6 @@ class BatchNorm(_AffineNorm):
 
     kind = "batchnorm"
     unit_axis = 1  # features / channels
-    default_init = {"gamma": "ones", "beta": "zero"}
 
     @classmethod
     def _size(cls, input_shape) -> int:
@@ -391,7 +391,6 @@ class LayerNorm(_AffineNorm):
 
     kind = "layernorm"
     unit_axis = -1
-    default_init = {"gamma": "ones", "beta": "zero"}
 
     @classmethod
     def _size(cls, input_shape) -> int:
