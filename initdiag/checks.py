@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from initdiag import activations, schemes
+from initdiag import activations, checks_gradients, checks_signal, schemes
 from initdiag.numbers import compact
 from initdiag.stats import RunStats
 
 SEVERITIES = ("info", "warning", "error")
+FUSED_LOSSES = ("cross_entropy", "binary_cross_entropy")
 
 
 class Finding(NamedTuple):
@@ -33,12 +34,17 @@ class Finding(NamedTuple):
 
 
 class Thresholds(NamedTuple):
-    drift_warning: float = 10.0  # activation second moment vs the input's, either way
-    drift_error: float = 1000.0
-    gradient_warning: float = 100.0  # first/last weight-gradient RMS ratio, either way
+    drift_warning: float = 10.0  # activation second moment vs its segment's reference, either way
+    drift_error: float = 1e8  # 1e4 in RMS: beyond the ~4 decades of learning rate that SGD is used with
+    stream_warning: float = 10.0  # a residual stream's multiplicative growth over its blocks
+    stream_error: float = 1000.0
+    gradient_warning: float = 100.0  # first-layer vs readout RMS of the per-sample gradient energy, either way
     gradient_error: float = 10000.0
+    contrast_warning: float = 0.135  # e^-2: the input's near/far contrast left at the features
+    contrast_error: float = 0.05  # e^-3
+    collapse_error: float = 1e-4  # the features' input-dependent share of their second moment
     saturation_warning: float = 0.10
-    saturation_error: float = 0.50
+    saturation_error: float = 0.99
     dead_warning: float = 0.10
     dead_error: float = 0.50
     symmetry_error: float = 0.0  # any duplicated unit
@@ -74,13 +80,35 @@ def find(run: RunStats, spec, thresholds: Thresholds = Thresholds(), phase=None)
     findings = overflow + _mismatches(spec) + _edge_of_chaos(phase)
     forward_finite = all(_finite(layer.preact_var, layer.act_mean, layer.act_var) for layer in run.layers)
     if forward_finite:  # an overflow in the backward pass only: the activations still tell their drift
-        findings += _drift(run, thresholds)
-    if not overflow:
-        findings += _gradients(run, thresholds) + _through_time(run, thresholds)
-    findings += _per_layer(run, thresholds)
-    findings = _suppress(findings, spec)
+        findings += checks_signal.drift(run, spec, thresholds, _finding, _scale_hint)
+        findings += checks_gradients.input_contrast(run, spec, thresholds, _finding)
+    findings += checks_gradients.across_depth(run, spec, thresholds, _finding)
+    findings += checks_gradients.through_time(run, spec, thresholds, _finding)
+    findings += _per_layer(run, spec, thresholds)
+    findings = _suppress(_distinct(findings), spec)
     order = {severity: -i for i, severity in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda f: (order[f.severity], f.layer_index if f.layer_index is not None else -1))
+
+
+def _distinct(findings: list[Finding]) -> list[Finding]:
+    """One finding per (code, layer): the most severe, first found."""
+    kept: dict = {}
+    for finding in findings:
+        key = (finding.code, finding.layer_index)
+        if key not in kept or SEVERITIES.index(finding.severity) > SEVERITIES.index(kept[key].severity):
+            kept[key] = finding
+    return list(kept.values())
+
+
+def _scale_hint(layer_spec, grows: bool) -> str:
+    """What to change, in the spec's terms: the scheme when it is not the one for the activation, else the depth."""
+    init = layer_spec.init
+    recommended = activations.ACTIVATIONS[layer_spec.activation.name].recommended if layer_spec.activation.name in activations.ACTIVATIONS else ()
+    if init is not None and recommended and not any(schemes.same_variance_rule(init.scheme, good) for good in recommended):
+        return (f"{layer_spec.name} uses {init.display} with {layer_spec.activation.name}: "
+                f"init: {recommended[0]} keeps the scale ({'too large' if grows else 'too small'} now)")
+    return ("the schemes already match their activations: the scale drifts with depth; "
+            "add normalization (batchnorm/layernorm) or residual connections, or a gain that keeps it (recommend --calibrate)")
 
 
 def _suppress(findings: list[Finding], spec) -> list[Finding]:
@@ -125,86 +153,15 @@ def _overflow(run: RunStats) -> list[Finding]:
             return [_finding("error", "overflow", layer,
                              f"{layer.name}: activations overflowed to inf/NaN in the forward pass",
                              "the weights are far too large for this depth; use a fan-scaled scheme (xavier, relu, lecun_normal)")]
-    for layer in reversed(run.layers):
-        if not _finite(layer.grad_var, layer.weight_grad_var if layer.weight_grad_var is not None else 0.0):
+    for layer in reversed(run.layers):  # only what reaches a weight: an output's dLoss/dp may be inf harmlessly
+        if layer.weight_grad_var is not None and not _finite(layer.weight_grad_var):
             return [_finding("error", "overflow", layer,
-                             f"{layer.name}: gradients overflowed to inf/NaN in the backward pass",
-                             "saturated outputs or huge weights; use a fan-scaled scheme for this activation")]
+                             f"{layer.name}: the weight gradients overflowed to inf/NaN in the backward pass",
+                             "huge activations or weights: use a fan-scaled scheme for this activation")]
     return []
 
 
-def signal_second_moment(layer) -> float:
-    """The scale a layer passes on: its output's second moment, or its logits' for softmax,
-    whose probabilities always have second moment about 1/width whatever the logits do."""
-    return layer.preact_second_moment if layer.activation.startswith("softmax") else layer.act_second_moment
-
-
-def _level(ratio: float, warning: float, error: float) -> str | None:
-    magnitude = max(ratio, 1 / ratio) if ratio > 0 else math.inf
-    return "error" if magnitude > error else "warning" if magnitude > warning else None
-
-
-def _drift(run: RunStats, t: Thresholds) -> list[Finding]:
-    reference = run.input_second_moment
-    if not reference > 0:
-        return []
-    findings = []
-    for code, grows in (("exploding-activations", True), ("vanishing-activations", False)):
-        ratios = [(layer, signal_second_moment(layer) / reference) for layer in run.layers]
-        ratios = [(layer, r) for layer, r in ratios if (r > 1) == grows and r != 1]
-        levels = [(layer, r, _level(r, t.drift_warning, t.drift_error)) for layer, r in ratios]
-        levels = [item for item in levels if item[2]]
-        if not levels:
-            continue
-        severity = "error" if any(level == "error" for *_, level in levels) else "warning"
-        first, ratio, _ = next(item for item in levels if item[2] == severity)
-        worst_layer, worst = max(ratios, key=lambda item: abs(math.log(item[1])) if item[1] > 0 else math.inf)
-        direction = "grows" if grows else "shrinks"
-        hint = (
-            "weights are too large: use a fan-scaled scheme (relu/He for ReLU-like, xavier for tanh/sigmoid, lecun_normal for SELU)"
-            if grows else
-            "weights are too small for this depth: use a fan-scaled scheme (relu/He for ReLU-like, xavier for tanh/sigmoid, lecun_normal for SELU)"
-        )
-        findings.append(_finding(
-            severity, code, first,
-            f"activation second moment {direction} to {_relative(ratio)} at {first.name}"
-            + (f" ({_relative(worst)} at {worst_layer.name})" if worst_layer is not first else ""),
-            hint,
-        ))
-    return findings
-
-
-def _relative(ratio: float) -> str:
-    if ratio == 0:
-        return "0 (no signal left)"
-    return f"{compact(ratio)}x the input's" if ratio >= 1 else f"1/{compact(1 / ratio)} of the input's"
-
-
-def _ratio(ratio: float) -> str:
-    """7.5e4x, 1/1.33e3 of, 0x (no signal left): a factor relative to what follows it."""
-    return f"{compact(ratio)}x" if ratio >= 1 else f"1/{compact(1 / ratio)} of" if ratio > 0 else "0x (no signal left)"
-
-
-def _gradients(run: RunStats, t: Thresholds) -> list[Finding]:
-    weighted = [layer for layer in run.layers if layer.weight_grad_var is not None]
-    if len(weighted) < 2:
-        return []
-    first, last = weighted[0], weighted[-1]
-    if first.weight_grad_var == 0 and last.weight_grad_var == 0:
-        return [_finding("error", "vanishing-gradients", first, "no gradient reaches any weight (all weight gradients are 0)",
-                         "break the symmetry: zero or constant weights pass no gradient; use a random scheme")]
-    # RMS, not variance: under He, var(dW_l) carries the width ratio n_last/n_first even when healthy.
-    ratio = math.sqrt(first.weight_grad_var / last.weight_grad_var) if last.weight_grad_var else math.inf
-    level = _level(ratio, t.gradient_warning, t.gradient_error)
-    if not level:
-        return []
-    grows = ratio > 1
-    return [_finding(
-        level, "exploding-gradients" if grows else "vanishing-gradients", first,
-        f"weight-gradient RMS at {first.name} is {_ratio(ratio)} that at {last.name}",
-        "gradients grow towards the input: weights too large for this depth" if grows else
-        "gradients shrink towards the input: weights too small, or saturated/dead units block them",
-    )]
+signal_second_moment = checks_signal.signal_second_moment  # plots and recommend read the same scale
 
 
 def _edge_of_chaos(phase) -> list[Finding]:
@@ -233,45 +190,43 @@ def _percent(fraction: float) -> str:
     return f"{fraction:.0%}" if round(fraction * 100, 1).is_integer() else f"{fraction:.1%}"
 
 
-def _through_time(run: RunStats, t: Thresholds) -> list[Finding]:
-    """Recurrent layers: the RMS of dLoss/dh at the first time step over the last's, with the
-    gradient-ratio thresholds (backpropagation through time is depth along the sequence)."""
+def _per_layer(run: RunStats, spec, t: Thresholds) -> list[Finding]:
     findings = []
-    for layer in run.layers:
-        first, last = layer.grad_var_first_step, layer.grad_var_last_step
-        if first is None or last is None or not last > 0:
-            continue
-        ratio = math.sqrt(first / last)
-        level = _level(ratio, t.gradient_warning, t.gradient_error)
-        if level:
-            grows = ratio > 1
-            findings.append(_finding(
-                level, "exploding-gradients" if grows else "vanishing-gradients", layer,
-                f"{layer.name}: through time, the RMS of dLoss/dh at the first step is {_ratio(ratio)} that at the last",
-                "recurrent weights too large: an orthogonal recurrent_init keeps the scale" if grows else
-                "the gradient fades along the sequence: orthogonal recurrent_init, and for an LSTM forget_bias: 1",
-            ))
-    return findings
-
-
-def _per_layer(run: RunStats, t: Thresholds) -> list[Finding]:
-    findings = []
-    for layer in run.layers:
+    for layer, layer_spec in zip(run.layers, spec.layers):
         level = "error" if layer.saturation > t.saturation_error else "warning" if layer.saturation > t.saturation_warning else None
+        if level == "error" and layer.index == len(run.layers) - 1 and run.loss in FUSED_LOSSES:
+            level = "warning"  # a fused loss's gradient, p - y, does not vanish when the output saturates
         if level:
-            findings.append(_finding(level, "saturation", layer,
-                                     f"{layer.name}: {_percent(layer.saturation)} of outputs are saturated ({layer.activation})",
+            attention = layer.kind in ("attention", "transformer")
+            what = "attention rows are saturated (largest weight > 0.99)" if attention else f"outputs are saturated ({layer.activation})"
+            findings.append(_finding(level, "saturation", layer, f"{layer.name}: {_percent(layer.saturation)} of {what}",
+                                     "the attention logits are too large: smaller query/key weights (xavier, or a 1/sqrt(dim) scale)"
+                                     if attention else
                                      "saturated units pass almost no gradient: use smaller weights (xavier for tanh/sigmoid)"))
-        level = "error" if layer.dead_fraction > t.dead_error else "warning" if layer.dead_fraction > t.dead_warning else None
-        if level and not layer.activation.startswith("softmax"):  # zero probabilities are saturation's story
-            findings.append(_finding(level, "dead-units", layer,
-                                     f"{layer.name}: {_percent(layer.dead_fraction)} of units output 0 for every sample",
-                                     "dead units never learn: check the weight scale and bias (a small positive bias_init such as 0.01 helps ReLU)"))
+        findings += _dead(run, layer, layer_spec, t)
         if layer.weight_mean is not None and layer.units > 1 and layer.symmetry > t.symmetry_error:
             findings.append(_finding("error", "symmetry", layer,
                                      f"{layer.name}: {_percent(layer.symmetry)} of units duplicate another unit (identical weights and bias)",
                                      "identical units get identical gradients and never differ: use a random scheme"))
     return findings
+
+
+def _dead(run: RunStats, layer, layer_spec, t: Thresholds) -> list[Finding]:
+    """Dead units where they die: not again at a weightless or normalization layer after them (a dead
+    channel stays 0 through batchnorm, pooling and flatten), and not for softmax (saturation's story)."""
+    level = "error" if layer.dead_fraction > t.dead_error else "warning" if layer.dead_fraction > t.dead_warning else None
+    if not level or layer.activation.startswith("softmax") or layer.kind in checks_signal.WEIGHTLESS_PASS_KINDS:
+        return []
+    previous = run.layers[layer.index - 1] if layer.index > 0 else None
+    if (layer.kind in checks_signal.NORMALIZING_KINDS and previous is not None
+            and previous.dead_fraction >= layer.dead_fraction):
+        return []
+    samples = f" of {run.probe_samples} inputs" if run.probe_samples else ""
+    return [_finding(level, "dead-units", layer,
+                     f"{layer.name}: {_percent(layer.dead_fraction)} of units output 0 for every one{samples}",
+                     "dead units never learn: " + ("a small positive bias_init such as 0.01 helps ReLU, or a scheme "
+                                                   "with zero biases" if layer_spec.init is None or layer_spec.init.scheme != "torch_default"
+                                                   else "torch_default's biases outweigh the shrinking signal: use relu (He) with zero biases"))]
 
 
 def _mismatches(spec) -> list[Finding]:

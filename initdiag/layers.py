@@ -79,7 +79,7 @@ class Residual:
     a strided 1x1 convolution. Forward and backward take the block's input beside the branch's."""
 
     kind = "residual"
-    unit_axis = 1
+    unit_axis = 1  # channels (or a flat input's features); make() sets -1 for a sequence's features
 
     def __init__(self, name: str, scale: float, weights: np.ndarray | None, shortcut: str | None, stride: int, activation):
         self.name, self.scale, self.weights, self.bias = name, scale, weights, None
@@ -159,7 +159,7 @@ def make(layer_spec, weights, bias, activation, dtype=np.float32, rng=None, eval
     if layer_spec.kind == "residual":
         config = layer_spec.config
         layer = Residual(layer_spec.name, config["scale"], weights, config["shortcut"], config["stride"], activation)
-        layer.unit_axis = -1 if len(layer_spec.output_shape) == 2 and layer_spec.units == layer_spec.output_shape[-1] else 1
+        layer.unit_axis = -1 if config.get("sequence") else 1  # a sequence's features, a feature map's channels
         return layer
     if layer_spec.kind == "embedding":
         # torch's fans on the (vocab, dim) table are (dim, vocab): the scheme drew (dim, vocab), one column per token

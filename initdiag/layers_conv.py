@@ -647,20 +647,31 @@ class AvgPool2d(_Pool2d):
 
 
 class GlobalAvgPool(_Weightless):
-    """Mean over every spatial position: (C, H, W) -> (C,), or (C, L) -> (C,)."""
+    """Mean over every spatial position of a feature map: (C, H, W) -> (C,), or (C, L) -> (C,), as
+    adaptive_avg_pool to 1 and flatten; with config["sequence"] (set by the spec when the input is a
+    sequence), mean over the steps: (steps, features) -> (features,), as x.mean(dim=1) in PyTorch."""
 
     kind = "global_avgpool"
 
     @classmethod
     def output_shape(cls, input_shape, config=None) -> tuple:
         input_shape = tuple(input_shape)
+        if (config or {}).get("sequence"):
+            if len(input_shape) != 2 or 0 in input_shape:
+                raise ValueError(f"{cls.kind} on a sequence expects a per-sample input of shape (steps, features), "
+                                 f"got {_shape_str(input_shape)}")
+            return input_shape[1:]
         if len(input_shape) not in (2, 3) or 0 in input_shape:
             raise ValueError(f"{cls.kind} expects a per-sample input of shape (channels, length) or "
                              f"(channels, height, width), got {_shape_str(input_shape)}")
         return input_shape[:1]
 
+    def _axes(self, ndim: int) -> tuple:
+        """The batch array's axes averaged over: the steps (1) of a sequence, else every spatial axis."""
+        return (1,) if self.config.get("sequence") else tuple(range(2, ndim))
+
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        y = x.mean(axis=tuple(range(2, x.ndim)))
+        y = x.mean(axis=self._axes(x.ndim))
         return y, Cache(x, y, y)
 
     def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
@@ -668,10 +679,10 @@ class GlobalAvgPool(_Weightless):
             dz = dy
         if not need_dx:
             return None, {}
-        x = cache.x
-        area = math.prod(x.shape[2:])
+        x, axes = cache.x, self._axes(cache.x.ndim)
+        count = math.prod(x.shape[axis] for axis in axes)
         dx = np.empty(x.shape, dtype=dz.dtype)
-        dx[...] = (dz / area).reshape(dz.shape + (1,) * (x.ndim - 2))
+        dx[...] = np.expand_dims(dz / count, axes)  # each averaged value's gradient shared equally
         return dx, {}
 
 

@@ -18,7 +18,7 @@ from initdiag import layers as layer_kinds
 from initdiag.spec import LayerSpec, NetworkSpec, input_batch
 from initdiag.yamlsource import SpecErrors, SpecProblem
 
-STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT, STREAM_RECURRENT, STREAM_BLOCK = range(7)
+STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT, STREAM_RECURRENT, STREAM_BLOCK, STREAM_PROBE = range(8)
 DEFAULT_MEMORY_FRACTION = 0.5
 PARALLEL_DRAWS = 2_000_000  # weights; below this, starting threads costs more than it saves
 

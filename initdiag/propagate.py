@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from initdiag import losses, stats
+from initdiag import losses, probes, stats
 from initdiag.network import Network
 from initdiag.schemes import Fans
 from initdiag.stats import LayerStats, RunStats
@@ -65,15 +65,26 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
             if histogram_bins:
                 histograms.append(_histogram(y, histogram_bins))
 
+        readout = probes.readout_index(spec)
+        contrast = probes.input_contrast(network, caches[readout - 1].y, readout) if readout else None
+        dead = probes.never_active(network, forward_pass, caches) if network.inputs.shape[0] < probes.DEAD_PROBE else None
+
         loss = losses.resolve(spec.loss, layers[-1].activation.name)
         targets = loss.targets(network.target_rng, y.shape, y.dtype)
         dz = loss.logit_gradient(y, targets) if loss.fused else None
         backward = [None] * len(layers)
         for i, dy, grads, cache in backward_pass(network, caches, loss.output_gradient(y, targets), dz):
             main = grads.get("weights", grads.get(getattr(layers[i], "main_param", None)))
-            backward[i] = (stats.mean_var(dy)[1] if dy is not None else 0.0,
+            # A fused loss's gradient enters the network at the logits (as PyTorch computes it), not
+            # at the probabilities, whose dLoss/dp = -onehot/(B·p) overflows when a p underflows.
+            entering = dz if (i == len(layers) - 1 and dz is not None) else dy
+            backward[i] = (stats.mean_var(entering)[1] if entering is not None else 0.0,
                            stats.mean_var(main)[1] if main is not None else None,
-                           getattr(cache, "grad_var_first_step", None), getattr(cache, "grad_var_last_step", None))
+                           getattr(cache, "grad_var_first_step", None), getattr(cache, "grad_var_last_step", None),
+                           getattr(cache, "cell_grad_var_first_step", None), getattr(cache, "cell_grad_var_last_step", None))
+        if dead is not None:
+            for i, fraction in enumerate(dead):
+                forward[i]["dead_fraction"] = fraction
 
         measured = [
             _layer_stats(i, layer, spec_layer, forward[i], backward[i])
@@ -83,7 +94,8 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
             input_mean, input_var = forward[0]["act_mean"], forward[0]["act_var"]
         else:
             input_mean, input_var = stats.mean_var(network.inputs)
-    return RunStats(input_mean, input_var, loss.name, tuple(measured), tuple(histograms))
+    return RunStats(input_mean, input_var, loss.name, tuple(measured), tuple(histograms), contrast,
+                    max(network.inputs.shape[0], probes.DEAD_PROBE) if dead is not None else network.inputs.shape[0])
 
 
 def _histogram(y: np.ndarray, bins: int) -> tuple:
@@ -141,6 +153,8 @@ def _layer_stats(index, layer, spec_layer, forward: dict, backward: tuple) -> La
         weight_grad_var=backward[1],
         grad_var_first_step=backward[2],
         grad_var_last_step=backward[3],
+        cell_grad_var_first_step=backward[4],
+        cell_grad_var_last_step=backward[5],
         **(weights or {"weight_mean": None, "weight_std": None, "weight_std_expected": None, "symmetry": 0.0}),
         **forward,
     )

@@ -213,10 +213,14 @@ TOP_DOCS = {
 DEFAULT_DOCS = {"init": "weight init of every layer that does not set init (default xavier)",
                 "activation": "activation of every layer that does not set activation (default identity)",
                 "bias_init": "bias of every layer that does not set bias_init (default 0)"}
-THRESHOLD_DOCS = {"drift": "factor of a layer's activation second moment vs the input's, either direction",
-                  "gradient": "factor of first- vs last-layer weight-gradient RMS, either direction",
-                  "saturation": "fraction of a layer's outputs saturated", "dead": "fraction of a layer's units dead",
-                  "symmetry": "fraction of a layer's units duplicated"}
+THRESHOLD_DOCS = {"drift": "above this factor of a layer's activation second moment vs its segment's reference, either direction",
+                  "stream": "above this multiplicative growth of a residual stream over its blocks",
+                  "gradient": "above this factor of the first layer's vs the readout's gradient energy (RMS), either direction",
+                  "contrast": "below this share of the input's near/far contrast left at the readout's features",
+                  "collapse": "below this input-dependent share of the features' second moment",
+                  "saturation": "above this fraction of a layer's outputs saturated",
+                  "dead": "above this fraction of a layer's units dead",
+                  "symmetry": "above this fraction of a layer's units duplicated"}
 
 
 def _thresholds() -> dict:
@@ -225,7 +229,7 @@ def _thresholds() -> dict:
     for field in fields:
         what, severity = field.rsplit("_", 1)
         props[field] = {"type": "number", "minimum": 0, "default": checks.Thresholds._field_defaults[field],
-                        "description": f"{severity} above this {THRESHOLD_DOCS[what]}"}
+                        "description": f"{severity} {THRESHOLD_DOCS[what]}"}
     return {"type": "object", "properties": props, "additionalProperties": False,
             "patternProperties": {f"^(?:{'|'.join(f.replace('_', '-') for f in fields)})$": {"type": "number", "minimum": 0}}}
 

@@ -29,6 +29,12 @@ KIND_KEYS.update({kind: ("name", "init", "bias_init") for kind in ATTENTION_KIND
 KIND_KEYS["embedding"] = ("name", "init")
 KIND_KEYS = {kind: keys + ("ignore",) for kind, keys in KIND_KEYS.items()}
 LAYER_KEYS = LAYER_KINDS + KIND_KEYS["dense"]
+# A 2-D shape is a sequence [steps, features] or a conv feature map [channels, length]; the layer that
+# makes it says which (embedding, rnn/lstm/gru, attention, transformer: a sequence; conv1d: a map), and
+# batchnorm, layernorm and dropout keep their input's. A 2-D spec input is undecided until a layer reads
+# its axes: a layernorm reads the last as features (a sequence), a batchnorm the first as channels.
+SEQUENCE, CHANNELS = "sequence", "channels"
+
 
 class ActivationSpec(NamedTuple):
     name: str
@@ -43,7 +49,7 @@ class LayerSpec(NamedTuple):
     index: int
     name: str
     kind: str
-    units: int  # output units: dense width, conv filters, channels of a pooling layer
+    units: int  # output units: dense width, conv filters, channels of a pooling layer, features of a sequence
     fan_in: int | None  # PyTorch's fans of the weights (None without weights); the drawn matrix is (fan_in, units)
     activation: ActivationSpec
     init: InitSpec | None  # None for layers without weights
@@ -98,36 +104,51 @@ def parse_layers(check: Checker, data: dict, input_shape, default_init, default_
         check.problem(("layers",), f"expected a non-empty list of layers, not {what}")
         return []
     layers: list = []
-    _sequence(check, raw_layers, ("layers",), input_shape, (default_init, default_activation, default_bias), {}, layers, [0])
+    _sequence(check, raw_layers, ("layers",), input_shape, None, (default_init, default_activation, default_bias), {},
+              layers, [0])
     return layers
 
 
-def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, defaults, names: dict, layers: list, counter: list):
+def _layout(kind: str, layout, output_shape) -> str | None:
+    """SEQUENCE or CHANNELS for a 2-D output of `kind` on an input of `layout`; None for other shapes
+    and for a 2-D spec input that no layer has read yet."""
+    if len(output_shape) != 2:
+        return None
+    if kind in MULTI_KINDS:
+        return SEQUENCE
+    if kind == "conv1d":
+        return CHANNELS
+    return layout or {"layernorm": SEQUENCE, "batchnorm": CHANNELS}.get(kind)
+
+
+def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, layout, defaults, names: dict, layers: list,
+              counter: list):
     """Parse the layers of `raw_layers` (the spec's, or a residual block's) into `layers`, in run order;
-    `counter` numbers every layer, nested ones included. Returns the shape after them (None if unknown)."""
+    `counter` numbers every layer, nested ones included. Returns the shape after them (None if unknown)
+    and its layout (see _layout)."""
     default_init, default_activation, default_bias = defaults
     for position, raw in enumerate(raw_layers):
         path = list_path + (position,)
         if isinstance(raw, dict) and "residual" in raw:
-            shape = _residual(check, raw, path, shape, defaults, names, layers, counter)
+            shape, layout = _residual(check, raw, path, shape, layout, defaults, names, layers, counter)
             continue
         index = counter[0]
         counter[0] += 1
         if not isinstance(raw, dict):
             check.problem(path, f"expected a layer mapping such as {{dense: 256}}, not {check.show(raw)}")
-            shape = None
+            shape = layout = None
             continue
         kinds = [key for key in LAYER_KINDS if key in raw]
         if len(kinds) != 1:
             check.known_keys(path, raw, LAYER_KEYS + ("residual",))
             found = " and ".join(kinds) if kinds else "none"
             check.problem(path, f"a layer names exactly one kind ({', '.join(LAYER_KINDS + ('residual',))}); found {found}")
-            shape = None
+            shape = layout = None
             continue
         kind = kinds[0]
         check.known_keys(path, raw, (kind,) + KIND_KEYS[kind])
         name = _name(check, path, raw, f"{kind}_{index}", names)
-        geometry = _geometry(check, path, kind, raw[kind], shape)
+        geometry = _geometry(check, path, kind, raw[kind], shape, layout)
         recurrent_init = None
         if kind in WEIGHTLESS_KINDS:
             activation, init, bias, bias_init = ActivationSpec("identity", {}), None, False, None
@@ -153,7 +174,7 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, default
                 check.problem(path + ("activation",), f"{activation.name} is not elementwise: a {kind} layer needs an elementwise activation")
                 activation = None
         if geometry is None:
-            shape = None
+            shape = layout = None
             continue
         units, fan_in, fan_out, output_shape, config = geometry
         complete = init is not None or kind in WEIGHTLESS_KINDS
@@ -163,8 +184,8 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, default
             layers.append(LayerSpec(index, name, kind, units, fan_in, activation, init, bias, bias_init,
                                     check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init,
                                     format_path(path), _ignore(check, path, raw)))
-        shape = output_shape
-    return shape
+        shape, layout = output_shape, _layout(kind, layout, output_shape)
+    return shape, layout
 
 
 def _ignore(check: Checker, path: tuple, raw: dict):
@@ -183,17 +204,19 @@ RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut", "ignore")
 SHORTCUTS = ("dense", "conv")
 
 
-def _residual(check: Checker, raw: dict, path: tuple, shape, defaults, names: dict, layers: list, counter: list):
+def _residual(check: Checker, raw: dict, path: tuple, shape, layout, defaults, names: dict, layers: list, counter: list):
     """`residual: [layers...]`: y = shortcut(x) + scale · f(x). Its inner layers come first in `layers`,
-    then a row for the block's output (kind "residual", config["start"] = its first inner layer's index)."""
+    then a row for the block's output (kind "residual", config["start"] = its first inner layer's index,
+    config["sequence"]: the output is a sequence [steps, features], whose units are the last axis).
+    Returns the block's output shape and layout, as _sequence."""
     check.known_keys(path, raw, RESIDUAL_KEYS)
     inner = raw["residual"]
     if not isinstance(inner, list) or not inner:
         what = "an empty list" if inner == [] else check.show(inner)
         check.problem(path + ("residual",), f"expected a non-empty list of layers, not {what}")
-        return None
+        return None, None
     start = counter[0]
-    out_shape = _sequence(check, inner, path + ("residual",), shape, defaults, names, layers, counter)
+    out_shape, out_layout = _sequence(check, inner, path + ("residual",), shape, layout, defaults, names, layers, counter)
     index = counter[0]
     counter[0] += 1
     name = _name(check, path, raw, f"residual_{index}", names)
@@ -202,32 +225,41 @@ def _residual(check: Checker, raw: dict, path: tuple, shape, defaults, names: di
     if shortcut is not None:
         shortcut = check.choice(path + ("shortcut",), shortcut, SHORTCUTS, "shortcut")
     if shape is None or out_shape is None or name is None or scale is None:
-        return None
+        return None, None
     config = {"start": start, "scale": scale, "shortcut": shortcut, "stride": 1}
     fan_in = fan_out = init = None
     if shortcut is None and out_shape != shape:
         check.problem(path, f"the block's output {list(out_shape)} differs from its input {list(shape)}: "
                       "add shortcut: dense (flat inputs) or shortcut: conv (a 1x1 convolution)")
-        return None
+        return None, None
     if shortcut == "dense":
         if len(shape) != 1 or len(out_shape) != 1:
             check.problem(path + ("shortcut",), f"shortcut: dense needs flat input and output, not {list(shape)} → {list(out_shape)}")
-            return None
+            return None, None
         fan_in, fan_out = shape[0], out_shape[0]
     if shortcut == "conv":
-        stride = shape[1] // out_shape[1] if len(shape) >= 2 and len(out_shape) == len(shape) and out_shape[1] else 0
+        if out_layout == SEQUENCE:  # (a conv1d branch reads a sequence as [channels, length], and so does the shortcut)
+            check.problem(path + ("shortcut",), f"shortcut: conv projects conv feature maps [channels, ...], but the "
+                          f"block's layers end in a sequence [steps, features]: {list(shape)} → {list(out_shape)}")
+            return None, None
+        # a 1x1 convolution at stride s gives ceil(size / s) positions: s = ceil(size / out) if any s fits
+        stride = -(-shape[1] // out_shape[1]) if len(shape) >= 2 and len(out_shape) == len(shape) and out_shape[1] else 0
         if not stride or any(-(-size // stride) != out for size, out in zip(shape[1:], out_shape[1:])):
             check.problem(path + ("shortcut",), f"shortcut: conv (1x1, strided) cannot map {list(shape)} to {list(out_shape)}")
-            return None
+            return None, None
+        # torch's fans of the Conv(in, out, kernel 1) weight (out, in, 1[, 1]): in and out channels
         fan_in, fan_out, config["stride"] = shape[0], out_shape[0], stride
+        out_layout = CHANNELS if len(out_shape) == 2 else None
     if shortcut is not None:
         init = defaults[0]
         if init is None:
-            return None
-    layers.append(LayerSpec(index, name, "residual", out_shape[0] if len(out_shape) != 2 else out_shape[-1], fan_in,
-                            ActivationSpec("identity", {}), init, False, None, check.doc.where(path), fan_out, shape,
-                            out_shape, config, None, format_path(path), _ignore(check, path, raw)))
-    return out_shape
+            return None, None
+    config["sequence"] = out_layout == SEQUENCE
+    units = out_shape[-1] if config["sequence"] else out_shape[0]  # features of a sequence, else channels (or width)
+    layers.append(LayerSpec(index, name, "residual", units, fan_in, ActivationSpec("identity", {}), init, False, None,
+                            check.doc.where(path), fan_out, shape, out_shape, config, None, format_path(path),
+                            _ignore(check, path, raw)))
+    return out_shape, out_layout
 
 
 def _inner_activation(kind: str, config: dict) -> ActivationSpec:
@@ -240,9 +272,10 @@ def _inner_activation(kind: str, config: dict) -> ActivationSpec:
     return ActivationSpec(written, {})
 
 
-def _geometry(check: Checker, path: tuple, kind: str, value, shape):
-    """(units, fan_in, fan_out, output shape, config) of a layer of `kind` on inputs of `shape`;
-    None, and a located problem, when its options or its input's shape do not work."""
+def _geometry(check: Checker, path: tuple, kind: str, value, shape, layout=None):
+    """(units, fan_in, fan_out, output shape, config) of a layer of `kind` on inputs of `shape` (a 2-D
+    one laid out as `layout`); None, and a located problem, when its options or its input's shape do
+    not work."""
     from initdiag.layers import layer_class
 
     if kind == "dense":
@@ -271,6 +304,8 @@ def _geometry(check: Checker, path: tuple, kind: str, value, shape):
         return None
     if shape is None:
         return None
+    if kind == "global_avgpool":  # a sequence is pooled over its steps, a feature map over its positions
+        config = {**config, "sequence": layout == SEQUENCE}
     try:
         output_shape = tuple(kind_class.output_shape(shape, config))
     except ValueError as err:

@@ -30,6 +30,8 @@ class LayerStats(NamedTuple):
     units: int = 0  # output units: dense width, conv filters, channels
     grad_var_first_step: float | None = None  # rnn/lstm/gru: Var(dLoss/dh) at the first time step
     grad_var_last_step: float | None = None  # ... and at the last
+    cell_grad_var_first_step: float | None = None  # lstm: Var(dLoss/dc) at the first time step (its memory path)
+    cell_grad_var_last_step: float | None = None  # ... and at the last
 
     @property
     def act_second_moment(self) -> float:
@@ -51,6 +53,8 @@ class RunStats(NamedTuple):
     loss: str
     layers: tuple
     histograms: tuple = ()  # per layer (counts, edges) of the output, when asked for
+    contrast: object = None  # probes.Contrast at the readout's input, or None
+    probe_samples: int = 0  # inputs over which dead units were counted
 
     @property
     def input_second_moment(self) -> float:

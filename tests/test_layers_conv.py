@@ -343,6 +343,44 @@ def test_results_do_not_share_memory_with_reused_scratch_buffers():
     np.testing.assert_array_equal(layer.forward(x1)[0], y1)
 
 
+# --- global average pooling of a sequence ----------------------------------------------------------
+
+SEQUENCE = {"sequence": True}  # what the spec sets when the input is [steps, features]
+
+
+def test_global_avgpool_on_a_sequence_averages_over_the_steps(torch):
+    """(batch, steps, features) -> (batch, features): a sequence model's mean pooling, x.mean(dim=1)."""
+    rng = np.random.default_rng(12)
+    layer = GlobalAvgPool("gap", (7, 5), SEQUENCE)
+    assert layer.out_shape == (5,) and GlobalAvgPool.output_shape((7, 5), SEQUENCE) == (5,)
+    x = rng.standard_normal((3, 7, 5))
+    y, cache = layer.forward(x)
+    x_torch = torch.from_numpy(x.copy()).requires_grad_()
+    y_torch = x_torch.mean(dim=1)
+    np.testing.assert_allclose(y, y_torch.detach().numpy(), rtol=1e-13, atol=1e-15)
+    upstream = rng.standard_normal(y.shape)
+    (y_torch * torch.from_numpy(upstream)).sum().backward()
+    dx, grads = layer.backward(upstream, cache)
+    assert grads == {}
+    np.testing.assert_allclose(dx, x_torch.grad.numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_global_avgpool_on_a_sequence_matches_finite_differences():
+    rng = np.random.default_rng(13)
+    layer = GlobalAvgPool("gap", (6, 4), SEQUENCE)
+    check_finite_differences(layer, rng.standard_normal((2, 6, 4)), rng)
+    # the same (6, 4) array as a feature map [channels, length] still pools over the length
+    assert GlobalAvgPool("gap", (6, 4), {}).forward(np.ones((2, 6, 4)))[0].shape == (2, 6)
+    assert GlobalAvgPool("gap", (6, 4), {"sequence": False}).out_shape == (6,)
+
+
+def test_global_avgpool_sequence_is_set_by_the_spec_not_an_option():
+    with pytest.raises(ValueError, match="unknown option"):
+        normalize_config("global_avgpool", {"sequence": True})
+    with pytest.raises(ValueError, match=r"\(steps, features\).*\(3, 4, 5\)"):
+        GlobalAvgPool.output_shape((3, 4, 5), SEQUENCE)
+
+
 # --- fans and weight shapes -------------------------------------------------------------------
 
 FAN_CASES = [

@@ -47,16 +47,22 @@ def _torch_stats(built, net_spec, targets, loss_name):
         weights.append(w), preacts.append(z), outputs.append(y)
         x = y
     t = torch.tensor(targets)
+    logits = preacts[-1]
+    logits.retain_grad()
+    # The fused losses as PyTorch computes them, from the logits: the gradient that enters the network
+    # there is dLoss/dz (initdiag's grad_var of the output layer), not dLoss/dp.
     if loss_name == "cross_entropy":
-        loss = F.nll_loss(torch.log(x), t.argmax(dim=1))
+        loss = F.cross_entropy(logits, t.argmax(dim=1))
     elif loss_name == "binary_cross_entropy":
-        loss = F.binary_cross_entropy(x, t)
+        loss = F.binary_cross_entropy_with_logits(logits, t)
     else:
         loss = F.mse_loss(x, t)
     loss.backward()
     var = lambda a: a.detach().var(unbiased=False).item()  # noqa: E731
+    fused = loss_name in ("cross_entropy", "binary_cross_entropy")
     return [
-        {"preact_var": var(z), "act_mean": y.detach().mean().item(), "act_var": var(y), "grad_var": var(y.grad),
+        {"preact_var": var(z), "act_mean": y.detach().mean().item(), "act_var": var(y),
+         "grad_var": var(z.grad if fused and z is logits else y.grad),
          "weight_grad_var": var(w.grad), "weight_std": w.detach().std(unbiased=False).item()}
         for w, z, y in zip(weights, preacts, outputs)
     ]

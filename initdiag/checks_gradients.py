@@ -1,0 +1,137 @@
+"""The checks of what learning can use: the gradient across depth, through time, and the input's
+geometry at the features the readout learns from. README: "Findings and thresholds"."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from initdiag.numbers import compact
+
+
+def _ratio(ratio: float) -> str:
+    """7.5e4x, 1/1.33e3 of, 0x (no signal left): a factor relative to what follows it."""
+    return f"{compact(ratio)}x" if ratio >= 1 else f"1/{compact(1 / ratio)} of" if ratio > 0 else "0x (no signal left)"
+
+
+def _level(magnitude: float, warning: float, error: float) -> str | None:
+    return "error" if magnitude > error else "warning" if magnitude > warning else None
+
+
+def gradient_energy(layer, spec_layer) -> float:
+    """Per-sample energy of dLoss/d(layer output): its variance times the output's size. Conserved through
+    a layer whose χ = 1 whatever the layer's width, positions or kind (He conserves it for ReLU), so a conv
+    stem and a dense head compare like for like, as the weight gradients (summed over positions) do not."""
+    return layer.grad_var * float(np.prod(spec_layer.output_shape))
+
+
+def across_depth(run, spec, t, finding) -> list:
+    """First weighted layer vs the readout: the RMS ratio of their output-gradient energies."""
+    weighted = [layer for layer in run.layers if layer.weight_grad_var is not None]
+    if len(weighted) < 2:
+        return []
+    first, last = weighted[0], weighted[-1]
+    if first.weight_grad_var == 0 and last.weight_grad_var == 0:
+        return [finding("error", "vanishing-gradients", first, "no gradient reaches any weight (all weight gradients are 0)",
+                        "break the symmetry: zero or constant weights pass no gradient; use a random scheme")]
+    top, bottom = gradient_energy(last, spec.layers[last.index]), gradient_energy(first, spec.layers[first.index])
+    if not (top > 0 and math.isfinite(top) and math.isfinite(bottom)):
+        return []
+    ratio = math.sqrt(bottom / top)
+    level = _level(max(ratio, 1 / ratio) if ratio > 0 else math.inf, t.gradient_warning, t.gradient_error)
+    if not level:
+        return []
+    grows = ratio > 1
+    return [finding(
+        level, "exploding-gradients" if grows else "vanishing-gradients", first,
+        f"the gradient reaching {first.name} is {_ratio(ratio)} the one entering at {last.name} (RMS of the per-sample "
+        "gradient energy)" + ("" if level == "error" else ": the first layers learn far slower or faster than the last"),
+        "gradients grow towards the input: the weights are too large for this depth" if grows else
+        "gradients shrink towards the input: the weights are too small for this depth, or saturated/dead units block them",
+    )]
+
+
+def through_time(run, spec, t, finding) -> list:
+    """Recurrent layers: how the gradient carried back along the sequence changes per step. An LSTM's
+    memory runs through its cell state, so its ratio is the cell's; a plain RNN's and a GRU's the hidden
+    state's. The per-step factor ρ = ratio^(1/(steps-1)) gives the memory length ξ_t = 1/|ln ρ| steps:
+    below one step (ρ < 1/e or > e) the state forgets (or amplifies) by more than e every step, which no
+    gate learns around at init: error. Over the whole sequence the gradient thresholds apply as a warning:
+    a gated cell can learn longer memory (forget gates), but starts from a weak signal."""
+    findings = []
+    for layer, layer_spec in zip(run.layers, spec.layers):
+        cell = layer.kind == "lstm" and layer.cell_grad_var_first_step is not None
+        first = layer.cell_grad_var_first_step if cell else layer.grad_var_first_step
+        last = layer.cell_grad_var_last_step if cell else layer.grad_var_last_step
+        steps = layer_spec.input_shape[0] if layer_spec.input_shape else 0
+        if first is None or last is None or not last > 0 or steps < 2 or not math.isfinite(first):
+            continue
+        ratio = math.sqrt(first / last)
+        per_step = ratio ** (1 / (steps - 1)) if ratio > 0 else 0.0
+        memory = 1 / abs(math.log(per_step)) if 0 < per_step != 1 else math.inf
+        what = "cell state" if cell else "hidden state"
+        grows = ratio > 1
+        level = "error" if per_step > math.e or per_step < 1 / math.e else _level(
+            max(ratio, 1 / ratio) if ratio > 0 else math.inf, t.gradient_warning, t.gradient_error)
+        if not level:
+            continue
+        level = "error" if per_step > math.e or per_step < 1 / math.e else "warning"
+        fade = f"{compact(memory)} steps" if math.isfinite(memory) else "no change"
+        findings.append(finding(
+            level, "exploding-gradients" if grows else "vanishing-gradients", layer,
+            f"{layer.name}: through time, the RMS of dLoss/d({what}) at the first of {steps} steps is {_ratio(ratio)} "
+            f"that at the last: {compact(per_step)}x per step, a factor e every {fade}",
+            _recurrent_hint(layer_spec, grows),
+        ))
+    return findings
+
+
+def _recurrent_hint(layer_spec, grows: bool) -> str:
+    recurrent = getattr(layer_spec, "recurrent_init", None)
+    recurrent_name = recurrent.scheme if recurrent is not None else "orthogonal"
+    if grows:
+        return ("the recurrent weights are too large: " +
+                ("lower the orthogonal gain" if recurrent_name == "orthogonal" else "recurrent_init: orthogonal keeps the scale"))
+    advice = []
+    if recurrent_name != "orthogonal":
+        advice.append("recurrent_init: orthogonal")
+    if layer_spec.kind == "lstm" and not layer_spec.config.get("forget_bias"):
+        advice.append("forget_bias: 1")
+    if not advice:
+        return ("the scheme is already the usual one: the sequence is long for this cell; "
+                "a gated cell (lstm/gru), a shorter sequence or truncated backpropagation helps")
+    return "the gradient fades along the sequence: " + " and ".join(advice)
+
+
+def input_contrast(run, spec, t, finding) -> list:
+    """depth-scale: the features the readout sees keep less than contrast_error of the input's geometry
+    (error: beyond the depth at which networks train, ~6·ξ_c), or contrast_warning (warning)."""
+    contrast = run.contrast
+    if contrast is None:
+        return []
+    layer = run.layers[contrast.layer_index]
+    before = run.layers[contrast.layer_index - 1]
+    if contrast.signal_fraction < t.collapse_error:
+        return [finding(
+            "error", "depth-scale", before,
+            f"the features {layer.name} reads (from {before.name}) barely depend on the input: the part that varies "
+            f"across inputs is {compact(contrast.signal_fraction)} of their second moment, so every input looks alike "
+            "(the ordered phase: the signal collapses onto one point)",
+            "the biases or a contracting scale dominate the weights: use a fan-scaled scheme with zero bias_init, "
+            "or fewer layers",
+        )]
+    level = _level(1 / contrast.contrast if contrast.contrast > 0 else math.inf, 1 / t.contrast_warning, 1 / t.contrast_error)
+    if not level:
+        return []
+    depth = f"about {compact(-math.log(contrast.contrast))} depth scales ξ_c deep" if contrast.contrast > 0 else "far deeper than its depth scale ξ_c"
+    noisy = level == "error" and contrast.standard_error > t.contrast_error
+    return [finding(
+        "warning" if noisy else level, "depth-scale", before,
+        f"the features {layer.name} reads (from {before.name}) keep {compact(max(contrast.contrast, 0.0))} of the input's "
+        f"contrast between near and far inputs (±{compact(contrast.standard_error)} over {contrast.samples} pairs): "
+        f"the network is {depth}; networks train up to a few ξ_c (Schoenholz et al. 2017)"
+        + (" — too few samples to be sure: use a larger batch or --seeds" if noisy else ""),
+        "move the network towards the edge of chaos (chi = 1: a smaller weight variance for chaotic tanh-like "
+        "nets, a larger one or zero biases for ordered ones), or make it shallower or residual",
+    )]

@@ -1,0 +1,118 @@
+"""Forward-only probes beside the measured batch: what one batch cannot tell reliably.
+
+- never_active: dead units over at least DEAD_PROBE independent inputs. A unit that is zero on all
+  16 samples of a batch is often just a unit that is off for most inputs, seen on too few of them
+  (deep ReLU features are strongly correlated across samples); one that is zero on 256 fresh
+  inputs is active on fewer than ~1% of inputs (a unit active with probability p survives 256 draws
+  with probability (1-p)^256: 8% at p = 1%, 0.6% at p = 2%).
+- input_contrast: how much of the input's geometry survives to the features the readout layer sees
+  (Poole et al. 2016; Schoenholz et al. 2017). Each sample x_i gets a near copy
+  x'_i = c·x_i + sqrt(1-c²)·x_{i+B/2}; its far partner is x_{i+1}. At the features, the mean
+  centred cosine of near pairs minus that of far pairs, over the same difference at the input, is
+  the contrast D: 1 when the features keep the input's geometry, → 0 when every pair of inputs
+  looks alike (the ordered phase: all inputs collapse onto one point) or equally unlike (the
+  chaotic phase: near inputs decorrelate like far ones). Mean-field theory has D ≈ exp(-L/ξ_c) at
+  depth L, and networks train up to about 6·ξ_c (Schoenholz et al. 2017, §5). Centring (removing
+  each unit's mean over the batch) drops what a bias can absorb, such as a sigmoid's 0.5 offset.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+DEAD_PROBE = 256  # independent inputs over which a unit must stay at 0 to count as dead
+NEAR = 0.9  # input correlation of a near pair
+CONTRAST_SAMPLES = 256  # at most this many pairs of the measured batch
+
+
+class Contrast(NamedTuple):
+    layer_index: int  # the readout layer; the features are its input
+    contrast: float  # D, near-minus-far centred cosine at the features over the input's
+    standard_error: float  # of D, from the spread over pairs
+    signal_fraction: float  # the features' variance across inputs over their second moment
+    samples: int  # pairs measured
+
+    def as_dict(self) -> dict:
+        return self._asdict()
+
+
+def readout_index(spec) -> int | None:
+    """The last layer with weights (the readout): its input is what the network offers to learn from.
+    None when that is the first layer (no hidden features to judge)."""
+    weighted = [layer.index for layer in spec.layers if layer.init is not None and layer.kind != "residual"]
+    return weighted[-1] if weighted and weighted[-1] > 0 else None
+
+
+def _centred_cosines(a: np.ndarray, b: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    a, b = a - mean, b - mean
+    norms = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
+    with np.errstate(all="ignore"):
+        return np.einsum("ij,ij->i", a, b) / norms
+
+
+def _near_far(x: np.ndarray, near: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per pair: centred cosine of (x_i, near_i) minus that of (x_i, x_{i+1}); and the signal fraction."""
+    x = x.reshape(x.shape[0], -1).astype(np.float64)
+    near = near.reshape(near.shape[0], -1).astype(np.float64)
+    mean = (x.mean(axis=0) + near.mean(axis=0)) / 2
+    differences = _centred_cosines(x, near, mean) - _centred_cosines(x, np.roll(x, 1, axis=0), mean)
+    second = float(np.mean(x * x))
+    fraction = float(np.mean((x - x.mean(axis=0)) ** 2)) / second if second > 0 else 0.0
+    return differences, fraction
+
+
+def input_contrast(network, features: np.ndarray, readout: int) -> Contrast | None:
+    """D at the readout's input (see the module docstring), from up to CONTRAST_SAMPLES samples of the
+    batch and one forward pass of their near copies. None for token inputs or batches under 4."""
+    from initdiag.propagate import forward_pass
+
+    x = network.inputs
+    if x.dtype.kind in "iu" or x.shape[0] < 4:
+        return None
+    n = min(x.shape[0], CONTRAST_SAMPLES)
+    x = x[:n]
+    near = (NEAR * x + math.sqrt(1 - NEAR * NEAR) * np.roll(x, n // 2, axis=0)).astype(x.dtype)
+    reference, _ = _near_far(x, near)
+    reference = float(np.nanmean(reference))
+    if not reference > 0:
+        return None
+    with np.errstate(all="ignore"):
+        near_features = None
+        for i, y, _ in forward_pass(network._replace(inputs=near)):
+            if i == readout - 1:
+                near_features = y
+                break
+    differences, fraction = _near_far(features[:n], near_features)
+    finite = differences[np.isfinite(differences)]
+    if finite.size < 2 or not math.isfinite(fraction):
+        return Contrast(readout, 0.0, 0.0, fraction if math.isfinite(fraction) else 0.0, n)
+    return Contrast(readout, float(finite.mean()) / reference,
+                    float(finite.std()) / math.sqrt(finite.size) / reference, fraction, n)
+
+
+def never_active(network, forward_pass, caches) -> list[float]:
+    """Per layer, the fraction of units that are 0 on every one of at least DEAD_PROBE inputs: the
+    measured batch (its outputs are in `caches`) and fresh batches of the same size."""
+    from initdiag.network import STREAM_PROBE, stream
+    from initdiag.spec import input_batch
+
+    spec = network.spec
+    active = [_active_units(cache.y, getattr(layer, "unit_axis", 1)) for layer, cache in zip(network.layers, caches)]
+    if spec.input_distribution.endswith(".npy"):
+        return [1.0 - float(a.mean()) for a in active]  # supplied data: no other inputs to draw
+    seen, rng = network.inputs.shape[0], stream(spec.seed, STREAM_PROBE)
+    with np.errstate(all="ignore"):
+        while seen < DEAD_PROBE:
+            fresh = input_batch(spec, rng)
+            for i, y, _ in forward_pass(network._replace(inputs=fresh)):
+                active[i] |= _active_units(y, getattr(network.layers[i], "unit_axis", 1))
+            seen += fresh.shape[0]
+    return [1.0 - float(a.mean()) for a in active]
+
+
+def _active_units(y: np.ndarray, unit_axis: int) -> np.ndarray:
+    unit_axis %= y.ndim
+    return y.any(axis=tuple(axis for axis in range(y.ndim) if axis != unit_axis))
