@@ -236,6 +236,8 @@ def _mismatches(spec) -> list[Finding]:
         init = layer.init
         if init is None or init.scheme in ("supplied", "custom") or layer.kind == "embedding":
             continue  # embeddings are a lookup, outside the rules-of-thumb table (torch's default is N(0, 1))
+        if init.params.get("gain", 1.0) != 1.0:
+            continue  # a chosen gain is a calibration (recommend --calibrate writes them), not a rule of thumb missed
         activation = activations.ACTIVATIONS[layer.activation.name]
         if not any(schemes.same_variance_rule(init.scheme, good) for good in activation.recommended):
             groups.setdefault((init.display, activation.name), []).append(layer)

@@ -116,7 +116,7 @@ def drift(run, spec, t, finding, scale_hint) -> list:
     for reference, origin, judged, stream in segments(run, spec):
         if reference > 0 and judged:
             findings += _chain_drift(reference, origin, judged, spec, t, finding, scale_hint)
-        if len(stream) >= 2 and stream[0].index > 0:
+        if len(stream) >= 2:
             findings += _stream_growth(run, spec, stream, t, finding)
     findings += _precision(run, spec, finding)
     return findings
@@ -127,6 +127,8 @@ def _chain_drift(reference, origin, judged, spec, t, finding, scale_hint) -> lis
     for code, grows in (("exploding-activations", True), ("vanishing-activations", False)):
         ratios = [(layer, signal_second_moment(layer) / reference) for layer in judged]
         ratios = [(layer, r) for layer, r in ratios if (r > 1) == grows and r != 1]
+        if not grows:  # small logits are a calm start (zero-initialised heads train); vanishing features are judged below them
+            ratios = [(layer, r) for layer, r in ratios if layer.index != len(spec.layers) - 1]
         levels = [(layer, r, _level(max(r, 1 / r) if r > 0 else math.inf, t.drift_warning, t.drift_error))
                   for layer, r in ratios]
         levels = [item for item in levels if item[2]]
@@ -152,7 +154,11 @@ def _stream_growth(run, spec, stream, t, finding) -> list:
     """How a residual stream grows per block: the increments s_k - s_{k-1} of its second moment stay
     about constant when it grows additively; a steady factor g between them is multiplicative growth,
     g^blocks over the stream, judged with stream_warning / stream_error."""
-    start = run.layers[stream[0].index - 1] if stream[0].index > 0 else None
+    first_block = spec.layers[stream[0].index]
+    begins = first_block.config["start"] if first_block.kind == "residual" else first_block.index
+    if begins == 0:
+        return []  # the stream starts at the input: measured against the input by the chain rules' precision check
+    start = run.layers[begins - 1]  # the first block's input
     moments = [signal_second_moment(start)] + [signal_second_moment(block) for block in stream]
     if not all(math.isfinite(m) and m > 0 for m in moments):
         return []

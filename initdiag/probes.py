@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 DEAD_PROBE = 256  # independent inputs over which a unit must stay at 0 to count as dead
+DEAD_PROBE_PASSES = 3  # at most this many extra forward passes (a transformer at batch 4 is not run 64 times)
 NEAR = 0.9  # input correlation of a near pair
 CONTRAST_SAMPLES = 256  # at most this many pairs of the measured batch
 
@@ -94,23 +95,25 @@ def input_contrast(network, features: np.ndarray, readout: int) -> Contrast | No
 
 
 def never_active(network, forward_pass, caches) -> list[float]:
-    """Per layer, the fraction of units that are 0 on every one of at least DEAD_PROBE inputs: the
-    measured batch (its outputs are in `caches`) and fresh batches of the same size."""
+    """Per layer, the fraction of units that are 0 on every one of DEAD_PROBE inputs (or of the batch and
+    DEAD_PROBE_PASSES fresh batches of its size, when that is fewer): the measured batch (its outputs are
+    in `caches`) and fresh batches. Returns (fractions, inputs seen)."""
     from initdiag.network import STREAM_PROBE, stream
     from initdiag.spec import input_batch
 
     spec = network.spec
     active = [_active_units(cache.y, getattr(layer, "unit_axis", 1)) for layer, cache in zip(network.layers, caches)]
     if spec.input_distribution.endswith(".npy"):
-        return [1.0 - float(a.mean()) for a in active]  # supplied data: no other inputs to draw
-    seen, rng = network.inputs.shape[0], stream(spec.seed, STREAM_PROBE)
+        return [1.0 - float(a.mean()) for a in active], network.inputs.shape[0]  # supplied data: nothing else to draw
+    seen, rng, passes = network.inputs.shape[0], stream(spec.seed, STREAM_PROBE), 0
     with np.errstate(all="ignore"):
-        while seen < DEAD_PROBE:
+        while seen < DEAD_PROBE and passes < DEAD_PROBE_PASSES:
+            passes += 1
             fresh = input_batch(spec, rng)
             for i, y, _ in forward_pass(network._replace(inputs=fresh)):
                 active[i] |= _active_units(y, getattr(network.layers[i], "unit_axis", 1))
             seen += fresh.shape[0]
-    return [1.0 - float(a.mean()) for a in active]
+    return [1.0 - float(a.mean()) for a in active], seen
 
 
 def _active_units(y: np.ndarray, unit_axis: int) -> np.ndarray:

@@ -67,7 +67,8 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
 
         readout = probes.readout_index(spec)
         contrast = probes.input_contrast(network, caches[readout - 1].y, readout) if readout else None
-        dead = probes.never_active(network, forward_pass, caches) if network.inputs.shape[0] < probes.DEAD_PROBE else None
+        dead, probed = (probes.never_active(network, forward_pass, caches) if network.inputs.shape[0] < probes.DEAD_PROBE
+                        else (None, network.inputs.shape[0]))
 
         loss = losses.resolve(spec.loss, layers[-1].activation.name)
         targets = loss.targets(network.target_rng, y.shape, y.dtype)
@@ -95,7 +96,7 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
         else:
             input_mean, input_var = stats.mean_var(network.inputs)
     return RunStats(input_mean, input_var, loss.name, tuple(measured), tuple(histograms), contrast,
-                    max(network.inputs.shape[0], probes.DEAD_PROBE) if dead is not None else network.inputs.shape[0])
+                    probed)
 
 
 def _histogram(y: np.ndarray, bins: int) -> tuple:

@@ -1,0 +1,148 @@
+"""Issue 8: verdicts that follow the architecture. Each test can fail on the rule it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from initdiag import checks, losses, network, pipeline, probes, propagate, spec, stats, yamlsource
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_specs"
+
+
+def make(text: str) -> spec.NetworkSpec:
+    return spec.parse(yamlsource.loads(text, "t.yaml"), base_dir=".", default_name="t")
+
+
+def codes(findings, severity=None):
+    return {(f.code, f.layer) for f in findings if severity is None or f.severity == severity}
+
+
+def mlp(depth: int, width: int, batch: int, init: str = "relu", bias: str = "") -> spec.NetworkSpec:
+    text = f"input: [32]\nbatch: {batch}\ndefaults: {{init: {init}, activation: relu{bias}}}\nlayers:\n"
+    text += f"  - dense: {width}\n" * depth + "  - dense: 10\n    activation: softmax\n    init: xavier\n"
+    return make(text)
+
+
+def test_resnet20_without_batchnorm_fails_for_its_stream_not_for_an_overflow():
+    findings = pipeline.diagnose(spec.load(SAMPLES / "resnet20_no_bn.yaml")).findings
+    errors = [f for f in findings if f.severity == "error"]
+    assert [f.code for f in errors] == ["exploding-activations"], errors
+    assert "residual stream grows multiplicatively" in errors[0].message
+    assert not any(f.code == "overflow" for f in findings)
+
+
+def test_the_output_gradient_is_the_logits_gradient_with_a_fused_loss():
+    net_spec = mlp(3, 64, 64)
+    run = pipeline.diagnose(net_spec).run
+    built = network.build(net_spec)
+    y = built.inputs
+    for layer in built.layers:
+        y, _ = layer.forward(y)
+    targets = losses.resolve("auto", "softmax").targets(network.stream(net_spec.seed, network.STREAM_TARGETS), y.shape, y.dtype)
+    # softmax + cross-entropy: dLoss/dz = (p - onehot)/B, the gradient entering the network, as torch computes it
+    assert run.layers[-1].grad_var == pytest.approx(float(np.var((y.astype(np.float64) - targets) / 64)), rel=1e-5)
+
+
+@pytest.mark.parametrize("batch", [8, 16, 256])
+def test_a_unit_with_a_large_negative_bias_is_dead_at_every_batch_size(batch):
+    run = pipeline.diagnose(mlp(2, 64, batch, bias=", bias_init: -100")).run
+    assert run.layers[0].dead_fraction == 1.0
+    assert run.probe_samples == min(256, batch * (1 + probes.DEAD_PROBE_PASSES)) if batch < 256 else run.probe_samples == 256
+
+
+@pytest.mark.parametrize("batch", [8, 16, 256])
+def test_dead_units_are_counted_over_more_inputs_than_a_small_batch(batch):
+    """A deep He ReLU stack has units that are off for most inputs (its features are correlated across
+    samples). Counted on the batch alone, a small batch calls many of them dead; the probe adds fresh
+    inputs, which can only reveal activity: its count is never above the batch's own."""
+    net_spec = mlp(16, 64, batch)
+    built = network.build(net_spec)
+    alone = []
+    x = built.inputs
+    for layer in built.layers:
+        x, _ = layer.forward(x)
+        alone.append(stats.dead_fraction(x))
+    run = propagate.run(network.build(net_spec))
+    probed = [layer.dead_fraction for layer in run.layers]
+    assert all(p <= a + 1e-12 for p, a in zip(probed, alone))
+    if batch == 8:  # 8 correlated samples over-count: somewhere the probe finds units the batch called dead
+        assert any(p < a for p, a in zip(probed[:-1], alone[:-1]))
+    if batch == 256:  # the batch alone is the probe
+        assert probed == alone
+
+
+def test_a_layer_feeding_a_batchnorm_has_no_drift_target():
+    text = ("input: [3, 16, 16]\nbatch: 16\ndefaults: {init: relu, activation: relu}\nlayers:\n"
+            "  - conv2d: {filters: 8, kernel: 3, padding: 1}\n    init: {normal: {std: 0.001}}\n    activation: identity\n"
+            "  - batchnorm: {}\n  - conv2d: {filters: 8, kernel: 3, padding: 1}\n  - global_avgpool: {}\n"
+            "  - dense: 10\n    activation: softmax\n    init: xavier\n")
+    findings = pipeline.diagnose(make(text)).findings
+    assert not any(f.code in ("vanishing-activations", "exploding-activations") for f in findings), findings
+
+
+def test_the_same_conv_without_the_batchnorm_is_judged():
+    text = ("input: [3, 16, 16]\nbatch: 16\ndefaults: {init: relu, activation: relu}\nlayers:\n"
+            "  - conv2d: {filters: 8, kernel: 3, padding: 1}\n    init: {normal: {std: 0.001}}\n    activation: identity\n"
+            "  - conv2d: {filters: 8, kernel: 3, padding: 1}\n  - global_avgpool: {}\n"
+            "  - dense: 10\n    activation: softmax\n    init: xavier\n")
+    findings = pipeline.diagnose(make(text)).findings
+    assert ("vanishing-activations", "conv2d_0") in codes(findings)
+
+
+def test_a_dead_channel_is_reported_where_it_dies_not_again_at_the_batchnorm():
+    text = ("input: [3, 8, 8]\nbatch: 32\ndefaults: {init: relu, activation: relu}\nlayers:\n"
+            "  - conv2d: {filters: 8, kernel: 3, padding: 1}\n    bias_init: -100\n  - batchnorm: {}\n"
+            "  - flatten: {}\n  - dense: 10\n    activation: softmax\n    init: xavier\n")
+    dead = [f for f in pipeline.diagnose(make(text)).findings if f.code == "dead-units"]
+    assert [f.layer for f in dead] == ["conv2d_0"]
+
+
+def test_chaotic_deep_tanh_loses_the_input_contrast():
+    deep = ("input: [64]\nbatch: 128\ndefaults: {init: {lecun_normal: {gain: 2.0}}, activation: tanh, bias_init: 0.2236}\n"
+            "layers:\n" + "  - dense: 128\n" * 60 + "  - dense: 10\n    activation: softmax\n    init: xavier\n")
+    run = pipeline.diagnose(make(deep))
+    assert run.run.contrast.contrast < checks.Thresholds().contrast_error
+    assert ("depth-scale", "dense_59") in codes(run.findings, "error")
+    shallow = make(deep.replace("  - dense: 128\n" * 60, "  - dense: 128\n" * 5))
+    assert pipeline.diagnose(shallow).run.contrast.contrast > 0.3
+    assert not any(f.code == "depth-scale" for f in pipeline.diagnose(shallow).findings)
+
+
+def test_hints_do_not_recommend_the_scheme_already_in_use():
+    findings = pipeline.diagnose(spec.load(SAMPLES / "deep_tanh_xavier.yaml")).findings
+    drift = [f for f in findings if f.code == "vanishing-activations"]
+    assert drift and "init: xavier" not in drift[0].hint and "already match" in drift[0].hint
+    wrong = make("input: [64]\nbatch: 64\ndefaults: {init: {normal: {std: 0.01}}, activation: tanh}\nlayers:\n"
+                 + "  - dense: 64\n" * 6 + "  - dense: 10\n    activation: softmax\n    init: xavier\n")
+    hints = [f.hint for f in pipeline.diagnose(wrong).findings if f.code == "vanishing-activations"]
+    assert hints and "init: xavier" in hints[0]
+
+
+def test_attention_saturation_is_named_as_attention():
+    text = ("input: [16, 32]\nbatch: 8\ndefaults: {init: {normal: {std: 1.0}}}\nlayers:\n"
+            "  - transformer: {heads: 4, dim: 32, ffn: 64, activation: gelu, norm: pre}\n  - layernorm: {}\n")
+    saturation = [f for f in pipeline.diagnose(make(text)).findings if f.code == "saturation"]
+    assert saturation and all("attention rows" in f.message and "gelu" not in f.message for f in saturation)
+
+
+def test_a_calibrated_gain_is_not_a_scheme_mismatch():
+    text = ("input: [32]\nbatch: 64\ndefaults: {activation: tanh}\nlayers:\n"
+            "  - dense: 32\n    init: {relu: {gain: 0.96}}\n  - dense: 32\n    init: {relu: {gain: 1.34}}\n"
+            "  - dense: 32\n    init: relu\n")
+    mismatches = [f for f in pipeline.diagnose(make(text)).findings if f.code == "scheme-activation-mismatch"]
+    assert [f.layer for f in mismatches] == ["dense_2"]
+
+
+def test_an_lstm_is_judged_through_its_cell_state():
+    text = ("input: [10, 16]\nbatch: 64\ndefaults: {init: xavier}\nlayers:\n"
+            "  - lstm: {units: 32, return_sequences: false}\n    recurrent_init: {normal: {std: 0.01}}\n"
+            "  - dense: 8\n    activation: softmax\n")
+    layer = pipeline.diagnose(make(text)).run.layers[0]
+    # forget gates at sigmoid(1) = 0.73 carry the cell back; the hidden state, through tiny recurrent
+    # weights, barely carries anything: the two ratios differ by orders of magnitude
+    cell = layer.cell_grad_var_first_step / layer.cell_grad_var_last_step
+    hidden = layer.grad_var_first_step / layer.grad_var_last_step
+    assert cell > 100 * hidden
