@@ -8,7 +8,7 @@ report, the findings of `compare(report, load(FILE), factor)`:
 | `regression` | warning | a layer's `act_var` or `grad_var` moved by more than `factor` (either way; default 2x), or went from finite to non-finite or back; a warning or error finding (code + layer) the baseline did not have; a finding whose severity rose to warning or error |
 | `improvement` | info | a warning or error finding of the baseline went away, or its severity fell |
 | `no-baseline` | info | a spec (or a layer of a known spec) the baseline has no figures for |
-| `baseline-mismatch` | info | the run differs from the baseline's (seed, scheme, batch, dtype), or a baseline layer is gone: figures may move for that reason alone |
+| `baseline-mismatch` | info | the run differs from the baseline's (seed, scheme, batch, dtype, or the seeds of a `--seeds` run), or a baseline layer is gone: figures may move for that reason alone |
 
 Info findings (scheme-activation-mismatch, edge-of-chaos) are recorded but their appearing or going away
 is neither a regression nor an improvement. Suppressed findings (an `ignore:` in the spec) are not
@@ -27,7 +27,7 @@ sorted keys, indent 2, a trailing newline, figures rounded to 4 significant digi
 timestamp; `initdiag_version` changes only on upgrades:
 
     {"format": "initdiag-baseline", "format_version": 1, "initdiag_version": "0.1.0",
-     "specs": {"specs/a.yaml": {"name", "seed", "scheme", "batch", "dtype", "verdict",
+     "specs": {"specs/a.yaml": {"name", "seed", "scheme", "batch", "dtype", "verdict", ("seeds": --seeds runs only),
                                 "findings": [{"code", "layer", "severity"}, ...],
                                 "layers": {"dense_0": {"index", "kind", "act_var", "grad_var", ...}}}}}
 """
@@ -135,9 +135,12 @@ def _spec_entry(report: dict) -> dict:
         entry = {name: figure(layer.get(name)) for name in FIGURES}
         entry.update(index=layer.get("index"), kind=layer.get("kind"))
         layers[key] = entry
-    return {"name": report.get("name"), "seed": report.get("seed"), "scheme": report.get("scheme"),
-            "batch": report.get("batch"), "dtype": report.get("dtype"), "verdict": report.get("verdict"),
-            "findings": findings, "layers": layers}
+    entry = {"name": report.get("name"), "seed": report.get("seed"), "scheme": report.get("scheme"),
+             "batch": report.get("batch"), "dtype": report.get("dtype"), "verdict": report.get("verdict"),
+             "findings": findings, "layers": layers}
+    if report.get("seeds"):  # a --seeds N run: its figures are means over these seeds
+        entry["seeds"] = list(report["seeds"])
+    return entry
 
 
 def snapshot(reports: list[dict]) -> dict:
@@ -294,6 +297,9 @@ def compare(report: dict, baseline: dict, factor: float = FACTOR) -> list[dict]:
 
     changed = [f"{field} {json.dumps(entry.get(field))} \u2192 {json.dumps(report.get(field))}"
                for field in CONTEXT if field in entry and entry.get(field) != report.get(field)]
+    recorded_seeds, run_seeds = entry.get("seeds") or [entry.get("seed")], report.get("seeds") or [report.get("seed")]
+    if ("seeds" in entry or report.get("seeds")) and recorded_seeds != run_seeds:  # means over other seeds
+        changed.append(f"seeds {json.dumps(recorded_seeds)} \u2192 {json.dumps(run_seeds)}")
     if changed:
         out.append(_finding("info", MISMATCH, None, f"this run differs from the baseline's: {', '.join(changed)}",
                             "figures move with these alone; compare runs made the same way, or record a new baseline",

@@ -206,6 +206,7 @@ def check(
     output: Optional[Path] = OUTPUT_OPTION,
     fail_on: Optional[FailOn] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity (default: error)."),
     seed: Optional[int] = SEED_OPTION,
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Run this many seeds from the spec's (or --seed) and report each figure as mean ± spread, and a finding only when every seed has it (default 1)."),
     threshold: list[str] = THRESHOLD_OPTION,
     allow_custom: bool = ALLOW_CUSTOM_OPTION,
     max_memory: Optional[str] = MAX_MEMORY_OPTION,
@@ -230,7 +231,7 @@ def check(
     except ValueError:
         raise _invalid([f"--jobs: expected a positive number or 'auto', not '{jobs}'"]) from None
     cli = {"fail_on": fail_on.value if fail_on else None, "format": output_format.value if output_format else None,
-           "exclude": list(exclude) or None, "seed": seed, "thresholds": _threshold_changes(threshold)}
+           "exclude": list(exclude) or None, "seed": seed, "seeds": seeds, "thresholds": _threshold_changes(threshold)}
     configuration = _configuration(config_file, isolated)
     output_format = CheckFormat(configuration.settings(None, cli).format)
     memory_bound = _memory_bound(max_memory)
@@ -243,6 +244,9 @@ def check(
         files, unmatched = [paths[0]], []
     if not single and plot is not None:
         raise _invalid(["--plot: draws one spec's figure; check a single spec file to plot it"])
+    if single and plot is not None and configuration.settings(files[0], cli).seeds > 1:
+        raise _invalid(["--plot: draws one run, and with --seeds N > 1 the report is a mean over seeds; "
+                        "plot one seed's run with --seeds 1 (and --seed S)"])
     if single:
         _check_plot(plot, files[0])
 

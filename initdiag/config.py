@@ -18,8 +18,8 @@ from typing import NamedTuple
 CANDIDATES = ("initdiag.toml", ".initdiag.toml", "pyproject.toml")
 FAIL_ON = ("error", "warning", "info", "never")
 FORMATS = ("text", "json", "junit", "sarif", "github", "gitlab", "markdown")
-SETTINGS = ("fail-on", "format", "exclude", "seed", "batch", "thresholds")
-PER_PATH = ("paths", "fail-on", "seed", "batch", "thresholds")  # what an override may set
+SETTINGS = ("fail-on", "format", "exclude", "seed", "seeds", "batch", "thresholds")
+PER_PATH = ("paths", "fail-on", "seed", "seeds", "batch", "thresholds")  # what an override may set
 DEFAULT, COMMAND_LINE = "default", "command line"
 
 
@@ -36,6 +36,7 @@ class Settings(NamedTuple):
     format: str = "text"
     exclude: tuple = ()
     seed: int | None = None  # None: the spec's own
+    seeds: int = 1  # how many seeds from `seed` each check runs and combines (initdiag.seeds)
     batch: int | None = None
     thresholds: dict = {}  # every threshold by its field name, as floats (see settings())
 
@@ -242,7 +243,7 @@ def _check(key: str, value, where: str, problems: list):
         if strings and (value or key == "exclude"):
             return tuple(value)
         return _fail(problems, f"{where}: expected a{' non-empty' if key == 'paths' else ''} list of glob strings, got {_repr(value)}")
-    if key in ("seed", "batch"):
+    if key in ("seed", "seeds", "batch"):
         low = 0 if key == "seed" else 1
         if isinstance(value, int) and not isinstance(value, bool) and value >= low:
             return value

@@ -21,8 +21,11 @@ class SpecCheck(NamedTuple):
     histogram_bins: int
 
     def __call__(self, spec_path: Path):
-        """(report, run statistics, findings, fail_on); SpecErrors for an invalid spec."""
-        from initdiag import checks, initspec, pipeline, spec
+        """(report, run statistics, findings, fail_on); SpecErrors for an invalid spec.
+
+        With `seeds` > 1 (settings: --seeds, or the configuration) the report combines that many seeds from the
+        spec's (initdiag.seeds) and the run statistics are the first seed's."""
+        from initdiag import checks, initspec, seeds, spec
 
         settings = self.configuration.settings(spec_path, self.cli)  # defaults < config file < its overrides < flags
         network_spec = spec.load(spec_path, allow_custom=self.allow_custom)._replace(eval=self.eval_mode)
@@ -33,8 +36,8 @@ class SpecCheck(NamedTuple):
         if self.scheme is not None:
             network_spec = network_spec.with_init(initspec.parse(self.scheme, "--scheme", self.allow_custom, base_dir=Path.cwd()))
         label = network_spec.scheme_override.display if self.scheme else None
-        result, run, findings = pipeline.diagnose(network_spec, checks.Thresholds(**settings.thresholds), label,
-                                                  self.memory_bound, histogram_bins=self.histogram_bins)
+        result, run, findings = seeds.diagnose(network_spec, settings.seeds, checks.Thresholds(**settings.thresholds),
+                                               label, self.memory_bound, histogram_bins=self.histogram_bins)
         if self.base is not None:  # regressions and improvements join the spec's findings (and its verdict)
             from initdiag import baseline
 

@@ -54,15 +54,26 @@ EXPECTED = {
     "mnist_relu_he": ("healthy", 0, {}),
     "selu_lecun": ("healthy", 0, {}),
     "cifar_cnn_relu": ("healthy", 0, {}),
-    "lstm_sequence": ("warning", 0, {"vanishing-gradients": "warning", "vanishing-activations": "warning"}),
+    "lstm_sequence": ("warning", 0, {"vanishing-gradients": "warning"}),  # an LSTM's bounded state restarts the drift reference
     "transformer_encoder": ("healthy", 0, {}),
-    "cifar_cnn_normal": ("failing", 1, {"exploding-activations": "error", "overflow": "error"}),
+    # logits 3e7x the input's: a scale a small learning rate absorbs (mlp_relu_d3_normal of the trainability set
+    # trains at 3.5e5x); no overflow, since the gradient entering the network is dLoss/dlogits (issue 8)
+    "cifar_cnn_normal": ("warning", 0, {"exploding-activations": "warning"}),
     "deep_plain_cnn": ("healthy", 0, {}),
     "deep_residual_cnn": ("healthy", 0, {}),
     "deep_tanh_xavier": ("warning", 0, {"vanishing-activations": "warning"}),
     "zero_init": ("failing", 1, {"symmetry": "error", "vanishing-gradients": "error"}),
     "exploding_normal": ("failing", 1, {"exploding-activations": "error"}),
     "vanishing_small_std": ("failing", 1, {"vanishing-activations": "error"}),
+    # issue 8's networks that train (or, the last, do not), with the verdict that matches:
+    "gpt2_small_like": ("healthy", 0, {}),  # the stream grows additively from a 0.02-std embedding
+    "bert_tiny_like": ("healthy", 0, {}),  # the layernorm after the embedding sets the scale
+    "lstm_word_lm": ("warning", 0, {"vanishing-gradients": "warning"}),  # the cell fades ~e per 2-3 steps: a warning
+    "resnet18_bn": ("healthy", 0, {}),  # additive stream growth with batchnorm in the branches
+    "stem_conv_batchnorm": ("healthy", 0, {}),  # the conv feeds a batchnorm: no drift target of its own
+    "vgg11_batch16": ("warning", 0, {}),  # classifier units dead on 16 correlated samples are counted over 64 inputs
+    "resnet20_no_bn": ("failing", 1, {"exploding-activations": "error"}),  # the stream multiplies per block
+    "small_batch_tanh": ("warning", 0, {"vanishing-activations": "warning"}),  # seed 0 only: see test_seeds.py
 }
 
 ANSI = re.compile(r"\x1b\[")

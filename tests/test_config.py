@@ -162,7 +162,7 @@ def test_all_problems_at_once_with_file_key_and_message(tmp_path):
         f"{path}: thresholds.saturation_error: expected a number >= 0, got 'high' (a string)",
         f"{path}: thresholds.symmetry_error: expected a number >= 0, got -1 (an integer)",
         f"{path}: overrides[0].format: not allowed in an override, only at the top level",
-        f"{path}: overrides[0].color: unknown key (expected one of: paths, fail-on, seed, batch, thresholds)",
+        f"{path}: overrides[0].color: unknown key (expected one of: paths, fail-on, seed, seeds, batch, thresholds)",
         f"{path}: overrides[0].paths: required: the globs of the specs this override applies to",
     ]
 

@@ -67,6 +67,14 @@ def _theory_cells(layer: dict) -> list[str]:
     return [number(layer.get("preact_var_theory")), number(layer.get("chi"))]
 
 
+def _figure(layer: dict, key: str) -> str:
+    """A figure, as mean±spread (one significant digit) when the report combines seeds (`--seeds`)."""
+    spread = (layer.get("spread") or {}).get(key)
+    if spread is None or layer.get(key) is None:
+        return number(layer.get(key))
+    return f"{number(layer[key])}±{number(spread, digits=1)}"
+
+
 def _wide(report: dict, flags: dict, theory: bool) -> Table:
     table = _table(None, [
         ("#", "right"), ("layer", "left"), ("units", "right"), ("activation", "left"), ("init", "left"),
@@ -78,8 +86,8 @@ def _wide(report: dict, flags: dict, theory: bool) -> Table:
         table.add_row(
             str(layer["index"]), layer["name"], str(layer.get("units") or layer["fan_out"]), layer["activation"],
             layer["init"] or "-",
-            number(layer["weight_std"]), number(layer["preact_var"]), *(_theory_cells(layer) if theory else []),
-            number(layer["act_var"]), number(layer["grad_var"]), number(layer["weight_grad_var"]),
+            number(layer["weight_std"]), _figure(layer, "preact_var"), *(_theory_cells(layer) if theory else []),
+            _figure(layer, "act_var"), _figure(layer, "grad_var"), _figure(layer, "weight_grad_var"),
             percent(layer["dead_fraction"]), percent(layer["saturation"]), percent(layer["symmetry"]),
             flags.get(layer["name"], ""),
         )
@@ -99,7 +107,20 @@ def _fans(layer: dict) -> str:
     return f"{layer['fan_in']}→{layer['fan_out']}" if layer["fan_in"] is not None else "-"
 
 
-def _split(report: dict, flags: dict, theory: bool) -> list[Table]:
+def _split_by_seed(measured: Table, width: int) -> list[Table]:
+    """The statistics table, or, when mean±spread cells (--seeds) make it wider than `width`, its variance
+    columns and its unit columns as two tables."""
+    if natural_width(measured) <= width:
+        return [measured]
+    variances = _table("statistics (mean±sd over seeds)", [(c.header, c.justify) for c in measured.columns[:5]])
+    units = _table("units", [(c.header, c.justify) for c in measured.columns[:1] + measured.columns[5:]])
+    for row in zip(*(column.cells for column in measured.columns)):
+        variances.add_row(*row[:5])
+        units.add_row(row[0], *row[5:])
+    return [variances, units]
+
+
+def _split(report: dict, flags: dict, theory: bool, width: int = 80) -> list[Table]:
     config = _table("layers", [
         ("#", "right"), ("layer", "left"), ("fans", "right"), ("activation", "left"), ("init", "left"),
         ("w std", "right"), ("expected", "right"),
@@ -113,23 +134,36 @@ def _split(report: dict, flags: dict, theory: bool) -> list[Table]:
             str(layer["index"]), layer["name"], _fans(layer), layer["activation"], layer["init"] or "-", number(layer["weight_std"]), number(layer["weight_std_expected"]),
         )
         measured.add_row(
-            str(layer["index"]), number(layer["preact_var"]), number(layer["act_var"]), number(layer["grad_var"]),
-            number(layer["weight_grad_var"]), percent(layer["dead_fraction"]), percent(layer["saturation"]),
+            str(layer["index"]), _figure(layer, "preact_var"), _figure(layer, "act_var"), _figure(layer, "grad_var"),
+            _figure(layer, "weight_grad_var"), percent(layer["dead_fraction"]), percent(layer["saturation"]),
             percent(layer["symmetry"]), flags.get(layer["name"], ""),
         )
+    if "seeds" in report:
+        measured = _split_by_seed(measured, width)
+    else:
+        measured = [measured]
     if not theory:
-        return [config, measured]
+        return [config, *measured]
     predicted = _table("mean-field theory", [("#", "right"), ("pre var", "right")] + THEORY_COLUMNS)
     for layer in report["layers"]:
-        predicted.add_row(str(layer["index"]), number(layer["preact_var"]), *_theory_cells(layer))
-    return [config, measured, predicted]
+        predicted.add_row(str(layer["index"]), _figure(layer, "preact_var"), *_theory_cells(layer))
+    return [config, *measured, predicted]
+
+
+def seeds_label(seeds: list) -> str:
+    """'seeds 0-4 (5)' for consecutive seeds, else 'seeds 0, 2, 7 (3)'."""
+    consecutive = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
+    shown = f"{seeds[0]}-{seeds[-1]}" if consecutive else ", ".join(str(seed) for seed in seeds)
+    return f"seeds {shown} ({len(seeds)})"
 
 
 def _header(report: dict) -> Text:
     scheme = f" · scheme {report['scheme']}" if report["scheme"] else ""
+    seeds = report.get("seeds") or [report["seed"]]
+    seed = seeds_label(seeds) if len(seeds) > 1 else f"seed {report['seed']}"
     return Text.assemble(
         ("initdiag ", "bold"), (report["spec"], "bold"), f" ({report['name']})",
-        f" · seed {report['seed']} · batch {report['batch']} · {report['dtype']} · loss {report['loss']}"
+        f" · {seed} · batch {report['batch']} · {report['dtype']} · loss {report['loss']}"
         f" · input {report['input_distribution']}{scheme}",
     )
 
@@ -146,6 +180,20 @@ def _findings(report: dict, suppressed: bool) -> list[Text]:
         if finding["hint"]:
             lines.append(Text.assemble("  hint: ", (finding["hint"], "dim")))
     return lines
+
+
+def _unstable(report: dict, suppressed: bool) -> Text | None:
+    """One line naming the findings that some seeds had and others not (`--seeds`): never counted."""
+    by_code: dict[str, list[str]] = {}
+    for finding in report.get("unstable_findings") or ():
+        if suppressed or not finding.get("suppressed"):
+            seeds = f"{'seed' if len(finding['seeds']) == 1 else 'seeds'} {', '.join(str(s) for s in finding['seeds'])}"
+            seeds += ", suppressed" if finding.get("suppressed") else ""
+            by_code.setdefault(finding["code"], []).append(f"{finding['layer']} ({seeds})" if finding.get("layer") else f"({seeds})")
+    if not by_code:
+        return None
+    return Text.assemble(("not in every seed, not counted: ", "dim"),
+                         "; ".join(f"{code} {', '.join(places)}" for code, places in by_code.items()))
 
 
 def _verdict(report: dict) -> Text:
@@ -174,13 +222,17 @@ def render(report: dict, color: bool = False, width: int = 80, theory: bool = Fa
     if natural_width(wide) <= width:
         console.print(wide)
     else:
-        for table in _split(report, flags, theory):
+        for table in _split(report, flags, theory, width):
             console.print(table)
             console.print()
     if any(suppressed or not finding.get("suppressed") for finding in report["findings"]):
         console.print()
         for line in _findings(report, suppressed):
             console.print(line)
+    unstable = _unstable(report, suppressed)
+    if unstable is not None:
+        console.print()
+        console.print(unstable)
     console.print()
     console.print(_verdict(report))
     return out.getvalue()
