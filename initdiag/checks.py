@@ -40,6 +40,8 @@ class Thresholds(NamedTuple):
     stream_error: float = 1000.0
     gradient_warning: float = 100.0  # first-layer vs readout RMS of the per-sample gradient energy, either way
     gradient_error: float = 10000.0
+    relative_gradient_warning: float = 1e-3  # the body's largest |dW|/|W|: its fraction moved per step at lr 1
+    relative_gradient_error: float = 1e-4
     contrast_warning: float = 0.135  # e^-2: the input's near/far contrast left at the features
     contrast_error: float = 0.05  # e^-3
     collapse_error: float = 1e-4  # the features' input-dependent share of their second moment
@@ -83,6 +85,7 @@ def find(run: RunStats, spec, thresholds: Thresholds = Thresholds(), phase=None)
         findings += checks_signal.drift(run, spec, thresholds, _finding, _scale_hint)
         findings += checks_gradients.input_contrast(run, spec, thresholds, _finding)
     findings += checks_gradients.across_depth(run, spec, thresholds, _finding)
+    findings += checks_gradients.body_learning(run, spec, thresholds, _finding)
     findings += checks_gradients.through_time(run, spec, thresholds, _finding)
     findings += _per_layer(run, spec, thresholds)
     findings = _suppress(_distinct(findings), spec)

@@ -52,6 +52,39 @@ def across_depth(run, spec, t, finding) -> list:
     )]
 
 
+def relative_gradient(layer) -> float | None:
+    """|dW|/|W| in RMS: the fraction of its own size a weight moves per unit of learning rate (SGD)."""
+    if layer.weight_grad_var is None or layer.weight_std is None:
+        return None
+    size = math.sqrt(layer.weight_std**2 + layer.weight_mean**2)
+    ratio = math.sqrt(layer.weight_grad_var) / size if size > 0 else None
+    return ratio if ratio is not None and math.isfinite(ratio) else None
+
+
+def body_learning(run, spec, t, finding) -> list:
+    """The body (every layer with weights but the readout) must be able to learn: if even its fastest
+    layer moves by less than relative_gradient_error of its size per step at learning rate 1 (the top
+    of SGD's usual range), the readout is left alone with the features the init drew."""
+    readout = max((layer.index for layer in run.layers if layer.weight_grad_var is not None), default=None)
+    body = [(relative_gradient(layer), layer) for layer in run.layers
+            if layer.weight_grad_var is not None and layer.index != readout]
+    body = [(ratio, layer) for ratio, layer in body if ratio is not None and ratio > 0]
+    if not body:
+        return []
+    fastest, layer = max(body, key=lambda item: item[0])
+    level = "error" if fastest < t.relative_gradient_error else "warning" if fastest < t.relative_gradient_warning else None
+    if not level:
+        return []
+    return [finding(
+        level, "vanishing-gradients", layer,
+        f"the weights below the readout get relative gradients |dW|/|W| of at most {compact(fastest)} (at {layer.name}): "
+        f"at learning rate 1 they move by {compact(fastest)} of their size per step, so the features stay "
+        "what the init drew" + (" for thousands of steps" if level == "error" else " for hundreds of steps"),
+        "the signal or the gradient reaching these layers is too small: a fan-scaled scheme (or a larger "
+        "std/gain) for the layers whose scale shrinks",
+    )]
+
+
 def through_time(run, spec, t, finding) -> list:
     """Recurrent layers: how the gradient carried back along the sequence changes per step. An LSTM's
     memory runs through its cell state, so its ratio is the cell's; a plain RNN's and a GRU's the hidden

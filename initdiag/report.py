@@ -50,6 +50,8 @@ def build(spec, run, findings, scheme: str | None = None, thresholds=None, theor
         "input_mean": run.input_mean,
         "input_var": run.input_var,
         "thresholds": (thresholds or Thresholds())._asdict(),
+        "input_contrast": run.contrast.as_dict() if getattr(run, "contrast", None) is not None else None,
+        "dead_unit_inputs": getattr(run, "probe_samples", None) or None,
         "verdict": verdict(findings),
         "findings": [_located(finding, spec) for finding in findings],
         "layers": layers,

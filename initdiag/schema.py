@@ -216,6 +216,7 @@ DEFAULT_DOCS = {"init": "weight init of every layer that does not set init (defa
 THRESHOLD_DOCS = {"drift": "above this factor of a layer's activation second moment vs its segment's reference, either direction",
                   "stream": "above this multiplicative growth of a residual stream over its blocks",
                   "gradient": "above this factor of the first layer's vs the readout's gradient energy (RMS), either direction",
+                  "relative_gradient": "below this largest |dW|/|W| (RMS) among the layers below the readout",
                   "contrast": "below this share of the input's near/far contrast left at the readout's features",
                   "collapse": "below this input-dependent share of the features' second moment",
                   "saturation": "above this fraction of a layer's outputs saturated",

@@ -66,6 +66,9 @@ def combine(reports: list[dict]) -> dict:
     combined["seed"] = seeds[0]
     combined["seeds"] = seeds
     combined["layers"] = [_figures(list(layers)) for layers in zip(*(report["layers"] for report in reports))]
+    contrasts = [report.get("input_contrast") for report in reports]
+    if all(contrasts):  # the contrast probe's figures, combined like a layer's
+        combined["input_contrast"] = _figures(contrasts)
     kept, unstable = _findings(reports, seeds)
     combined["findings"] = kept
     combined["unstable_findings"] = unstable

@@ -21,7 +21,7 @@ def format_path(path: tuple) -> str:
 
 FINDING_CODES = (
     "exploding-activations", "vanishing-activations", "exploding-gradients", "vanishing-gradients", "saturation",
-    "dead-units", "symmetry", "overflow", "scheme-activation-mismatch", "edge-of-chaos", "regression", "improvement",
+    "dead-units", "symmetry", "overflow", "depth-scale", "scheme-activation-mismatch", "edge-of-chaos", "regression", "improvement",
     "unused-ignore",
 )
 

@@ -18,16 +18,23 @@ from initdiag import __version__
 INFORMATION_URI = "https://pypi.org/project/initdiag/"
 INVALID = "invalid-spec"
 RULES = {  # code -> (short description, help)
-    "exploding-activations": ("Activations grow layer after layer",
-                              "The weights are too large for the depth: activation variance grows by the gain squared per "
-                              "layer. Use the fan-scaled scheme matched to the activation (relu/He, xavier, lecun_normal)."),
-    "vanishing-activations": ("Activations shrink towards zero with depth",
+    "exploding-activations": ("The signal grows beyond what training absorbs",
+                              "Along a chain, the activation second moment left its reference (the input, or the last "
+                              "normalization) by the drift thresholds; along a residual stream, each block multiplies "
+                              "the stream. Use the fan-scaled scheme for the activation, or scale residual branches down."),
+    "vanishing-activations": ("The signal shrinks beyond what training absorbs",
                               "The weights are too small for the depth: the signal dies before the output. Use a fan-scaled "
                               "scheme (relu/He for ReLU-like, xavier for tanh/sigmoid, lecun_normal for SELU)."),
-    "exploding-gradients": ("Weight gradients grow from the output to the input",
-                            "Early layers get far larger updates than late ones; lower the weight scale or add normalization."),
-    "vanishing-gradients": ("Weight gradients shrink from the output to the input",
-                            "Early layers barely learn; raise the weight scale, use a matched scheme, or add residual connections."),
+    "exploding-gradients": ("The gradient grows towards the input",
+                            "The first layer's gradient energy exceeds the readout's, or the gradient grows along a "
+                            "sequence; lower the weight (or recurrent) scale or add normalization."),
+    "vanishing-gradients": ("The gradient cannot move the weights",
+                            "The first layers' gradient energy is far below the readout's, the layers below the readout "
+                            "get relative gradients too small for any usual learning rate, or the gradient fades along a "
+                            "sequence; raise the weight scale, use a matched scheme, or add residual connections."),
+    "depth-scale": ("The network is deeper than its depth scale",
+                    "The features the readout learns from no longer tell near inputs from far ones (chaotic phase) or "
+                    "barely depend on the input (ordered phase): move towards the edge of chaos or make it shallower."),
     "saturation": ("Units sit in the flat part of a saturating activation",
                    "Saturated tanh/sigmoid units pass almost no gradient; shrink the weights (xavier) or normalize inputs."),
     "dead-units": ("Units output zero for every sample",

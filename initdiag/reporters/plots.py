@@ -45,6 +45,7 @@ FINDING_PANELS = {
     "saturation": ("units", "sat"),
     "dead-units": ("units", "dead"),
     "symmetry": ("units", "sym"),
+    "depth-scale": ("signal", "depth"),
 }
 
 # Scheme colours for compare plots: a scheme keeps its colour from run to run (see _scheme_styles).

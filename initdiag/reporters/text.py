@@ -27,6 +27,7 @@ FLAG = {
     "dead-units": "dead",
     "symmetry": "sym",
     "overflow": "overflow",
+    "depth-scale": "depth",
     "scheme-activation-mismatch": "hint",
     "regression": "regressed",
     "improvement": "improved",
@@ -210,6 +211,19 @@ def _verdict(report: dict) -> Text:
     return Text.assemble("verdict: ", (report["verdict"], VERDICT_STYLE[report["verdict"]]), f" ({summary})" if summary else "")
 
 
+def _probes(report: dict) -> Text | None:
+    """One line on the probes: the input's contrast left at the readout's features, and the inputs behind dead%."""
+    contrast, inputs = report.get("input_contrast"), report.get("dead_unit_inputs")
+    parts = []
+    if contrast and contrast.get("contrast") is not None:
+        layer = next((l["name"] for l in report["layers"] if l.get("index") == contrast.get("layer_index")), "the readout")
+        parts.append(f"{layer} reads features keeping {number(contrast['contrast'])} ±{number(contrast['standard_error'])} "
+                     f"of the input's near/far contrast ({contrast['samples']} pairs)")
+    if inputs:
+        parts.append(f"dead% over {inputs} inputs")
+    return Text("; ".join(parts)) if parts else None
+
+
 def render(report: dict, color: bool = False, width: int = 80, theory: bool = False, suppressed: bool = False) -> str:
     """`suppressed`: also list the findings an `ignore:` suppressed (always marked)."""
     out = io.StringIO()
@@ -225,6 +239,9 @@ def render(report: dict, color: bool = False, width: int = 80, theory: bool = Fa
         for table in _split(report, flags, theory, width):
             console.print(table)
             console.print()
+    probes = _probes(report)
+    if probes is not None:
+        console.print(probes)
     if any(suppressed or not finding.get("suppressed") for finding in report["findings"]):
         console.print()
         for line in _findings(report, suppressed):
