@@ -241,6 +241,7 @@ def render(report: dict, color: bool = False, width: int = 80, theory: bool = Fa
             console.print()
     probes = _probes(report)
     if probes is not None:
+        console.print()
         console.print(probes)
     if any(suppressed or not finding.get("suppressed") for finding in report["findings"]):
         console.print()
