@@ -44,7 +44,7 @@ class Thresholds(NamedTuple):
     relative_gradient_error: float = 1e-4
     contrast_warning: float = 0.135  # e^-2: the input's near/far contrast left at the features
     contrast_error: float = 0.05  # e^-3
-    collapse_error: float = 1e-4  # the features' input-dependent share of their second moment
+    collapse_error: float = 1e-5  # the features' input-dependent share of their second moment
     saturation_warning: float = 0.10
     saturation_error: float = 0.99
     dead_warning: float = 0.10
@@ -204,14 +204,22 @@ def _per_layer(run: RunStats, spec, t: Thresholds) -> list[Finding]:
             what = "attention rows are saturated (largest weight > 0.99)" if attention else f"outputs are saturated ({layer.activation})"
             findings.append(_finding(level, "saturation", layer, f"{layer.name}: {_percent(layer.saturation)} of {what}",
                                      "the attention logits are too large: smaller query/key weights (xavier, or a 1/sqrt(dim) scale)"
-                                     if attention else
-                                     "saturated units pass almost no gradient: use smaller weights (xavier for tanh/sigmoid)"))
+                                     if attention else _saturation_hint(layer_spec)))
         findings += _dead(run, layer, layer_spec, t)
         if layer.weight_mean is not None and layer.units > 1 and layer.symmetry > t.symmetry_error:
             findings.append(_finding("error", "symmetry", layer,
                                      f"{layer.name}: {_percent(layer.symmetry)} of units duplicate another unit (identical weights and bias)",
                                      "identical units get identical gradients and never differ: use a random scheme"))
     return findings
+
+
+def _saturation_hint(layer_spec) -> str:
+    init = layer_spec.init
+    recommended = activations.ACTIVATIONS[layer_spec.activation.name].recommended if layer_spec.activation.name in activations.ACTIVATIONS else ()
+    if init is not None and recommended and not any(schemes.same_variance_rule(init.scheme, good) for good in recommended):
+        return f"saturated units pass almost no gradient: init: {recommended[0]} for {layer_spec.activation.name} (now {init.display})"
+    return ("saturated units pass almost no gradient; the scheme already matches the activation, so the layer's input "
+            "is large: normalize it (layernorm/batchnorm before the layer) or lower the gain")
 
 
 def _dead(run: RunStats, layer, layer_spec, t: Thresholds) -> list[Finding]:
