@@ -42,8 +42,8 @@ class Thresholds(NamedTuple):
     gradient_error: float = 10000.0
     relative_gradient_warning: float = 1e-3  # the body's largest |dW|/|W|: its fraction moved per step at lr 1
     relative_gradient_error: float = 1e-4
-    contrast_warning: float = 0.135  # e^-2: the input's near/far contrast left at the features
-    contrast_error: float = 0.05  # e^-3
+    contrast_warning: float = 0.368  # e^-1: the input's near/far contrast left at the features (one depth scale)
+    contrast_error: float = 0.135  # e^-2: two depth scales
     collapse_error: float = 1e-5  # the features' input-dependent share of their second moment
     saturation_warning: float = 0.10
     saturation_error: float = 0.99

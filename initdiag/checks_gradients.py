@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from initdiag import checks_signal
 from initdiag.numbers import compact
 
 
@@ -43,10 +44,15 @@ def across_depth(run, spec, t, finding) -> list:
     if not level:
         return []
     grows = ratio > 1
+    healed = grows and level == "error" and checks_signal.normalized(spec)
+    if healed:
+        level = "warning"
     return [finding(
         level, "exploding-gradients" if grows else "vanishing-gradients", first,
         f"the gradient reaching {first.name} is {_ratio(ratio)} the one entering at {last.name} (RMS of the per-sample "
         "gradient energy)" + ("" if level == "error" else ": the first layers learn far slower or faster than the last"),
+        ("gradients grow towards the input through the normalized layers: they are scale-invariant, so training "
+         "lowers their effective learning rate and it trains, more slowly; residual connections avoid it") if healed else
         "gradients grow towards the input: the weights are too large for this depth" if grows else
         "gradients shrink towards the input: the weights are too small for this depth, or saturated/dead units block them",
     )]
@@ -138,8 +144,9 @@ def _recurrent_hint(layer_spec, grows: bool) -> str:
 
 
 def input_contrast(run, spec, t, finding) -> list:
-    """depth-scale: the features the readout sees keep less than contrast_error of the input's geometry
-    (error: beyond the depth at which networks train, ~6·ξ_c), or contrast_warning (warning)."""
+    """depth-scale: the features the readout sees keep less than contrast_error (e^-2: deeper than two depth
+    scales ξ_c) of the input's near/far contrast, or contrast_warning (e^-1); or their input-dependent part
+    has collapsed below collapse_error of their second moment."""
     contrast = run.contrast
     if contrast is None:
         return []
@@ -158,13 +165,18 @@ def input_contrast(run, spec, t, finding) -> list:
     if not level:
         return []
     depth = f"about {compact(-math.log(contrast.contrast))} depth scales ξ_c deep" if contrast.contrast > 0 else "far deeper than its depth scale ξ_c"
-    noisy = level == "error" and contrast.standard_error > t.contrast_error
+    # within one standard error of the threshold the batch cannot tell: a warning, with the advice to measure more
+    noisy = level == "error" and contrast.contrast + contrast.standard_error >= t.contrast_error
+    healed = level == "error" and checks_signal.normalized(spec)
     return [finding(
-        "warning" if noisy else level, "depth-scale", before,
+        "warning" if noisy or healed else level, "depth-scale", before,
         f"the features {layer.name} reads (from {before.name}) keep {compact(max(contrast.contrast, 0.0))} of the input's "
         f"contrast between near and far inputs (±{compact(contrast.standard_error)} over {contrast.samples} pairs): "
-        f"the network is {depth}; networks train up to a few ξ_c (Schoenholz et al. 2017)"
-        + (" — too few samples to be sure: use a larger batch or --seeds" if noisy else ""),
+        f"the network is {depth}; in a few hundred steps networks train up to about 2 ξ_c "
+        "(Schoenholz et al. 2017: about 6 ξ_c with long training)"
+        + (" — too few samples to be sure: use a larger batch or --seeds" if noisy else "")
+        + ("; its layers feed normalizations, which make them scale-invariant: they train, more slowly"
+           if healed and not noisy else ""),
         "move the network towards the edge of chaos (chi = 1: a smaller weight variance for chaotic tanh-like "
         "nets, a larger one or zero biases for ordered ones), or make it shallower or residual",
     )]

@@ -63,6 +63,16 @@ def _feeds_normalization(spec, index: int) -> bool:
     return False
 
 
+def normalized(spec) -> bool:
+    """Whether most layers with weights feed a normalization (batchnorm/layernorm, through weightless layers):
+    they are then scale-invariant, and training lowers their effective learning rate as their weights grow
+    (Arora, Li & Lyu 2019), which heals a chaotic or gradient-exploding start (Yang et al. 2019) instead of
+    stopping it: deep plain batchnorm CNNs train although their inputs decorrelate with depth."""
+    weighted = [layer for layer in spec.layers if layer.init is not None and layer.kind != "embedding"]
+    feeding = [layer for layer in weighted if _feeds_normalization(spec, layer.index)]
+    return bool(weighted) and 2 * len(feeding) >= len(weighted)
+
+
 def segments(run, spec) -> list:
     """[(reference second moment, what it is, [layer stats judged against it], [stream blocks])] in run order."""
     inside = branch_layers(spec)

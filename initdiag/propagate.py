@@ -66,7 +66,7 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
                 histograms.append(_histogram(y, histogram_bins))
 
         readout = probes.readout_index(spec)
-        contrast = probes.input_contrast(network, caches[readout - 1].y, readout) if readout else None
+        contrast = probes.input_contrast(network, readout) if readout else None
         dead, probed = (probes.never_active(network, forward_pass, caches) if network.inputs.shape[0] < probes.DEAD_PROBE
                         else (None, network.inputs.shape[0]))
 

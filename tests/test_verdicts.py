@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initdiag import checks, losses, network, pipeline, probes, propagate, spec, stats, yamlsource
+from initdiag import checks, checks_signal, losses, network, pipeline, probes, propagate, spec, stats, yamlsource
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_specs"
 
@@ -146,3 +146,19 @@ def test_an_lstm_is_judged_through_its_cell_state():
     cell = layer.cell_grad_var_first_step / layer.cell_grad_var_last_step
     hidden = layer.grad_var_first_step / layer.grad_var_last_step
     assert cell > 100 * hidden
+
+
+def test_a_deep_plain_batchnorm_cnn_decorrelates_but_is_not_failing():
+    """24 x (conv, relu, batchnorm) on 8x8 inputs: its inputs decorrelate with depth and its gradients grow
+    towards the input (batchnorm's chaotic start), yet it trains (0.91 at lr 0.01 in our own labelled set):
+    its layers are scale-invariant, so both are warnings."""
+    text = "input: [1, 8, 8]\nbatch: 64\ndefaults: {init: relu, activation: relu}\nlayers:\n"
+    text += "  - conv2d: {filters: 16, kernel: 3, padding: same}\n  - batchnorm: {}\n" * 24
+    text += "  - flatten: {}\n  - dense: 10\n    activation: softmax\n    init: xavier\n"
+    diagnosis = pipeline.diagnose(make(text))
+    assert diagnosis.run.contrast.contrast < checks.Thresholds().contrast_error
+    assert {f.code for f in diagnosis.findings if f.severity == "warning"} >= {"depth-scale"}
+    assert not [f for f in diagnosis.findings if f.severity == "error"]
+    # the same stack without its batchnorms is judged on the contrast alone
+    assert not checks_signal.normalized(make(text.replace("  - batchnorm: {}\n", "")))
+    assert checks_signal.normalized(make(text))
