@@ -197,14 +197,19 @@ def _per_layer(run: RunStats, spec, t: Thresholds) -> list[Finding]:
     findings = []
     for layer, layer_spec in zip(run.layers, spec.layers):
         level = "error" if layer.saturation > t.saturation_error else "warning" if layer.saturation > t.saturation_warning else None
-        if level == "error" and layer.index == len(run.layers) - 1 and run.loss in FUSED_LOSSES:
+        fused_output = layer.index == len(run.layers) - 1 and run.loss in FUSED_LOSSES
+        if level == "error" and fused_output:
             level = "warning"  # a fused loss's gradient, p - y, does not vanish when the output saturates
         if level:
             attention = layer.kind in ("attention", "transformer")
-            what = "attention rows are saturated (largest weight > 0.99)" if attention else f"outputs are saturated ({layer.activation})"
-            findings.append(_finding(level, "saturation", layer, f"{layer.name}: {_percent(layer.saturation)} of {what}",
-                                     "the attention logits are too large: smaller query/key weights (xavier, or a 1/sqrt(dim) scale)"
-                                     if attention else _saturation_hint(layer_spec)))
+            what = ("attention rows are saturated (largest weight > 0.99)" if attention else
+                    f"samples get a near-certain prediction ({layer.activation}): the logits are large" if fused_output else
+                    f"outputs are saturated ({layer.activation})")
+            hint = ("the attention logits are too large: smaller query/key weights (xavier, or a 1/sqrt(dim) scale)" if attention else
+                    "the loss's gradient still flows (p - y), but the first steps go to undoing the confidence: a smaller "
+                    "init for this layer (xavier, or zero as for many heads), or a smaller signal below it" if fused_output else
+                    _saturation_hint(layer_spec))
+            findings.append(_finding(level, "saturation", layer, f"{layer.name}: {_percent(layer.saturation)} of {what}", hint))
         findings += _dead(run, layer, layer_spec, t)
         if layer.weight_mean is not None and layer.units > 1 and layer.symmetry > t.symmetry_error:
             findings.append(_finding("error", "symmetry", layer,
