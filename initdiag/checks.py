@@ -37,13 +37,13 @@ class Thresholds(NamedTuple):
     drift_warning: float = 10.0  # activation second moment vs its segment's reference, either way
     drift_error: float = 1e8  # 1e4 in RMS: beyond the ~4 decades of learning rate that SGD is used with
     stream_warning: float = 10.0  # a residual stream's multiplicative growth over its blocks
-    stream_error: float = 1000.0
+    stream_error: float = 10000.0
     gradient_warning: float = 100.0  # first-layer vs readout RMS of the per-sample gradient energy, either way
     gradient_error: float = 10000.0
     relative_gradient_warning: float = 1e-3  # the body's largest |dW|/|W|: its fraction moved per step at lr 1
     relative_gradient_error: float = 1e-4
-    contrast_warning: float = 0.368  # e^-1: the input's near/far contrast left at the features (one depth scale)
-    contrast_error: float = 0.135  # e^-2: two depth scales
+    contrast_warning: float = 0.135  # e^-2: the input's near/far contrast left at the features (two depth scales)
+    contrast_error: float = 0.05  # e^-3: three depth scales
     collapse_error: float = 1e-5  # the features' input-dependent share of their second moment
     saturation_warning: float = 0.10
     saturation_error: float = 0.99

@@ -161,9 +161,10 @@ def _chain_drift(reference, origin, judged, spec, t, finding, scale_hint) -> lis
 
 
 def _stream_growth(run, spec, stream, t, finding) -> list:
-    """How a residual stream grows per block: the increments s_k - s_{k-1} of its second moment stay
-    about constant when it grows additively; a steady factor g between them is multiplicative growth,
-    g^blocks over the stream, judged with stream_warning / stream_error."""
+    """How a residual stream grows per block: the increments s_k - s_{k-1} of its second moment stay about
+    constant when it grows additively; when each is a steady factor g larger than the last, the stream
+    grows multiplicatively, g^blocks over its blocks, judged with stream_warning / stream_error. g is
+    fitted to the logarithms of all the increments (least squares), so one noisy block does not decide."""
     first_block = spec.layers[stream[0].index]
     begins = first_block.config["start"] if first_block.kind == "residual" else first_block.index
     if begins == 0:
@@ -173,21 +174,22 @@ def _stream_growth(run, spec, stream, t, finding) -> list:
     if not all(math.isfinite(m) and m > 0 for m in moments):
         return []
     increments = [later - earlier for earlier, later in zip(moments, moments[1:])]
+    if min(increments) <= 0:
+        return []  # not a steadily growing stream: the chain rules and the gradients speak for it
     blocks = len(stream)
-    first, last = abs(increments[0]), abs(increments[-1])
-    if not (first > 0 and last > 0) or min(increments) <= 0:
-        return []  # not a growing stream: the chain rules and the gradients speak for it
-    factor = (last / first) ** (1 / (blocks - 1))
+    logs = [math.log(increment) for increment in increments]
+    mean_k, mean_log = (blocks - 1) / 2, sum(logs) / blocks
+    slope = sum((k - mean_k) * (y - mean_log) for k, y in enumerate(logs)) / sum((k - mean_k) ** 2 for k in range(blocks))
+    factor = math.exp(slope)
     multiplied = factor ** blocks
-    total = moments[-1] / moments[0]
     level = _level(multiplied, t.stream_warning, t.stream_error)
     if not level or factor <= 1:
         return []
     end = stream[-1]
     return [finding(
         level, "exploding-activations", end,
-        f"the residual stream grows multiplicatively: each block's increment {compact(factor)}x the last's, "
-        f"{compact(multiplied)}x over {blocks} blocks (the stream's second moment is {compact(total)}x "
+        f"the residual stream grows multiplicatively: each block's increment about {compact(factor)}x the last's, "
+        f"{compact(multiplied)}x over {blocks} blocks (the stream's second moment is {compact(moments[-1] / moments[0])}x "
         f"{start.name}'s at {end.name}); additive growth (a constant increment per block) is what trains at depth",
         "scale each residual branch down (scale: 1/sqrt(blocks), or a zero-initialised last layer in the branch, "
         "as Fixup and ReZero do), or normalize inside the branch (batchnorm/layernorm)",

@@ -43,7 +43,7 @@ class MemoryEstimate(NamedTuple):
 def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     """Bytes a run holds at its peak: parameters and their gradients, every layer's input,
     pre-activation and output (kept for the backward pass), and the largest layer's gradients,
-    float64 statistics temporaries and (convolutions) im2col matrices."""
+    float64 statistics temporaries and (convolutions) im2col matrices, and one layer of a probe's pass."""
     itemsize = np.dtype(spec.dtype).itemsize
     batch = spec.batch
     per_layer = {}
@@ -57,7 +57,10 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     im2col = max((_im2col_elements(layer) for layer in spec.layers), default=0)
     transient = itemsize * (3 * batch * widest + 3 * batch * im2col) + 8 * 2 * max(batch * widest, (largest.fan_in or 0) * largest.units)
     kept = sum(_cache_elements(layer, batch) for layer in spec.layers) * itemsize
-    total = sum(per_layer.values()) + itemsize * batch * int(np.prod(spec.input_shape)) + transient + kept
+    # the forward-only probes (probes.py: at most one batch of samples at a time) hold one layer's cache and
+    # output beside the measured pass's
+    probe = itemsize * max(_cache_elements(layer, batch) + 3 * batch * int(np.prod(layer.output_shape)) for layer in spec.layers)
+    total = sum(per_layer.values()) + itemsize * batch * int(np.prod(spec.input_shape)) + transient + kept + probe
     return MemoryEstimate(total, largest, per_layer[largest.index])
 
 

@@ -76,13 +76,13 @@ def input_contrast(network, readout: int) -> Contrast | None:
     """D at the readout's input (see the module docstring), from up to CONTRAST_SAMPLES samples of the
     batch and their near copies, in one forward pass together: a batchnorm then normalizes both with the
     same batch statistics, as it would any one batch (two passes would differ by their statistics alone,
-    which compounds over depth). None for token inputs or batches under 4."""
+    which compounds over depth). None for token inputs or batches under 8."""
     from initdiag.propagate import forward_pass
 
     x = network.inputs
-    if x.dtype.kind in "iu" or x.shape[0] < 4:
+    if x.dtype.kind in "iu" or x.shape[0] < 8:
         return None
-    n = min(x.shape[0], CONTRAST_SAMPLES)
+    n = min(x.shape[0] // 2, CONTRAST_SAMPLES)  # the joint pass of 2n samples is at most one batch
     x = x[:n]
     near = (NEAR * x + math.sqrt(1 - NEAR * NEAR) * np.roll(x, n // 2, axis=0)).astype(x.dtype)
     reference, _, _ = _near_far(x, near)
