@@ -103,13 +103,22 @@ def _distinct(findings: list[Finding]) -> list[Finding]:
     return list(kept.values())
 
 
+def _better_scheme(layer_spec) -> str | None:
+    """The rules-of-thumb scheme for the layer's activation when its own scheme is not one of them, else None:
+    a hint never recommends what the layer already has."""
+    init, activation = layer_spec.init, activations.ACTIVATIONS.get(layer_spec.activation.name)
+    recommended = activation.recommended if activation is not None else ()
+    if init is None or not recommended or any(schemes.same_variance_rule(init.scheme, good) for good in recommended):
+        return None
+    return recommended[0]
+
+
 def _scale_hint(layer_spec, grows: bool) -> str:
     """What to change, in the spec's terms: the scheme when it is not the one for the activation, else the depth."""
-    init = layer_spec.init
-    recommended = activations.ACTIVATIONS[layer_spec.activation.name].recommended if layer_spec.activation.name in activations.ACTIVATIONS else ()
-    if init is not None and recommended and not any(schemes.same_variance_rule(init.scheme, good) for good in recommended):
-        return (f"{layer_spec.name} uses {init.display} with {layer_spec.activation.name}: "
-                f"init: {recommended[0]} keeps the scale ({'too large' if grows else 'too small'} now)")
+    better = _better_scheme(layer_spec)
+    if better:
+        return (f"{layer_spec.name} uses {layer_spec.init.display} with {layer_spec.activation.name}: "
+                f"init: {better} keeps the scale ({'too large' if grows else 'too small'} now)")
     return ("the schemes already match their activations: the scale drifts with depth; "
             "add normalization (batchnorm/layernorm) or residual connections, or a gain that keeps it (recommend --calibrate)")
 
@@ -219,10 +228,9 @@ def _per_layer(run: RunStats, spec, t: Thresholds) -> list[Finding]:
 
 
 def _saturation_hint(layer_spec) -> str:
-    init = layer_spec.init
-    recommended = activations.ACTIVATIONS[layer_spec.activation.name].recommended if layer_spec.activation.name in activations.ACTIVATIONS else ()
-    if init is not None and recommended and not any(schemes.same_variance_rule(init.scheme, good) for good in recommended):
-        return f"saturated units pass almost no gradient: init: {recommended[0]} for {layer_spec.activation.name} (now {init.display})"
+    better = _better_scheme(layer_spec)
+    if better:
+        return f"saturated units pass almost no gradient: init: {better} for {layer_spec.activation.name} (now {layer_spec.init.display})"
     return ("saturated units pass almost no gradient; the scheme already matches the activation, so the layer's input "
             "is large: normalize it (layernorm/batchnorm before the layer) or lower the gain")
 

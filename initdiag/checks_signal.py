@@ -1,6 +1,6 @@
-"""The checks of a network's signal: its scale along the architecture, what it keeps of the input,
-and the gradients that reach its weights. Each rule is explained, with the networks it was checked
-against, in the README ("Findings and thresholds").
+"""The checks of a network's signal scale along its architecture (exploding- and vanishing-activations),
+and the architecture facts other checks share (normalized layers, residual branches). Each rule is
+explained, with the networks it was checked against, in the README ("Findings and thresholds").
 
 Where the scale is judged (drift):
 - The network is cut into segments. A normalization (batchnorm, layernorm, a post-norm transformer
