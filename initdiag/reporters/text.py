@@ -233,7 +233,8 @@ def render(report: dict, color: bool = False, width: int = 80, theory: bool = Fa
     console.print(_header(report))
     console.print()
     wide = _wide(report, flags, theory)
-    if natural_width(wide) <= width:
+    fits = natural_width(wide) <= width
+    if fits:
         console.print(wide)
     else:
         for table in _split(report, flags, theory, width):
@@ -241,7 +242,8 @@ def render(report: dict, color: bool = False, width: int = 80, theory: bool = Fa
             console.print()
     probes = _probes(report)
     if probes is not None:
-        console.print()
+        if fits:  # the split tables end with a blank line of their own
+            console.print()
         console.print(probes)
     if any(suppressed or not finding.get("suppressed") for finding in report["findings"]):
         console.print()
