@@ -172,11 +172,22 @@ def input_contrast(run, spec, t, finding) -> list:
         "warning" if noisy or healed else level, "depth-scale", before,
         f"the features {layer.name} reads (from {before.name}) keep {compact(max(contrast.contrast, 0.0))} of the input's "
         f"contrast between near and far inputs (±{compact(contrast.standard_error)} over {contrast.samples} pairs): "
-        f"the network is {depth}; in a few hundred steps networks train up to about 2 ξ_c "
+        f"the network is {depth}; in a few hundred steps networks train up to about 3 ξ_c "
         "(Schoenholz et al. 2017: about 6 ξ_c with long training)"
         + (" — too few samples to be sure: use a larger batch or --seeds" if noisy else "")
         + ("; its layers feed normalizations, which make them scale-invariant: they train, more slowly"
            if healed and not noisy else ""),
-        "move the network towards the edge of chaos (chi = 1: a smaller weight variance for chaotic tanh-like "
-        "nets, a larger one or zero biases for ordered ones), or make it shallower or residual",
+        _edge_hint(run, spec),
     )]
+
+
+def _edge_hint(run, spec) -> str:
+    """Which way the edge of chaos lies: a gradient that grows towards the input marks the chaotic side."""
+    weighted = [layer for layer in run.layers if layer.weight_grad_var is not None]
+    energies = [gradient_energy(layer, spec.layers[layer.index]) for layer in (weighted[0], weighted[-1])] if weighted else []
+    chaotic = len(energies) == 2 and energies[1] > 0 and energies[0] > energies[1]
+    if chaotic:
+        return ("the chaotic side (gradients grow towards the input): a smaller weight variance, e.g. init: xavier or "
+                "a gain below 1, or fewer layers; residual connections with a small scale keep depth trainable")
+    return ("the ordered side (gradients shrink towards the input): a larger weight variance (a gain above 1, or "
+            "relu/He for ReLU-like units) or smaller biases (bias_init: 0), or fewer layers")
