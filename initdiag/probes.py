@@ -1,6 +1,7 @@
 """Forward-only probes beside the measured batch: what one batch cannot tell reliably.
 
-- never_active: dead units over at least DEAD_PROBE independent inputs. A unit that is zero on all
+- never_active: dead units over at least DEAD_PROBE independent inputs (run only when the batch shows a
+  dead unit: more inputs can only reveal activity, never hide it). A unit that is zero on all
   16 samples of a batch is often just a unit that is off for most inputs, seen on too few of them
   (deep ReLU features are strongly correlated across samples); one that is zero on 256 fresh
   inputs is active on fewer than ~1% of inputs (a unit active with probability p survives 256 draws
