@@ -88,19 +88,9 @@ def find(run: RunStats, spec, thresholds: Thresholds = Thresholds(), phase=None)
     findings += checks_gradients.body_learning(run, spec, thresholds, _finding)
     findings += checks_gradients.through_time(run, spec, thresholds, _finding)
     findings += _per_layer(run, spec, thresholds)
-    findings = _suppress(_distinct(findings), spec)
+    findings = _suppress(findings, spec)
     order = {severity: -i for i, severity in enumerate(SEVERITIES)}
     return sorted(findings, key=lambda f: (order[f.severity], f.layer_index if f.layer_index is not None else -1))
-
-
-def _distinct(findings: list[Finding]) -> list[Finding]:
-    """One finding per (code, layer): the most severe, first found."""
-    kept: dict = {}
-    for finding in findings:
-        key = (finding.code, finding.layer_index)
-        if key not in kept or SEVERITIES.index(finding.severity) > SEVERITIES.index(kept[key].severity):
-            kept[key] = finding
-    return list(kept.values())
 
 
 def _better_scheme(layer_spec) -> str | None:

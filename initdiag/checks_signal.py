@@ -128,8 +128,8 @@ def drift(run, spec, t, finding, scale_hint) -> list:
             findings += _chain_drift(reference, origin, judged, spec, t, finding, scale_hint)
         if len(stream) >= 2:
             findings += _stream_growth(run, spec, stream, t, finding)
-    findings += _precision(run, spec, finding)
-    return findings
+    failed = {f.code for f in findings if f.severity == "error"}
+    return findings + [f for f in _precision(run, spec, finding) if f.code not in failed]
 
 
 def _chain_drift(reference, origin, judged, spec, t, finding, scale_hint) -> list:
