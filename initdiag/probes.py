@@ -7,8 +7,8 @@
   inputs is active on fewer than ~1% of inputs (a unit active with probability p survives 256 draws
   with probability (1-p)^256: 8% at p = 1%, 0.6% at p = 2%).
 - input_contrast: how much of the input's geometry survives to the features the readout layer sees
-  (Poole et al. 2016; Schoenholz et al. 2017). Each sample x_i gets a near copy
-  x'_i = c·x_i + sqrt(1-c²)·x_{i+B/2}; its far partner is x_{i+1}. At the features, the mean
+  (Poole et al. 2016; Schoenholz et al. 2017). Each of n samples x_i gets a near copy
+  x'_i = c·x_i + sqrt(1-c²)·x_{i+n/2}; every other sample is a far partner. At the features, the mean
   centred cosine of near pairs minus that of far pairs, over the same difference at the input, is
   the contrast D: 1 when the features keep the input's geometry, → 0 when every pair of inputs
   looks alike (the ordered phase: all inputs collapse onto one point) or equally unlike (the
@@ -101,7 +101,7 @@ def input_contrast(network, readout: int) -> Contrast | None:
     return Contrast(readout, gap / reference, error / reference, fraction, n)
 
 
-def never_active(network, forward_pass, caches) -> list[float]:
+def never_active(network, forward_pass, caches) -> tuple[list[float], int]:
     """Per layer, the fraction of units that are 0 on every one of DEAD_PROBE inputs (or of the batch and
     DEAD_PROBE_PASSES fresh batches of its size, when that is fewer): the measured batch (its outputs are
     in `caches`) and fresh batches. Returns (fractions, inputs seen)."""
