@@ -111,11 +111,12 @@ def through_time(run, spec, t, finding) -> list:
         memory = 1 / abs(math.log(per_step)) if 0 < per_step != 1 else math.inf
         what = "cell state" if cell else "hidden state"
         grows = ratio > 1
-        level = "error" if per_step > math.e or per_step < 1 / math.e else _level(
-            max(ratio, 1 / ratio) if ratio > 0 else math.inf, t.gradient_warning, t.gradient_error)
-        if not level:
+        if per_step > math.e or per_step < 1 / math.e:
+            level = "error"  # the state forgets (or amplifies) by more than e every single step
+        elif _level(max(ratio, 1 / ratio) if ratio > 0 else math.inf, t.gradient_warning, t.gradient_error):
+            level = "warning"  # over the whole sequence only: a gate can learn longer memory
+        else:
             continue
-        level = "error" if per_step > math.e or per_step < 1 / math.e else "warning"
         fade = f"{compact(memory)} steps" if math.isfinite(memory) else "no change"
         findings.append(finding(
             level, "exploding-gradients" if grows else "vanishing-gradients", layer,
@@ -144,8 +145,8 @@ def _recurrent_hint(layer_spec, grows: bool) -> str:
 
 
 def input_contrast(run, spec, t, finding) -> list:
-    """depth-scale: the features the readout sees keep less than contrast_error (e^-2: deeper than two depth
-    scales ξ_c) of the input's near/far contrast, or contrast_warning (e^-1); or their input-dependent part
+    """depth-scale: the features the readout sees keep less than contrast_error (e^-3: deeper than three depth
+    scales ξ_c) of the input's near/far contrast, or contrast_warning (e^-2); or their input-dependent part
     has collapsed below collapse_error of their second moment."""
     contrast = run.contrast
     if contrast is None:
