@@ -252,9 +252,8 @@ def _mismatches(spec) -> list[Finding]:
             continue  # embeddings are a lookup, outside the rules-of-thumb table (torch's default is N(0, 1))
         if init.params.get("gain", 1.0) != 1.0:
             continue  # a chosen gain is a calibration (recommend --calibrate writes them), not a rule of thumb missed
-        activation = activations.ACTIVATIONS[layer.activation.name]
-        if not any(schemes.same_variance_rule(init.scheme, good) for good in activation.recommended):
-            groups.setdefault((init.display, activation.name), []).append(layer)
+        if _better_scheme(layer):
+            groups.setdefault((init.display, layer.activation.name), []).append(layer)
     findings = []
     for (init, activation_name), layers in groups.items():
         recommended = activations.ACTIVATIONS[activation_name].recommended

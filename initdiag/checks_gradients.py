@@ -16,8 +16,7 @@ def _ratio(ratio: float) -> str:
     return f"{compact(ratio)}x" if ratio >= 1 else f"1/{compact(1 / ratio)} of" if ratio > 0 else "0x (no signal left)"
 
 
-def _level(magnitude: float, warning: float, error: float) -> str | None:
-    return "error" if magnitude > error else "warning" if magnitude > warning else None
+_level = checks_signal.level
 
 
 def gradient_energy(layer, spec_layer) -> float:

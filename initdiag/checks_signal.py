@@ -116,7 +116,8 @@ def _relative(ratio: float, origin: str) -> str:
     return f"{compact(ratio)}x {origin}" if ratio >= 1 else f"1/{compact(1 / ratio)} of {origin}"
 
 
-def _level(magnitude: float, warning: float, error: float) -> str | None:
+def level(magnitude: float, warning: float, error: float) -> str | None:
+    """The severity a magnitude reaches (a factor either way, or 1/a share)."""
     return "error" if magnitude > error else "warning" if magnitude > warning else None
 
 
@@ -139,7 +140,7 @@ def _chain_drift(reference, origin, judged, spec, t, finding, scale_hint) -> lis
         ratios = [(layer, r) for layer, r in ratios if (r > 1) == grows and r != 1]
         if not grows:  # small logits are a calm start (zero-initialised heads train); vanishing features are judged below them
             ratios = [(layer, r) for layer, r in ratios if layer.index != len(spec.layers) - 1]
-        levels = [(layer, r, _level(max(r, 1 / r) if r > 0 else math.inf, t.drift_warning, t.drift_error))
+        levels = [(layer, r, level(max(r, 1 / r) if r > 0 else math.inf, t.drift_warning, t.drift_error))
                   for layer, r in ratios]
         levels = [item for item in levels if item[2]]
         if not levels:
@@ -182,12 +183,12 @@ def _stream_growth(run, spec, stream, t, finding) -> list:
     slope = sum((k - mean_k) * (y - mean_log) for k, y in enumerate(logs)) / sum((k - mean_k) ** 2 for k in range(blocks))
     factor = math.exp(slope)
     multiplied = factor ** blocks
-    level = _level(multiplied, t.stream_warning, t.stream_error)
-    if not level or factor <= 1:
+    severity = level(multiplied, t.stream_warning, t.stream_error)
+    if not severity or factor <= 1:
         return []
     end = stream[-1]
     return [finding(
-        level, "exploding-activations", end,
+        severity, "exploding-activations", end,
         f"the residual stream grows multiplicatively: each block's increment about {compact(factor)}x the last's, "
         f"{compact(multiplied)}x over {blocks} blocks (the stream's second moment is {compact(moments[-1] / moments[0])}x "
         f"{start.name}'s at {end.name}); additive growth (a constant increment per block) is what trains at depth",

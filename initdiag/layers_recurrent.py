@@ -156,7 +156,8 @@ class RecurrentCache:
         self.cell_act_steps = cell_act_steps    # LSTM: φ(c_t)
         self.reset_hidden_steps = reset_hidden_steps  # GRU: m_t = h_{t-1} W_hn + b_hn
         self.hidden_grad_steps = None           # set by backward
-        self.cell_grad_var = [None, None]       # LSTM: Var(dLoss/dc) at the last and the first step, set by backward
+        self.cell_grad_var_first_step = None    # LSTM: Var(dLoss/dc) at t = 0 (its memory path), set by backward
+        self.cell_grad_var_last_step = None     # ... and at t = T-1
 
     @staticmethod
     def _batch_first(a):
@@ -212,16 +213,6 @@ class RecurrentCache:
     def grad_var_last_step(self) -> float:
         """Var(dLoss/dh_{T-1}) over batch and units."""
         return _variance(self._hidden_grad_at(-1))
-
-    @property
-    def cell_grad_var_first_step(self) -> float | None:
-        """LSTM: Var(dLoss/dc_0) over batch and units (None for RNN and GRU)."""
-        return self.cell_grad_var[1]
-
-    @property
-    def cell_grad_var_last_step(self) -> float | None:
-        """LSTM: Var(dLoss/dc_{T-1})."""
-        return self.cell_grad_var[0]
 
     def hidden_grad_var_by_step(self) -> np.ndarray:
         """(steps,) float64: Var(dLoss/dh_t) for every t, for a plot of gradient through time."""
@@ -521,8 +512,10 @@ class LSTM(_Recurrent):
             i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
             dc = phi.backward(cell[t], cell_act[t], dh * o)
             dc += carried_cell
-            if t in (0, z.shape[0] - 1):  # the memory path: what reaches the first step through the cell
-                cache.cell_grad_var[t == 0] = _variance(dc)
+            if t == z.shape[0] - 1:  # the memory path: what reaches the first step through the cell
+                cache.cell_grad_var_last_step = _variance(dc)
+            if t == 0:
+                cache.cell_grad_var_first_step = _variance(dc)
             dzt[:, :u] = _sigmoid_backward(i, dc * g)
             if t:
                 dzt[:, u:2 * u] = _sigmoid_backward(f, dc * cell[t - 1])

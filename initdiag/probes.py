@@ -108,8 +108,10 @@ def never_active(network, forward_pass, caches) -> tuple[list[float], int]:
     from initdiag.network import STREAM_PROBE, stream
     from initdiag.spec import input_batch
 
+    from initdiag.stats import active_units
+
     spec = network.spec
-    active = [_active_units(cache.y, getattr(layer, "unit_axis", 1)) for layer, cache in zip(network.layers, caches)]
+    active = [active_units(cache.y, getattr(layer, "unit_axis", 1)) for layer, cache in zip(network.layers, caches)]
     if spec.input_distribution.endswith(".npy"):
         return [1.0 - float(a.mean()) for a in active], network.inputs.shape[0]  # supplied data: nothing else to draw
     seen, rng, passes = network.inputs.shape[0], stream(spec.seed, STREAM_PROBE), 0
@@ -118,11 +120,6 @@ def never_active(network, forward_pass, caches) -> tuple[list[float], int]:
             passes += 1
             fresh = input_batch(spec, rng)
             for i, y, _ in forward_pass(network._replace(inputs=fresh)):
-                active[i] |= _active_units(y, getattr(network.layers[i], "unit_axis", 1))
+                active[i] |= active_units(y, getattr(network.layers[i], "unit_axis", 1))
             seen += fresh.shape[0]
     return [1.0 - float(a.mean()) for a in active], seen
-
-
-def _active_units(y: np.ndarray, unit_axis: int) -> np.ndarray:
-    unit_axis %= y.ndim
-    return y.any(axis=tuple(axis for axis in range(y.ndim) if axis != unit_axis))

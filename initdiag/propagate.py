@@ -68,7 +68,7 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
         readout = probes.readout_index(spec)
         contrast = probes.input_contrast(network, readout) if readout else None
         # more inputs can only reveal activity: without a unit dead on the batch there is nothing to probe
-        suspects = any(stats["dead_fraction"] > 0 for stats in forward)
+        suspects = any(measured["dead_fraction"] > 0 for measured in forward)
         dead, probed = (probes.never_active(network, forward_pass, caches)
                         if suspects and network.inputs.shape[0] < probes.DEAD_PROBE else (None, network.inputs.shape[0]))
 

@@ -80,12 +80,15 @@ def mean_var(x: np.ndarray) -> tuple[float, float]:
     return float(mean), float(var)
 
 
-def dead_fraction(y: np.ndarray, unit_axis: int = 1) -> float:
-    """Fraction of units (dense: columns; conv: channels) whose output is exactly zero for every
-    sample (and position)."""
+def active_units(y: np.ndarray, unit_axis: int = 1) -> np.ndarray:
+    """Per unit (dense: columns; conv: channels), whether its output is non-zero for some sample (and position)."""
     unit_axis %= y.ndim
-    others = tuple(axis for axis in range(y.ndim) if axis != unit_axis)
-    return float(np.count_nonzero(~y.any(axis=others))) / y.shape[unit_axis]
+    return y.any(axis=tuple(axis for axis in range(y.ndim) if axis != unit_axis))
+
+
+def dead_fraction(y: np.ndarray, unit_axis: int = 1) -> float:
+    """Fraction of units whose output is exactly zero for every sample (and position)."""
+    return 1.0 - float(active_units(y, unit_axis).mean())
 
 
 def symmetry(weights: np.ndarray, bias: np.ndarray | None) -> float:

@@ -200,22 +200,29 @@ def test_same_padding_with_stride_1_is_torch_padding_same(torch):
         np.testing.assert_allclose(layer.forward(x)[0], expected.numpy(), rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("kind, input_shape, raw", POOL_CASES.values(), ids=POOL_CASES.keys())
-def test_weightless_forward_and_gradients_match_torch(torch, kind, input_shape, raw):
-    rng = np.random.default_rng(4)
-    layer = build(kind, input_shape, raw, rng)
-    x = rng.standard_normal((3, *input_shape))
+def assert_weightless_matches_torch(torch, layer, x, torch_forward, rng):
+    """A weightless layer's output and input gradient against torch's (float64), for an upstream gradient
+    drawn from `rng`; returns our output and cache."""
     y, cache = layer.forward(x)
-    assert y.shape == (3, *layer.output_shape(input_shape, layer.config))
-    assert cache.z is y
     x_torch = torch.from_numpy(x.copy()).requires_grad_()
-    y_torch = torch_weightless(torch, layer, x_torch)
+    y_torch = torch_forward(x_torch)
     np.testing.assert_allclose(y, y_torch.detach().numpy(), rtol=1e-13, atol=1e-15)
     upstream = rng.standard_normal(y.shape)
     (y_torch * torch.from_numpy(upstream)).sum().backward()
     dx, grads = layer.backward(upstream, cache)
     assert grads == {}
     np.testing.assert_allclose(dx, x_torch.grad.numpy(), rtol=1e-13, atol=1e-15)
+    return y, cache
+
+
+@pytest.mark.parametrize("kind, input_shape, raw", POOL_CASES.values(), ids=POOL_CASES.keys())
+def test_weightless_forward_and_gradients_match_torch(torch, kind, input_shape, raw):
+    rng = np.random.default_rng(4)
+    layer = build(kind, input_shape, raw, rng)
+    x = rng.standard_normal((3, *input_shape))
+    y, cache = assert_weightless_matches_torch(torch, layer, x, lambda x_torch: torch_weightless(torch, layer, x_torch), rng)
+    assert y.shape == (3, *layer.output_shape(input_shape, layer.config))
+    assert cache.z is y
 
 
 def test_max_pool_sends_tied_gradients_where_torch_does(torch):
@@ -354,15 +361,7 @@ def test_global_avgpool_on_a_sequence_averages_over_the_steps(torch):
     layer = GlobalAvgPool("gap", (7, 5), SEQUENCE)
     assert layer.out_shape == (5,) and GlobalAvgPool.output_shape((7, 5), SEQUENCE) == (5,)
     x = rng.standard_normal((3, 7, 5))
-    y, cache = layer.forward(x)
-    x_torch = torch.from_numpy(x.copy()).requires_grad_()
-    y_torch = x_torch.mean(dim=1)
-    np.testing.assert_allclose(y, y_torch.detach().numpy(), rtol=1e-13, atol=1e-15)
-    upstream = rng.standard_normal(y.shape)
-    (y_torch * torch.from_numpy(upstream)).sum().backward()
-    dx, grads = layer.backward(upstream, cache)
-    assert grads == {}
-    np.testing.assert_allclose(dx, x_torch.grad.numpy(), rtol=1e-13, atol=1e-15)
+    assert_weightless_matches_torch(torch, layer, x, lambda x_torch: x_torch.mean(dim=1), rng)
 
 
 def test_global_avgpool_on_a_sequence_matches_finite_differences():

@@ -16,6 +16,11 @@ def make(text: str) -> spec.NetworkSpec:
     return spec.parse(yamlsource.loads(text, "t.yaml"), base_dir=".", default_name="t")
 
 
+def findings_of(text: str, code: str) -> list:
+    """The findings of one code when the spec `text` is checked."""
+    return [f for f in pipeline.diagnose(make(text)).findings if f.code == code]
+
+
 def codes(findings, severity=None):
     return {(f.code, f.layer) for f in findings if severity is None or f.severity == severity}
 
@@ -96,7 +101,7 @@ def test_a_dead_channel_is_reported_where_it_dies_not_again_at_the_batchnorm():
     text = ("input: [3, 8, 8]\nbatch: 32\ndefaults: {init: relu, activation: relu}\nlayers:\n"
             "  - conv2d: {filters: 8, kernel: 3, padding: 1}\n    bias_init: -100\n  - batchnorm: {}\n"
             "  - flatten: {}\n  - dense: 10\n    activation: softmax\n    init: xavier\n")
-    dead = [f for f in pipeline.diagnose(make(text)).findings if f.code == "dead-units"]
+    dead = findings_of(text, "dead-units")
     assert [f.layer for f in dead] == ["conv2d_0"]
 
 
@@ -117,16 +122,16 @@ def test_hints_do_not_recommend_the_scheme_already_in_use():
     findings = pipeline.diagnose(spec.load(SAMPLES / "deep_tanh_xavier.yaml")).findings
     drift = [f for f in findings if f.code == "vanishing-activations"]
     assert drift and "init: xavier" not in drift[0].hint and "already match" in drift[0].hint
-    wrong = make("input: [64]\nbatch: 64\ndefaults: {init: {normal: {std: 0.01}}, activation: tanh}\nlayers:\n"
+    wrong_text = ("input: [64]\nbatch: 64\ndefaults: {init: {normal: {std: 0.01}}, activation: tanh}\nlayers:\n"
                  + "  - dense: 64\n" * 6 + "  - dense: 10\n    activation: softmax\n    init: xavier\n")
-    hints = [f.hint for f in pipeline.diagnose(wrong).findings if f.code == "vanishing-activations"]
+    hints = [f.hint for f in findings_of(wrong_text, "vanishing-activations")]
     assert hints and "init: xavier" in hints[0]
 
 
 def test_attention_saturation_is_named_as_attention():
     text = ("input: [16, 32]\nbatch: 8\ndefaults: {init: {normal: {std: 1.0}}}\nlayers:\n"
             "  - transformer: {heads: 4, dim: 32, ffn: 64, activation: gelu, norm: pre}\n  - layernorm: {}\n")
-    saturation = [f for f in pipeline.diagnose(make(text)).findings if f.code == "saturation"]
+    saturation = findings_of(text, "saturation")
     assert saturation and all("attention rows" in f.message and "gelu" not in f.message for f in saturation)
 
 
@@ -134,7 +139,7 @@ def test_a_calibrated_gain_is_not_a_scheme_mismatch():
     text = ("input: [32]\nbatch: 64\ndefaults: {activation: tanh}\nlayers:\n"
             "  - dense: 32\n    init: {relu: {gain: 0.96}}\n  - dense: 32\n    init: {relu: {gain: 1.34}}\n"
             "  - dense: 32\n    init: relu\n")
-    mismatches = [f for f in pipeline.diagnose(make(text)).findings if f.code == "scheme-activation-mismatch"]
+    mismatches = findings_of(text, "scheme-activation-mismatch")
     assert [f.layer for f in mismatches] == ["dense_2"]
 
 
