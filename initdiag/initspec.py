@@ -31,15 +31,12 @@ class InitSpec(NamedTuple):
             return f"{self.scheme}({_short(shown[positional])})"
         return f"{self.scheme}({', '.join(f'{k}={_short(v)}' for k, v in shown.items())})"
 
-    def shape_problem(self, shape: tuple) -> str | None:
-        """Why this init cannot make a (fan_in, fan_out) = `shape` matrix, or None."""
-        if self.scheme == "identity" and shape[0] != shape[1]:
-            return f"identity needs a square layer (fan_in == fan_out), but this one is {shape[0]}×{shape[1]}"
-        if self.scheme == "supplied":
-            got = tuple(self.params["shape"])
-            if got != tuple(shape):
-                return f"the supplied array has shape {list(got)}, but this layer needs [fan_in, fan_out] = {list(shape)}"
-        return None
+    def shape_problem(self, geometry) -> str | None:
+        """Why this init cannot fill `geometry` (a schemes.Geometry, or a bare (fan_in, fan_out) shape
+        for a dense matrix), or None: the scheme's own answer (schemes.problem)."""
+        if not isinstance(geometry, schemes.Geometry):
+            geometry = schemes.dense(geometry)
+        return schemes.problem(self.definition, self.params, geometry)
 
 
 def _short(value) -> str:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from initdiag import activations, sampling, schemes
+from initdiag import activations, sampling, schemes, weightgeometry
 from initdiag import layers as layer_kinds
 from initdiag.spec import LayerSpec, NetworkSpec, input_batch
 from initdiag.yamlsource import SpecErrors, SpecProblem
@@ -146,15 +146,12 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
     if layer.init is None:
         return None, None
     dtype = np.dtype(spec.dtype)
-    shape = layer.matrix
     init = layer.init
     try:
-        if init.scheme == "identity" and layer.kind in ("conv1d", "conv2d"):  # the Dirac kernel, as torch.nn.init.dirac_
-            weights = layer_kinds.layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, dtype)
-        else:
-            weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index),
-                                              shape, dtype, _standard_draw(spec, layer, draws),
-                                              schemes.Fans(layer.fan_in, layer.fan_out))
+        weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index),
+                                          weightgeometry.main(layer), dtype, _standard_draw(spec, layer, draws))
+    except schemes.UnfitScheme as err:  # spec.shape_problems reports these first; a spec built by hand lands here
+        raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", str(err), file=spec.file)]) from None
     except Exception as err:  # a custom init is user code: its failure is the user's input problem
         if init.scheme != "custom":
             raise
@@ -181,12 +178,15 @@ def _recurrent_parameters(spec: NetworkSpec, layer: LayerSpec, input_weights) ->
     dtype = np.dtype(spec.dtype)
     shapes = layer_kinds.layer_class(layer.kind).parameter_shapes(layer.input_shape, layer.config)
     recurrent = layer.recurrent_init
-    rows, cols = shapes["recurrent_weights"]
+    try:
+        recurrent_weights = schemes.initial_weights(recurrent.definition, recurrent.params,
+                                                    stream(spec.seed, STREAM_RECURRENT, layer.index),
+                                                    weightgeometry.recurrent(layer), dtype)
+    except schemes.UnfitScheme as err:
+        raise SpecErrors([SpecProblem(recurrent.location, f"{layer.path}.recurrent_init", str(err), file=spec.file)]) from None
     params = {
         "input_weights": input_weights,
-        "recurrent_weights": schemes.initial_weights(recurrent.definition, recurrent.params,
-                                                     stream(spec.seed, STREAM_RECURRENT, layer.index),
-                                                     (rows, cols), dtype, fans=schemes.Fans(rows, cols)),
+        "recurrent_weights": recurrent_weights,
         "bias": np.full(shapes["bias"], layer.bias_init or 0.0, dtype=dtype),
     }
     if "recurrent_bias" in shapes:
@@ -199,14 +199,15 @@ def _block_parameters(spec: NetworkSpec, layer: LayerSpec, first_weights) -> dic
     own stream, as any layer's; each other from a stream of its own), biases at bias_init; layer
     norms keep their gamma 1, beta 0."""
     dtype = np.dtype(spec.dtype)
-    kind_class = layer_kinds.layer_class(layer.kind)
-    shapes = kind_class.parameter_shapes(layer.input_shape, layer.config)
+    shapes = layer_kinds.layer_class(layer.kind).parameter_shapes(layer.input_shape, layer.config)
     init = layer.init
     params = {}
-    for j, (name, (fan_in, fan_out)) in enumerate(kind_class.fans(layer.input_shape, layer.config).items()):
-        params[name] = first_weights if j == 0 else schemes.initial_weights(
-            init.definition, init.params, stream(spec.seed, STREAM_BLOCK, layer.index * 64 + j), shapes[name], dtype,
-            fans=schemes.Fans(fan_in, fan_out))
+    for j, (name, geometry) in enumerate(weightgeometry.weights(layer).items()):
+        try:
+            params[name] = first_weights if j == 0 else schemes.initial_weights(
+                init.definition, init.params, stream(spec.seed, STREAM_BLOCK, layer.index * 64 + j), geometry, dtype)
+        except schemes.UnfitScheme as err:
+            raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"{err} ({name})", file=spec.file)]) from None
     for name, shape in shapes.items():
         if name.endswith("bias"):
             params[name] = np.full(shape, layer.bias_init or 0.0, dtype=dtype)

