@@ -57,7 +57,7 @@ import math
 
 import numpy as np
 
-from initdiag import activations, checks, compare, initspec, network, propagate, report, schemes, stats
+from initdiag import activations, checks, compare, initspec, network, propagate, report, schemes, stats, weightgeometry
 from initdiag.checks import Thresholds
 from initdiag.numbers import compact
 from initdiag.spec import NetworkSpec
@@ -142,13 +142,16 @@ class LayerDraws:
                 standard = schemes.FAMILY_SAMPLERS[definition.family](self._rng(layer), shape, self.dtype)
                 self.cache[definition.family] = standard
             return schemes.initial_weights(definition, init.params, None, shape, self.dtype, standard)
+        # structured schemes see the layer's role as check does (identity: the Dirac kernel on a conv), on the
+        # (fan_in, units) matrix this class has always measured
+        geometry = weightgeometry.main(layer)._replace(shape=shape)
         if init.scheme == "orthogonal":
             unit = self.cache.get("orthogonal", self.known.get((layer.index, "orthogonal")))
             if unit is None:
-                unit = schemes.initial_weights(definition, {**init.params, "gain": 1.0}, self._rng(layer), shape, self.dtype)
+                unit = schemes.initial_weights(definition, {**init.params, "gain": 1.0}, self._rng(layer), geometry, self.dtype)
                 self.cache["orthogonal"] = unit
             return np.ascontiguousarray(unit * self.dtype.type(init.params["gain"]), dtype=self.dtype)
-        return schemes.initial_weights(definition, init.params, self._rng(layer), shape, self.dtype)
+        return schemes.initial_weights(definition, init.params, self._rng(layer), geometry, self.dtype)
 
 
 def _run(spec: NetworkSpec, name: str, thresholds: Thresholds, max_memory, draws, known: dict | None = None) -> dict:
