@@ -304,14 +304,15 @@ SCHEMES: dict[str, Scheme] = {
         Scheme("constant", "c, everywhere", {"value": None}, positional="value", build=_constant(lambda p: p["value"]),
                roles=ROLES),
         # An embedding table is a lookup, not a map of its input: "identity" would mean nothing there.
-        Scheme("identity", "the identity matrix; square layers only; on a conv, the Dirac kernel (filters = input channels)",
+        Scheme("identity", "the identity matrix, square layers only; on a conv, the Dirac kernel (as many filters as "
+               "input channels)",
                build=_identity, roles=("dense", "conv", "recurrent", "projection", "attention"), fit=_identity_fit),
         Scheme("orthogonal", "a Haar-random orthogonal matrix × gain", {"gain": 1.0}, build=_orthogonal, roles=ROLES),
         Scheme(
             "delta_orthogonal", "conv kernels: 0 except the centre tap, a Haar-random orthogonal [in, filters] matrix × gain "
             "(per group)", {"gain": 1.0}, build=_delta_orthogonal, roles=("conv",),
-            note="TensorFlow's convolutional_delta_orthogonal refuses in_channels > filters; initdiag makes the centre "
-                 "semi-orthogonal (orthonormal columns)",
+            note="as JAX's delta_orthogonal and TensorFlow 1's convolutional_delta_orthogonal, which refuses more "
+                 "input channels than filters; initdiag then makes the centre semi-orthogonal (orthonormal columns)",
         ),
         Scheme("supplied", "the given .npy array, shape [fan_in, fan_out]", {"path": None}, positional="path", build=_supplied,
                roles=ROLES, fit=_supplied_fit),
@@ -333,7 +334,6 @@ ALIASES = {
     "pytorch_default": "torch_default",
     "zeros": "zero",
     "eye": "identity",
-    "convolutional_delta_orthogonal": "delta_orthogonal",  # TensorFlow 1's name
 }
 
 

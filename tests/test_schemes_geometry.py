@@ -8,6 +8,7 @@ PyTorch's weight is W.T.reshape(filters, in/groups, *kernel) (`_torch`).
 from __future__ import annotations
 
 import json
+import re
 import math
 import textwrap
 
@@ -108,14 +109,14 @@ def test_a_delta_orthogonal_same_padded_conv_scales_the_input_norm_by_gain(layer
     np.testing.assert_allclose(np.linalg.norm(y), gain * np.linalg.norm(x), rtol=1e-12)
 
 
-def test_delta_orthogonal_from_a_spec_and_its_tensorflow_alias():
+def test_delta_orthogonal_from_a_spec_on_conv1d():
     net = make("""\
         input: [3, 8]
         layers:
           - conv1d: {filters: 8, kernel: 3, padding: same}
             init: delta_orthogonal
           - conv1d: {filters: 8, kernel: 3}
-            init: {convolutional_delta_orthogonal: {gain: 1.5}}
+            init: {DELTA_ORTHOGONAL: {gain: 1.5}}
           - flatten: {}
           - dense: 10
             init: xavier
@@ -142,7 +143,7 @@ def test_delta_orthogonal_on_the_cli(tmp_path):
     report = json.loads(run_cli("check", path, "--format", "json").stdout)
     assert report["layers"][0]["init"] == "delta_orthogonal"
     listing = run_cli("schemes").stdout
-    assert "delta_orthogonal" in listing and "convolutional_delta_orthogonal" in listing
+    assert re.search(r"^delta_orthogonal .*conv kernels", listing, re.MULTILINE), listing
     # compare: with --keep-overrides the dense head keeps its own xavier; without, delta_orthogonal cannot fill it
     kept = json.loads(run_cli("compare", path, "--schemes", "delta_orthogonal,relu", "--keep-overrides",
                               "--format", "json").stdout)
@@ -258,3 +259,13 @@ def test_layer_geometries_carry_kernel_groups_roles_and_fans():
     lstm = make("input: [5, 3]\nlayers:\n  - lstm: 4\n").layers[0]
     assert weightgeometry.main(lstm).role == "dense" and weightgeometry.main(lstm).shape == (3, 16)
     assert weightgeometry.recurrent(lstm) == Geometry((4, 16), "recurrent", Fans(4, 16))
+
+
+@pytest.mark.parametrize("layer, shape", [("conv2d: {filters: 4, kernel: 3, padding: same, groups: 2}", [4, 6, 5]),
+                                          ("conv2d: {filters: 4, kernel: [3, 5], padding: same, groups: 4}", [4, 6, 5]),
+                                          ("conv1d: {filters: 3, kernel: 5, padding: same, groups: 3}", [3, 8])])
+def test_an_identity_conv_built_from_a_spec_passes_its_input_through(layer, shape):
+    net = make(f"input: {shape}\nbatch: 2\ndtype: float64\nloss: mse\nlayers:\n  - {layer}\n    init: identity\n"
+               "    activation: identity\n")
+    x = np.random.default_rng(11).standard_normal((2, *shape))
+    np.testing.assert_array_equal(network.build(net).layers[0].forward(x)[0], x)
