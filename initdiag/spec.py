@@ -13,7 +13,7 @@ import numpy as np
 
 from initdiag import yamlsource
 from initdiag.initspec import InitSpec, parse_init
-from initdiag.speclayers import CONV_KINDS, LayerSpec, parse_activation, parse_layers  # noqa: F401  (LayerSpec: re-exported)
+from initdiag.speclayers import LayerSpec, parse_activation, parse_layers  # noqa: F401  (LayerSpec: re-exported)
 from initdiag.validate import Checker
 from initdiag.yamlsource import Document, SpecErrors, SpecProblem
 
@@ -178,7 +178,7 @@ def _input_distribution(check: Checker, data: dict, input_shape, batch):
 
 def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
     """Inits that cannot fit their layer's shape: identity on a non-square layer, a supplied array of the wrong shape."""
-    from initdiag.layers import layer_class
+    from initdiag.layers import LAYERS
 
     problems = []
     for layer in spec.layers:
@@ -192,9 +192,9 @@ def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
                 problems.append(SpecProblem(layer.recurrent_init.location, f"{layer.path}.recurrent_init",
                                             f"{message} (the recurrent weights are units × gates·units)", file=spec.file))
                 continue
-        if layer.kind in CONV_KINDS and layer.init.scheme == "identity":
+        if LAYERS[layer.kind].dirac is not None and layer.init.scheme == "identity":
             try:
-                layer_class(layer.kind).identity_weights(layer.input_shape, layer.config, np.float32)
+                LAYERS[layer.kind].dirac(layer.input_shape, layer.config, np.float32)
                 message = None
             except ValueError as err:
                 message = f"identity (the Dirac kernel) on {layer.kind}: {err}"
