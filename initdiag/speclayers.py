@@ -245,6 +245,7 @@ def _residual(check: Checker, raw: dict, path: tuple, shape, layout, defaults, n
         fan_in, fan_out, config["stride"] = shape[0], out_shape[0], stride
         out_layout = CHANNELS if len(out_shape) == 2 else None
     if shortcut is not None:
+        config["units"] = fan_out  # the projection's output width (the residual kind's declared weights read it)
         init = defaults[0]
         if init is None:
             return None, None
