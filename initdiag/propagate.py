@@ -46,7 +46,7 @@ def backward_pass(network: Network, caches: list, dy, dz=None):
 
 def _block_starts(spec) -> dict:
     """Residual ends by position -> the position of their block's first layer."""
-    return {i: layer.config["start"] for i, layer in enumerate(spec.layers) if layer.kind == "residual"}
+    return {i: layer.config["start"] for i, layer in enumerate(spec.layers) if LAYERS[layer.kind].block}
 
 
 def run(network: Network, histogram_bins: int = 0) -> RunStats:

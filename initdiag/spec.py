@@ -13,6 +13,7 @@ import numpy as np
 
 from initdiag import yamlsource
 from initdiag.initspec import InitSpec, parse_init
+from initdiag.layers import LAYERS
 from initdiag.speclayers import LayerSpec, parse_activation, parse_layers  # noqa: F401  (LayerSpec: re-exported)
 from initdiag.validate import Checker
 from initdiag.yamlsource import Document, SpecErrors, SpecProblem
@@ -91,8 +92,9 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     layers = parse_layers(check, data, input_shape, default_init, default_activation, default_bias)
     tokens = distribution == "tokens"
     for layer in layers:
-        if (layer.kind == "embedding") != (tokens and layer.index == 0):
-            message = ("an embedding layer must come first, on input_distribution: tokens" if layer.kind == "embedding"
+        reads_tokens = LAYERS[layer.kind].reads_tokens
+        if reads_tokens != (tokens and layer.index == 0):
+            message = (f"an {layer.kind} layer must come first, on input_distribution: tokens" if reads_tokens
                        else "input_distribution: tokens (integer ids) needs an embedding layer first")
             check.problem(("layers", layer.index), message)
             break
@@ -178,8 +180,6 @@ def _input_distribution(check: Checker, data: dict, input_shape, batch):
 
 def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
     """Inits that cannot fit their layer's shape: identity on a non-square layer, a supplied array of the wrong shape."""
-    from initdiag.layers import LAYERS
-
     problems = []
     for layer in spec.layers:
         if layer.init is None:

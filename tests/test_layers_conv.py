@@ -17,7 +17,7 @@ from initdiag.layers import layer_class
 from initdiag.layers.conv import (
     Conv1d, Conv2d, from_torch_layout, normalize_config, release_workspace, torch_layout, workspace_bytes,
 )
-from initdiag.layers.pooling import AvgPool2d, Flatten, GlobalAvgPool, MaxPool2d
+from initdiag.layers.pooling import GlobalAvgPool
 
 CONV_LAYERS = {kind: layer_class(kind) for kind in ("conv1d", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "flatten")}
 

@@ -69,7 +69,6 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from initdiag import activations
 from initdiag.activations import Activation
 from initdiag.layers.declare import CHANNELS, LayerKind, Option, Weight, checked
 

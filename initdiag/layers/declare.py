@@ -106,6 +106,7 @@ class LayerKind:
     saturation: Callable = activation_saturation  # (layer, cache) -> the saturated fraction the statistics report
     saturation_doc: str = "the activation's rule on its pre-activation"
     block: bool = False  # a block of nested layers (residual), parsed by its own grammar
+    reads_tokens: bool = False  # takes integer tokens: the first layer, on input_distribution: tokens (embedding)
     extra: dict = field(default_factory=dict)
 
     @property
