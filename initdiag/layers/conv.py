@@ -1,4 +1,4 @@
-"""Convolution, pooling, global-average-pooling and flatten layers, in the Dense contract.
+"""Convolution layers (and the window machinery pooling.py shares), in the Dense contract.
 
     forward(x) -> (y, cache)        cache.x input, cache.z pre-activation, cache.y = φ(z)
     backward(dy, cache, dz=None, need_dx=True) -> (dx or None, grads)
@@ -52,7 +52,7 @@ windows overlap.
 Constructors:
     Conv1d(name, weights, bias, activation, input_shape, config)   input (channels, length)
     Conv2d(name, weights, bias, activation, input_shape, config)   input (channels, height, width)
-    MaxPool2d(name, input_shape, config), AvgPool2d(...), GlobalAvgPool(...), Flatten(...)
+    MaxPool2d(name, input_shape, config), AvgPool2d(...), GlobalAvgPool(...), Flatten(...)   (pooling.py)
 where `config` is normalize_config(kind, raw) and input_shape the per-sample input shape.
 Weightless layers have weights = bias = None, an identity `activation` (z is y) and
 return {} as grads; their weight_shape / fans are None.

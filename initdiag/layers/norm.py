@@ -1,4 +1,5 @@
-"""Normalisation, dropout and embedding layers, in the Dense contract.
+"""Batch and layer normalisation (this module), with the notes on dropout (dropout.py) and embedding
+(embedding.py), in the Dense contract.
 
     forward(x) -> (y, cache)                    cache.x input, cache.z normalised value, cache.y output
     backward(dy, cache, need_dx=True) -> (dx or None, grads)   grads = {param name: gradient, same shape}
@@ -68,8 +69,8 @@ fan_in = dim), draw the transposed shape and transpose:
 ``initial_weights(scheme, params, rng, (dim, vocab), dtype).T``. (PyTorch's own default for
 nn.Embedding is N(0, 1), fan-free; Keras' is U(-0.05, 0.05).)
 
-Configuration (``normalize_config(kind, raw)``; kinds are the keys of ``NORM_LAYERS``)
-----------------------------------------------------------------------------------------
+Configuration (``initdiag.layers.normalize_config(kind, raw)``; each kind's options are declared in its KINDS)
+-------------------------------------------------------------------------------------------------------------
     batchnorm  {eps: 1e-5, eval: false}                      (aliases batch_norm, batchnorm1d, batchnorm2d)
     layernorm  {eps: 1e-5}                                   (alias layer_norm)
     dropout    {p: 0.5, eval: false}  or just the number p
