@@ -195,7 +195,7 @@ def _name(check: Checker, path: tuple, raw: dict, default: str, names: dict):
 
 
 RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut", "ignore")
-SHORTCUTS = ("dense", "conv")
+SHORTCUTS = next(option.choices for option in LAYERS["residual"].options if option.name == "shortcut")
 
 
 def _residual(check: Checker, raw: dict, path: tuple, shape, layout, defaults, names: dict, layers: list, counter: list):
