@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from initdiag import activations
-from initdiag.layers_conv import Conv2d, normalize_config
+from initdiag.layers.conv import Conv2d, normalize_config
 
 CHANNELS = (3, 64, 128, 256)
 SIZE = 32

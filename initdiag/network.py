@@ -65,28 +65,14 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
 
 
 def _cache_elements(layer: LayerSpec, batch: int) -> int:
-    """What a recurrent or attention layer keeps for its backward pass beyond its output: hidden
-    states and gates of every step, attention scores and weights (batch · heads · steps²) and the
-    parameters beyond the first matrix with their gradients."""
-    if layer.kind in ("rnn", "lstm", "gru"):
-        from initdiag.layers_recurrent import RECURRENT_LAYERS
-
-        layer_class = RECURRENT_LAYERS[layer.kind]
-        parameters = sum(int(np.prod(shape)) for shape in layer_class.parameter_shapes(layer.input_shape, layer.config).values())
-        return layer_class.cache_elements(batch, layer.input_shape, layer.config) + 2 * parameters
-    if layer.kind in ("attention", "transformer"):
-        steps, heads = layer.input_shape[0], layer.config["heads"]
-        width = max(layer.config["dim"], layer.config.get("ffn", 0))
-        return batch * (3 * heads * steps * steps + 8 * steps * width) + 8 * width * width
-    return 0
+    """What a layer keeps for its backward pass beyond its output (its kind's declared `cache_elements`:
+    a recurrent layer's states and gates of every step, attention scores, ...)."""
+    return layer_kinds.LAYERS[layer.kind].cache_elements(layer, batch)
 
 
 def _im2col_elements(layer: LayerSpec) -> int:
-    """Per sample: a convolution's im2col matrix, positions × (fan_in · groups)."""
-    if layer.kind not in ("conv1d", "conv2d"):
-        return 0
-    positions = int(np.prod(layer.output_shape[1:]))
-    return positions * layer.fan_in * layer.config.get("groups", 1)
+    """Per sample: scratch beside the layer's arrays (its kind's `scratch_elements`: a convolution's im2col matrix)."""
+    return layer_kinds.LAYERS[layer.kind].scratch_elements(layer)
 
 
 def available_memory() -> int:
@@ -158,7 +144,7 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
         raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"custom init failed: {err}", file=spec.file)]) from None
     if layer.recurrent_init is not None:
         return _recurrent_parameters(spec, layer, weights), None
-    if layer.kind in ("attention", "transformer"):
+    if layer_kinds.LAYERS[layer.kind].weights_from_init:
         return _block_parameters(spec, layer, weights), None
     if layer.kind == "residual":  # a projection shortcut has weights and no bias
         return weights, None
@@ -176,7 +162,7 @@ def _recurrent_parameters(spec: NetworkSpec, layer: LayerSpec, input_weights) ->
     """An RNN/LSTM/GRU's parameters: input weights from `init`, hidden-to-hidden weights from
     `recurrent_init` (its own stream), biases at bias_init (the LSTM adds its forget bias itself)."""
     dtype = np.dtype(spec.dtype)
-    shapes = layer_kinds.layer_class(layer.kind).parameter_shapes(layer.input_shape, layer.config)
+    shapes = layer_kinds.LAYERS[layer.kind].cls.parameter_shapes(layer.input_shape, layer.config)
     recurrent = layer.recurrent_init
     try:
         recurrent_weights = schemes.initial_weights(recurrent.definition, recurrent.params,
@@ -199,7 +185,7 @@ def _block_parameters(spec: NetworkSpec, layer: LayerSpec, first_weights) -> dic
     own stream, as any layer's; each other from a stream of its own), biases at bias_init; layer
     norms keep their gamma 1, beta 0."""
     dtype = np.dtype(spec.dtype)
-    shapes = layer_kinds.layer_class(layer.kind).parameter_shapes(layer.input_shape, layer.config)
+    shapes = layer_kinds.LAYERS[layer.kind].cls.parameter_shapes(layer.input_shape, layer.config)
     init = layer.init
     params = {}
     for j, (name, geometry) in enumerate(weightgeometry.weights(layer).items()):

@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from initdiag.layers import LAYERS
+
 DEAD_PROBE = 256  # independent inputs over which a unit must stay at 0 to count as dead
 DEAD_PROBE_PASSES = 3  # at most this many extra forward passes (a transformer at batch 4 is not run 64 times)
 NEAR = 0.9  # input correlation of a near pair
@@ -44,7 +46,7 @@ class Contrast(NamedTuple):
 def readout_index(spec) -> int | None:
     """The last layer with weights (the readout): its input is what the network offers to learn from.
     None when that is the first layer (no hidden features to judge)."""
-    weighted = [layer.index for layer in spec.layers if layer.init is not None and layer.kind != "residual"]
+    weighted = [layer.index for layer in spec.layers if layer.init is not None and not LAYERS[layer.kind].block]
     return weighted[-1] if weighted and weighted[-1] > 0 else None
 
 

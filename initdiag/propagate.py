@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from initdiag import losses, probes, stats
+from initdiag.layers import LAYERS
 from initdiag.network import Network
 from initdiag.schemes import Fans
 from initdiag.stats import LayerStats, RunStats
@@ -45,7 +46,7 @@ def backward_pass(network: Network, caches: list, dy, dz=None):
 
 def _block_starts(spec) -> dict:
     """Residual ends by position -> the position of their block's first layer."""
-    return {i: layer.config["start"] for i, layer in enumerate(spec.layers) if layer.kind == "residual"}
+    return {i: layer.config["start"] for i, layer in enumerate(spec.layers) if LAYERS[layer.kind].block}
 
 
 def run(network: Network, histogram_bins: int = 0) -> RunStats:
@@ -124,11 +125,9 @@ def _forward_stats(layer, cache) -> dict:
 
 
 def _saturation(layer, cache) -> float:
-    """The activation's saturated fraction; for attention, the rows whose largest weight exceeds 0.99."""
-    if layer.kind in ("attention", "transformer"):
-        saturated = layer.saturation(cache)
-        return saturated["attention"] if isinstance(saturated, dict) else saturated
-    return layer.activation.saturation(cache.z, cache.y)
+    """The kind's declared saturation rule (the activation's, by default; attention: rows whose largest
+    weight exceeds 0.99)."""
+    return LAYERS[layer.kind].saturation(layer, cache)
 
 
 def _layer_stats(index, layer, spec_layer, forward: dict, backward: tuple) -> LayerStats:

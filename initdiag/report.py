@@ -8,12 +8,13 @@ from initdiag.checks import Thresholds, verdict
 
 def _parameter_fans(layer_spec) -> dict | None:
     """Every weight matrix's (fan_in, fan_out), as torch computes them, for layers with several."""
-    if layer_spec.kind not in ("rnn", "lstm", "gru", "attention", "transformer"):
-        return None
-    from initdiag.layers import layer_class
+    from initdiag.layers import LAYERS
 
-    fans = layer_class(layer_spec.kind).fans(layer_spec.input_shape, layer_spec.config)
-    return {name: [int(fan_in), int(fan_out)] for name, (fan_in, fan_out) in fans.items()}
+    kind = LAYERS[layer_spec.kind]
+    weights = kind.weights(layer_spec.input_shape, layer_spec.config) if kind.params_dict else {}
+    if len(weights) < 2:
+        return None
+    return {name: [int(fan_in), int(fan_out)] for name, (_, _, (fan_in, fan_out)) in weights.items()}
 
 
 def _located(finding, spec) -> dict:

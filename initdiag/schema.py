@@ -10,15 +10,15 @@ YAML language server's regex dialect, has no (?i) flag, and this form means the 
 What a schema cannot say, and `initdiag check` still checks: shapes (a kernel larger than its padded
 input, a dense layer on a non-flat input, identity on a non-square layer, a supplied array's shape,
 dim divisible by heads, filters by groups, a transformer's dim equal to its input features, a residual
-block's output equal to its input), unique layer names, an embedding first exactly when
+block's output equal to its input), a layer naming its kind twice in two spellings (dense and Dense), unique layer names, an embedding first exactly when
 input_distribution is tokens, cross_entropy on a flat output, uniform's low < high, that .npy files
 exist and hold numbers, that custom inits need --allow-custom, and that numbers are finite (.inf).
 """
 
 from __future__ import annotations
 
-from initdiag import activations, checks, layers_attention, layers_conv, layers_norm, layers_recurrent, schemes, spec
-from initdiag import speclayers, validate
+from initdiag import activations, checks, schemes, spec, speclayers, validate
+from initdiag.layers import LAYERS
 
 SCHEMA_ID = "https://initdiag.invalid/schema/spec.json"  # a name, not a download address
 _NAME = {"type": "string", "pattern": r"\S"}  # a non-empty text
@@ -103,57 +103,36 @@ def _describe_activation(cls) -> str:
 
 
 # ------------------------------------------------------------------ layers
-def _kind_tables() -> tuple[dict, dict]:
-    """Each kind's own option keys and the required ones, from the layer modules."""
-    keys, required = dict(layers_conv.CONFIG_KEYS), dict(layers_conv.REQUIRED_KEYS)
-    keys.update(layers_norm.CONFIG_KEYS)
-    required.update({kind: (layers_norm.CONFIG_KEYS[kind] if kind == "embedding" else ()) for kind in layers_norm.CONFIG_KEYS})
-    keys.update(layers_attention.CONFIG_KEYS)
-    required.update(layers_attention.REQUIRED_KEYS)
-    for kind, cls in layers_recurrent.RECURRENT_LAYERS.items():
-        keys[kind], required[kind] = cls.config_keys, ("units",)
-    return keys, required
+def _option(kind, option) -> dict:
+    """An option's schema from its declaration (declare.Option)."""
+    ndim = kind.extra.get("ndim", 1)
+    bounds = {}
+    if option.minimum is not None:
+        bounds["exclusiveMinimum" if option.exclusive else "minimum"] = option.minimum
+    if option.maximum is not None:
+        bounds["maximum"] = option.maximum
+    schema = {
+        "int": lambda: {"type": "integer", **bounds}, "number": lambda: {"type": "number", **bounds},
+        "bool": lambda: _BOOL, "ints": lambda: _ints(ndim, option.minimum),
+        "padding": lambda: {"anyOf": [_choice(option.choices, option.name, strip=True), _ints(ndim, option.minimum)]},
+        "choice": lambda: _choice(option.choices, option.name, strip=True),
+        "activation": lambda: {"$ref": "#/$defs/elementwise_activation"},
+    }[option.type]()
+    default = "" if option.required or option.default is None else f" (default {option.default})"
+    return {**schema, "description": option.doc + default}
 
 
-OPTION_DOCS = {  # a layer kind's own options (layers_*.CONFIG_KEYS): what they mean
-    "filters": "output channels", "kernel": "the window: an int, or one per spatial axis",
-    "stride": "the step: an int, or one per axis (default 1; pools: the kernel)",
-    "padding": "valid (default), same, or an int / one per axis", "dilation": "spacing of the kernel taps (default 1)",
-    "groups": "grouped convolution (default 1)", "bias": "false drops the bias (default true)",
-    "eps": "added to the variance (default 1e-5)", "eval": "run as at inference (default false)",
-    "p": "the drop probability (default 0.5)", "vocab": "the vocabulary size", "dim": "the model width",
-    "heads": "attention heads (dim divisible by heads)", "ffn": "the feed-forward hidden width", "units": "the hidden width",
-    "return_sequences": "output every step (default true), or only the last",
-    "activation": "the nonlinearity inside the block (rnn: tanh; transformer: gelu)",
-    "forget_bias": "added to the forget gate's bias (default 1.0; PyTorch has none: 0)",
-    "norm": "layer norm before (pre, the default) or after (post) each sublayer",
-}
-
-
-def _option(kind: str, key: str) -> dict:
-    ndim = layers_conv._SPATIAL_DIMS.get(kind, 1)
-    positive = ("filters", "groups", "vocab", "dim", "heads", "ffn", "units")
-    schema = (_POSITIVE if key in positive else _BOOL if key in ("bias", "eval", "return_sequences") else {
-        "kernel": _ints(ndim, 1), "stride": _ints(ndim, 1), "dilation": _ints(ndim, 1),
-        "padding": {"anyOf": [_choice(("valid", "same"), "padding", strip=True), _ints(ndim, 0)]},
-        "eps": {"type": "number", "exclusiveMinimum": 0}, "p": {"type": "number", "minimum": 0, "maximum": 1},
-        "activation": {"$ref": "#/$defs/elementwise_activation"}, "forget_bias": _NUMBER,
-        "norm": _choice(layers_attention.NORM_ORDERS, "norm", strip=True),
-    }[key])
-    return {**schema, "description": OPTION_DOCS[key]}
-
-
-def _options(kind: str, keys: tuple, required: tuple) -> dict:
-    mapping = {"type": "object", "properties": {key: _option(kind, key) for key in keys},
-               "required": list(required), "additionalProperties": False}
+def _options(kind) -> dict:
+    keys = tuple(option.name for option in kind.options)
+    required = [option.name for option in kind.options if option.required]
+    mapping = {"type": "object", "properties": {option.name: _option(kind, option) for option in kind.options},
+               "required": required, "additionalProperties": False}
     options = [mapping]
-    if kind in speclayers.RECURRENT_KINDS:
-        options.append(_option(kind, "units"))  # rnn: 64
-    if kind == "dropout":
-        options.append(_option(kind, "p"))  # dropout: 0.1
+    if kind.bare is not None:  # rnn: 64, dropout: 0.1
+        options.append(_option(kind, next(option for option in kind.options if option.name == kind.bare)))
     if not required:  # `kind:` or `kind: true` read as no options
         options += [{"type": "null"}, {"const": True}]
-    return {"anyOf": options, "description": f"a {kind} layer; options: {', '.join(keys) or 'none'}"
+    return {"anyOf": options, "description": f"a {kind.key} layer ({kind.summary}); options: {', '.join(keys) or 'none'}"
             + (f" (required: {', '.join(required)})" if required else "")}
 
 
@@ -166,25 +145,32 @@ LAYER_KEY_DOCS = {
 }
 
 
-def _layer_key(kind: str, key: str) -> dict:
+def _layer_key(kind, key: str) -> dict:
     schema = {"name": _NAME, "init": {"$ref": "#/$defs/init"}, "recurrent_init": {"$ref": "#/$defs/init"}, "bias_init": _NUMBER,
               "bias": _BOOL, "ignore": {"$ref": "#/$defs/ignore"}, "scale": _NUMBER,
-              "activation": {"$ref": "#/$defs/" + ("elementwise_activation" if kind in speclayers.CONV_KINDS else "activation")},
+              "activation": {"$ref": "#/$defs/" + ("elementwise_activation" if kind.elementwise_activation else "activation")},
               "residual": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}},
               "shortcut": _choice(speclayers.SHORTCUTS, "shortcut")}[key]
     return {**schema, "description": LAYER_KEY_DOCS[key]}
 
 
-def _layer(kind: str, keys: dict, required: dict) -> dict:
-    if kind == "dense":
-        own = {**_POSITIVE, "description": "a fully connected layer of this many units"}
+def _layer(kind) -> dict:
+    """A layer of `kind` (a LayerKind) under its key or any alias (any case, as the parser reads them)."""
+    if kind.bare is not None and len(kind.options) == 1:  # dense: 256
+        own = {**_option(kind, kind.options[0]), "description": f"a {kind.key} layer ({kind.summary}): its {kind.bare}"}
     else:
-        own = _options(kind, keys[kind], required[kind])
-    layer = {"type": "object", "required": [kind], "additionalProperties": False,
-             "properties": {kind: own, **{key: _layer_key(kind, key) for key in _plus_ignore(speclayers.KIND_KEYS[kind])}}}
+        own = _options(kind)
+    spellings = (kind.key,) + kind.aliases
+    layer = {"type": "object", "minProperties": 1, "additionalProperties": False,
+             "properties": {key: _layer_key(kind, key) for key in _plus_ignore(kind.takes)},
+             "patternProperties": {_anycase(spellings, strip=True): own},
+             "description": f"a {kind.key} layer" + (f" (aliases: {', '.join(kind.aliases)})" if kind.aliases else "")}
+    layer["not"] = {"propertyNames": {"enum": list(layer["properties"])}}  # one key is the kind's (no common key names one)
     no_bias = {"properties": {"bias": {"const": False}}, "required": ["bias"]}
-    if kind == "dense" or kind in speclayers.CONV_KINDS:  # bias_init on a layer without a bias is an error
-        layer["if"] = no_bias if kind == "dense" else {"properties": {kind: no_bias}, "required": [kind]}
+    if "bias" in kind.takes:  # bias_init on a layer without a bias is an error
+        layer["if"], layer["then"] = no_bias, {"not": {"required": ["bias_init"]}}
+    elif any(option.name == "bias" for option in kind.options) and "bias_init" in kind.takes and not kind.params_dict:
+        layer["if"] = {"properties": {kind.key: no_bias}, "required": [kind.key]}
         layer["then"] = {"not": {"required": ["bias_init"]}}
     return layer
 
@@ -245,7 +231,6 @@ def _ignore() -> dict:
 
 def spec_schema() -> dict:
     """The JSON Schema (draft 2020-12) of an initdiag spec, as a plain dict (json.dumps it to save it)."""
-    keys, required = _kind_tables()
     top = {}
     for key in _plus_ignore(spec.TOP_KEYS, "thresholds"):
         meaning, schema = TOP_DOCS[key]
@@ -262,12 +247,12 @@ def spec_schema() -> dict:
         "elementwise_activation": _registered("elementwise activation", activations.ACTIVATIONS, activations.ALIASES,
                                               _activation_params, _describe_activation, keep=lambda cls: cls.elementwise),
         "layer": {"description": "a layer: exactly one kind key with its options, or a residual block",
-                  "oneOf": [{"$ref": f"#/$defs/{kind}_layer"} for kind in speclayers.LAYER_KINDS + ("residual",)]},
+                  "oneOf": [{"$ref": f"#/$defs/{key}_layer"} for key in speclayers.KIND_NAMES + ("residual",)]},
         "residual_layer": {"type": "object", "required": ["residual"], "additionalProperties": False,
                            "description": "y = shortcut(x) + scale·f(x)",
-                           "properties": {key: _layer_key("residual", key) for key in _plus_ignore(speclayers.RESIDUAL_KEYS)}},
+                           "properties": {key: _layer_key(LAYERS["residual"], key) for key in _plus_ignore(speclayers.RESIDUAL_KEYS)}},
     }
-    defs.update({f"{kind}_layer": _layer(kind, keys, required) for kind in speclayers.LAYER_KINDS})
+    defs.update({f"{key}_layer": _layer(LAYERS[key]) for key in speclayers.KIND_NAMES})
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, "title": "initdiag spec",
             "description": "A network for initdiag to check: input shape, defaults and layers (see the README, 'The spec')",
             "type": "object", "required": ["input", "layers"], "additionalProperties": False, "properties": top, "$defs": defs}

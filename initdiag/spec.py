@@ -91,8 +91,9 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     layers = parse_layers(check, data, input_shape, default_init, default_activation, default_bias)
     tokens = distribution == "tokens"
     for layer in layers:
-        if (layer.kind == "embedding") != (tokens and layer.index == 0):
-            message = ("an embedding layer must come first, on input_distribution: tokens" if layer.kind == "embedding"
+        reads_tokens = LAYERS[layer.kind].reads_tokens
+        if reads_tokens != (tokens and layer.index == 0):
+            message = (f"an {layer.kind} layer must come first, on input_distribution: tokens" if reads_tokens
                        else "input_distribution: tokens (integer ids) needs an embedding layer first")
             check.problem(("layers", layer.index), message)
             break

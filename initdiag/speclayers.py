@@ -9,31 +9,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from initdiag import activations
+from initdiag.layers import ALIASES, LAYERS, lookup
+from initdiag.layers.declare import CHANNELS, COMMON_KEYS, SEQUENCE, InputError
 from initdiag.initspec import InitSpec, parse_init
 from initdiag.validate import Checker, format_path
 from initdiag.yamlsource import Location
 
-CONV_KINDS = ("conv1d", "conv2d")
-RECURRENT_KINDS = ("rnn", "lstm", "gru")
-ATTENTION_KINDS = ("attention", "transformer")
-MULTI_KINDS = RECURRENT_KINDS + ATTENTION_KINDS + ("embedding",)  # several weight matrices; `init` draws them all but the recurrent ones
-NORM_KINDS = ("batchnorm", "layernorm", "dropout")  # fixed parameters (gamma 1, beta 0): nothing to initialise
-WEIGHTLESS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten") + NORM_KINDS
-LAYER_KINDS = ("dense",) + CONV_KINDS + MULTI_KINDS + WEIGHTLESS_KINDS
-# The keys each kind takes beside its own (conv biases are switched in the conv's own options).
-KIND_KEYS = {"dense": ("name", "activation", "init", "bias_init", "bias")}
-KIND_KEYS.update({kind: ("name", "activation", "init", "bias_init") for kind in CONV_KINDS})
-KIND_KEYS.update({kind: ("name",) for kind in WEIGHTLESS_KINDS})
-KIND_KEYS.update({kind: ("name", "init", "recurrent_init", "bias_init") for kind in RECURRENT_KINDS})
-KIND_KEYS.update({kind: ("name", "init", "bias_init") for kind in ATTENTION_KINDS})
-KIND_KEYS["embedding"] = ("name", "init")
-KIND_KEYS = {kind: keys + ("ignore",) for kind, keys in KIND_KEYS.items()}
-LAYER_KEYS = LAYER_KINDS + KIND_KEYS["dense"]
 # A 2-D shape is a sequence [steps, features] or a conv feature map [channels, length]; the layer that
-# makes it says which (embedding, rnn/lstm/gru, attention, transformer: a sequence; conv1d: a map), and
-# batchnorm, layernorm and dropout keep their input's. A 2-D spec input is undecided until a layer reads
-# its axes: a layernorm reads the last as features (a sequence), a batchnorm the first as channels.
-SEQUENCE, CHANNELS = "sequence", "channels"
+# makes it says which (its kind's `layout`), and the others keep their input's. A 2-D spec input is
+# undecided until a layer reads its axes (its kind's `assumes_layout`: a layernorm reads the last as
+# features, a batchnorm the first as channels).
+KIND_NAMES = tuple(key for key, kind in LAYERS.items() if not kind.block)  # a block has its own grammar (residual)
 
 
 class ActivationSpec(NamedTuple):
@@ -72,7 +58,7 @@ class LayerSpec(NamedTuple):
     def matrix(self) -> tuple:
         """The shape of the weight matrix `init` draws: one column per unit (dense, conv filters);
         a recurrent layer's input weights have one per gate and unit, (features, gates · units)."""
-        return (self.fan_in, self.fan_out if self.kind in MULTI_KINDS else self.units)
+        return (self.fan_in, self.fan_out if LAYERS[self.kind].params_dict else self.units)
 
 
 def parse_activation(check: Checker, path: tuple, value) -> ActivationSpec | None:
@@ -109,16 +95,18 @@ def parse_layers(check: Checker, data: dict, input_shape, default_init, default_
     return layers
 
 
-def _layout(kind: str, layout, output_shape) -> str | None:
-    """SEQUENCE or CHANNELS for a 2-D output of `kind` on an input of `layout`; None for other shapes
-    and for a 2-D spec input that no layer has read yet."""
+def _layout(kind, layout, output_shape) -> str | None:
+    """SEQUENCE or CHANNELS for a 2-D output of `kind` (a LayerKind) on an input of `layout`; None for
+    other shapes and for a 2-D spec input that no layer has read yet."""
     if len(output_shape) != 2:
         return None
-    if kind in MULTI_KINDS:
-        return SEQUENCE
-    if kind == "conv1d":
-        return CHANNELS
-    return layout or {"layernorm": SEQUENCE, "batchnorm": CHANNELS}.get(kind)
+    return kind.layout or layout or kind.assumes_layout
+
+
+def _kind_keys(raw: dict) -> list:
+    """The keys of `raw` that name a layer kind (or an alias), as written."""
+    return [key for key in raw if isinstance(key, str) and key not in COMMON_KEYS
+            and (key.strip().lower() in KIND_NAMES or key.strip().lower() in ALIASES)]
 
 
 def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, layout, defaults, names: dict, layers: list,
@@ -126,7 +114,6 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, layout,
     """Parse the layers of `raw_layers` (the spec's, or a residual block's) into `layers`, in run order;
     `counter` numbers every layer, nested ones included. Returns the shape after them (None if unknown)
     and its layout (see _layout)."""
-    default_init, default_activation, default_bias = defaults
     for position, raw in enumerate(raw_layers):
         path = list_path + (position,)
         if isinstance(raw, dict) and "residual" in raw:
@@ -138,54 +125,61 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, layout,
             check.problem(path, f"expected a layer mapping such as {{dense: 256}}, not {check.show(raw)}")
             shape = layout = None
             continue
-        kinds = [key for key in LAYER_KINDS if key in raw]
-        if len(kinds) != 1:
-            check.known_keys(path, raw, LAYER_KEYS + ("residual",))
-            found = " and ".join(kinds) if kinds else "none"
-            check.problem(path, f"a layer names exactly one kind ({', '.join(LAYER_KINDS + ('residual',))}); found {found}")
+        written = _kind_keys(raw)
+        if len(written) != 1:
+            check.known_keys(path, raw, KIND_NAMES + tuple(ALIASES) + COMMON_KEYS + ("residual",))
+            found = " and ".join(written) if written else "none"
+            check.problem(path, f"a layer names exactly one kind ({', '.join(KIND_NAMES + ('residual',))}); found {found}")
             shape = layout = None
             continue
-        kind = kinds[0]
-        check.known_keys(path, raw, (kind,) + KIND_KEYS[kind])
-        name = _name(check, path, raw, f"{kind}_{index}", names)
-        geometry = _geometry(check, path, kind, raw[kind], shape, layout)
-        recurrent_init = None
-        if kind in WEIGHTLESS_KINDS:
-            activation, init, bias, bias_init = ActivationSpec("identity", {}), None, False, None
-        elif kind in MULTI_KINDS:
-            activation = _inner_activation(kind, geometry[4] if geometry else {})  # acts inside the block
-            if not activations.make(activation.name, activation.params).elementwise:
-                check.problem(path + (kind,), f"{activation.name} is not elementwise: a {kind} needs an elementwise activation")
-                activation = None
-            init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
-            if kind in RECURRENT_KINDS:
-                recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
-            bias = kind != "embedding"
-            bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
-        else:
-            activation = parse_activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
-            init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
-            bias = check.boolean(path + ("bias",), raw.get("bias", True)) if kind == "dense" else (
-                geometry[4].get("bias", True) if geometry else True)
-            bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
-            if bias is False and "bias_init" in raw:
-                check.problem(path + ("bias_init",), "bias_init is set but the layer has no bias")
-            if activation is not None and kind in CONV_KINDS and not activations.ACTIVATIONS[activation.name].elementwise:
-                check.problem(path + ("activation",), f"{activation.name} is not elementwise: a {kind} layer needs an elementwise activation")
-                activation = None
+        key = written[0]
+        kind = LAYERS[lookup(key)]
+        check.known_keys(path, raw, (key,) + kind.takes)
+        name = _name(check, path, raw, f"{kind.key}_{index}", names)
+        geometry = _geometry(check, path + (key,), kind, raw[key], shape, layout)
+        activation, init, bias, bias_init, recurrent_init = _common(check, path, raw, kind, geometry, defaults)
         if geometry is None:
             shape = layout = None
             continue
         units, fan_in, fan_out, output_shape, config = geometry
-        complete = init is not None or kind in WEIGHTLESS_KINDS
-        if kind in RECURRENT_KINDS:
+        complete = init is not None or kind.weightless
+        if "recurrent_init" in kind.takes:
             complete = complete and recurrent_init is not None
         if None not in (activation, name, bias) and complete:
-            layers.append(LayerSpec(index, name, kind, units, fan_in, activation, init, bias, bias_init,
+            layers.append(LayerSpec(index, name, kind.key, units, fan_in, activation, init, bias, bias_init,
                                     check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init,
                                     format_path(path), _ignore(check, path, raw)))
         shape, layout = output_shape, _layout(kind, layout, output_shape)
     return shape, layout
+
+
+def _common(check: Checker, path: tuple, raw: dict, kind, geometry, defaults) -> tuple:
+    """(activation, init, bias, bias_init, recurrent_init) of a layer: what `kind.takes`, from `raw` or `defaults`."""
+    default_init, default_activation, default_bias = defaults
+    if kind.weightless:
+        return ActivationSpec("identity", {}), None, False, None, None
+    if kind.inner_activation is not None:  # it acts inside the block (a cell, an FFN), from the kind's own options
+        activation = _inner_activation(kind, geometry[4] if geometry else {})
+        if not activations.make(activation.name, activation.params).elementwise:
+            check.problem(path + (kind.key,), f"{activation.name} is not elementwise: a {kind.key} needs an elementwise activation")
+            activation = None
+        init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
+        recurrent_init = None
+        if "recurrent_init" in kind.takes:
+            recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
+        bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+        return activation, init, "bias_init" in kind.takes, bias_init, recurrent_init
+    activation = parse_activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
+    init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
+    bias = check.boolean(path + ("bias",), raw.get("bias", True)) if "bias" in kind.takes else (
+        geometry[4].get("bias", True) if geometry else True)
+    bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+    if bias is False and "bias_init" in raw:
+        check.problem(path + ("bias_init",), "bias_init is set but the layer has no bias")
+    if activation is not None and kind.elementwise_activation and not activations.ACTIVATIONS[activation.name].elementwise:
+        check.problem(path + ("activation",), f"{activation.name} is not elementwise: a {kind.key} layer needs an elementwise activation")
+        activation = None
+    return activation, init, bias, bias_init, None
 
 
 def _ignore(check: Checker, path: tuple, raw: dict):
@@ -201,7 +195,7 @@ def _name(check: Checker, path: tuple, raw: dict, default: str, names: dict):
 
 
 RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut", "ignore")
-SHORTCUTS = ("dense", "conv")
+SHORTCUTS = next(option.choices for option in LAYERS["residual"].options if option.name == "shortcut")
 
 
 def _residual(check: Checker, raw: dict, path: tuple, shape, layout, defaults, names: dict, layers: list, counter: list):
@@ -251,6 +245,7 @@ def _residual(check: Checker, raw: dict, path: tuple, shape, layout, defaults, n
         fan_in, fan_out, config["stride"] = shape[0], out_shape[0], stride
         out_layout = CHANNELS if len(out_shape) == 2 else None
     if shortcut is not None:
+        config["units"] = fan_out  # the projection's output width (the residual kind's declared weights read it)
         init = defaults[0]
         if init is None:
             return None, None
@@ -262,61 +257,33 @@ def _residual(check: Checker, raw: dict, path: tuple, shape, layout, defaults, n
     return out_shape, out_layout
 
 
-def _inner_activation(kind: str, config: dict) -> ActivationSpec:
+def _inner_activation(kind, config: dict) -> ActivationSpec:
     """The nonlinearity inside a recurrent cell or transformer block (shown, and matched against the
     rules of thumb: tanh RNN/LSTM → xavier, GELU transformer → xavier or relu, attention → xavier)."""
-    written = config.get("activation", "tanh" if kind in RECURRENT_KINDS else "identity")
+    written = config.get("activation", kind.inner_activation)
     if isinstance(written, dict):
         (name, params), = written.items()
         return ActivationSpec(name, dict(params))
     return ActivationSpec(written, {})
 
 
-def _geometry(check: Checker, path: tuple, kind: str, value, shape, layout=None):
-    """(units, fan_in, fan_out, output shape, config) of a layer of `kind` on inputs of `shape` (a 2-D
-    one laid out as `layout`); None, and a located problem, when its options or its input's shape do
-    not work."""
-    from initdiag.layers import layer_class
-
-    if kind == "dense":
-        units = check.integer(path + (kind,), value, minimum=1, what="width")
-        if units is None or shape is None:
-            return None
-        if len(shape) != 1:
-            check.problem(path + (kind,), f"dense takes a flat input [features], but its input is "
-                          f"{list(shape)}: add a layer '- flatten: {{}}' (or global_avgpool) before it")
-            return None
-        return units, shape[0], units, (units,), {"units": units}
-    kind_class = layer_class(kind)
-    try:
-        if kind in NORM_KINDS or kind == "embedding":
-            from initdiag.layers_norm import normalize_config
-        elif kind in RECURRENT_KINDS:
-            from initdiag.layers_recurrent import normalize_config
-        elif kind in ATTENTION_KINDS:
-            from initdiag.layers_attention import normalize_config
-        else:
-            from initdiag.layers_conv import normalize_config
-
-        config = normalize_config(kind, value if value not in (None, True) else {})
-    except ValueError as err:
-        check.problem(path + (kind,), str(err))
+def _geometry(check: Checker, path: tuple, kind, value, shape, layout=None):
+    """(units, fan_in, fan_out, output shape, config) of a layer of `kind` (a LayerKind, written at `path`)
+    on inputs of `shape` (a 2-D one laid out as `layout`); None, and a located problem, when its options
+    or its input's shape do not work. The fans are its first weight matrix's (None without weights)."""
+    config = kind.parse(check, path, value)
+    if config is None or shape is None:
         return None
-    if shape is None:
-        return None
-    if kind == "global_avgpool":  # a sequence is pooled over its steps, a feature map over its positions
+    if kind.pools_layout:  # a sequence is pooled over its steps, a feature map over its positions
         config = {**config, "sequence": layout == SEQUENCE}
     try:
-        output_shape = tuple(kind_class.output_shape(shape, config))
-    except ValueError as err:
-        check.problem(path + (kind,), f"{err} (input {list(shape)})")
+        output_shape = kind.shape_of(shape, config)
+    except InputError as err:
+        check.problem(path, str(err))
         return None
-    if kind in NORM_KINDS:
-        return output_shape[kind_class.unit_axis - 1 if kind_class.unit_axis > 0 else -1], None, None, output_shape, config
-    if kind in MULTI_KINDS:  # the first weight matrix (input / query weights) stands for the layer
-        fan_in, fan_out = next(iter(kind_class.fans(shape, config).values()))
-        return output_shape[-1], fan_in, fan_out, output_shape, config
-    fans = kind_class.fans(shape, config)
-    if fans is None:
-        return output_shape[0], None, None, output_shape, config
-    return config["filters"], fans[0], fans[1], output_shape, config
+    except ValueError as err:
+        check.problem(path, f"{err} (input {list(shape)})")
+        return None
+    weights = kind.weights(shape, config) if kind.weights else {}
+    fan_in, fan_out = next(iter(weights.values())).fans if weights else (None, None)
+    return kind.units(output_shape), fan_in, fan_out, output_shape, config

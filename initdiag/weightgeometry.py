@@ -1,73 +1,47 @@
-"""The Geometry of every array a layer's inits draw: its shape as the layer stores it, its role, fans,
-and a conv's kernel and groups, so each scheme decides for itself what it makes of a layer
-(schemes.Geometry; identity is the Dirac kernel on a conv, delta_orthogonal exists only there).
+"""The Geometry of every array a layer's inits draw, read from its kind's declaration
+(layers.LAYERS[kind].weights: shape as the layer stores it, role, PyTorch's fans, a conv's kernel
+and groups), so each scheme decides for itself what it makes of a layer (schemes.Geometry;
+identity is the Dirac kernel on a conv, delta_orthogonal exists only there).
 
-Roles (schemes.ROLES), by layer kind:
-    dense                          "dense"
-    conv1d, conv2d                 "conv"        kernel = config["kernel"], groups = config["groups"]
-    rnn, lstm, gru                 "dense" for the input weights (x_t @ W_ih, a plain matrix of the step's
-                                   input) and "recurrent" for the hidden-to-hidden weights (recurrent_init)
-    embedding                      "embedding"   the (dim, vocab) table torch's fans read
-    residual (shortcut)            "projection"  a dense or strided 1x1 conv projection: a plain matrix
-    attention, transformer         "attention"   every weight matrix of the block
-
-The fans are those network.build has always used: the layer's PyTorch fans for the matrix `init`
-draws first, the layer class's `fans` for a block's other matrices, the shape's own for recurrent weights.
+Which array which init draws: `init` draws the kind's first matrix (a block drawn wholly from
+`init`, attention and transformer, every matrix); `recurrent_init` the hidden-to-hidden
+`recurrent_weights` of rnn/lstm/gru.
 """
 
 from __future__ import annotations
 
 from initdiag.schemes import Fans, Geometry
 
-ROLE_OF_KIND = {
-    "dense": "dense",
-    "conv1d": "conv",
-    "conv2d": "conv",
-    "rnn": "dense",
-    "lstm": "dense",
-    "gru": "dense",
-    "embedding": "embedding",
-    "residual": "projection",
-    "attention": "attention",
-    "transformer": "attention",
-}
-BLOCK_KINDS = ("attention", "transformer")
+
+def _declared(layer) -> dict:
+    from initdiag.layers import LAYERS
+
+    kind = LAYERS[layer.kind]
+    if kind.weights is None:
+        raise KeyError(f"layer kind '{layer.kind}' declares no weights")
+    return kind.weights(layer.input_shape, layer.config)
 
 
-def role_of(kind: str) -> str:
-    """The role of the weights `init` draws for a layer of `kind` (KeyError names a kind with none)."""
-    if kind not in ROLE_OF_KIND:
-        raise KeyError(f"layer kind '{kind}' has weights but no role in weightgeometry.ROLE_OF_KIND")
-    return ROLE_OF_KIND[kind]
+def _geometry(weight) -> Geometry:
+    return Geometry(tuple(weight.shape), weight.role, Fans(*weight.fans), tuple(weight.kernel), weight.groups)
 
 
 def main(layer) -> Geometry:
-    """The array `init` draws from the layer's own stream: its `weights` (a block's first matrix)."""
-    role = role_of(layer.kind)
-    fans = Fans(layer.fan_in, layer.fan_out)
-    if role == "conv":
-        return Geometry(tuple(layer.matrix), role, fans, tuple(layer.config["kernel"]), layer.config["groups"])
-    return Geometry(tuple(layer.matrix), role, fans)
+    """The array `init` draws from the layer's own stream: its first matrix."""
+    return _geometry(next(iter(_declared(layer).values())))
 
 
 def weights(layer) -> dict:
     """{parameter name: Geometry} of every array `init` draws, in draw order; the first is `main`."""
-    if layer.kind not in BLOCK_KINDS:
-        return {"weights": main(layer)}
-    from initdiag.layers import layer_class
+    from initdiag.layers import LAYERS
 
-    kind_class = layer_class(layer.kind)
-    shapes = kind_class.parameter_shapes(layer.input_shape, layer.config)
-    fans = kind_class.fans(layer.input_shape, layer.config)
-    drawn = {}
-    for j, (name, (fan_in, fan_out)) in enumerate(fans.items()):
-        drawn[name] = main(layer) if j == 0 else Geometry(tuple(shapes[name]), "attention", Fans(fan_in, fan_out))
-    return drawn
+    declared = _declared(layer)
+    if not LAYERS[layer.kind].weights_from_init:
+        first = next(iter(declared))
+        return {first: _geometry(declared[first])}
+    return {name: _geometry(weight) for name, weight in declared.items()}
 
 
 def recurrent(layer) -> Geometry:
     """An RNN/LSTM/GRU's hidden-to-hidden weights (units, gates · units), drawn by `recurrent_init`."""
-    from initdiag.layers import layer_class
-
-    rows, cols = layer_class(layer.kind).parameter_shapes(layer.input_shape, layer.config)["recurrent_weights"]
-    return Geometry((rows, cols), "recurrent", Fans(rows, cols))
+    return _geometry(_declared(layer)["recurrent_weights"])

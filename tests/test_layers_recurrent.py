@@ -13,7 +13,9 @@ from gradcheck import numeric_gradient
 import pytest
 
 from initdiag import schemes
-from initdiag.layers_recurrent import GRU, LSTM, RECURRENT_LAYERS, RNN, normalize_config
+from initdiag.layers.recurrent import GRU, LSTM, RNN, normalize_config
+
+RECURRENT_LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
 KINDS = ("rnn", "lstm", "gru")
 K = {"rnn": 1, "lstm": 4, "gru": 3}

@@ -111,11 +111,6 @@ def test_every_role_has_its_examples():
         assert geometry.role == role
 
 
-@pytest.mark.parametrize("kind", [kind for kind, keys in speclayers.KIND_KEYS.items() if "init" in keys])
-def test_every_weighted_layer_kind_has_a_role(kind):
-    assert weightgeometry.role_of(kind) in schemes.ROLES, f"layer kind '{kind}' has no role in weightgeometry.ROLE_OF_KIND"
-
-
 # --- claimed roles: drawing works, with the declared shape and std --------------------------
 
 @pytest.mark.parametrize("name, role", CLAIMED)

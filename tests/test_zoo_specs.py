@@ -410,7 +410,7 @@ def test_conv1d_residual_blocks_match_torch():
     """Forward outputs, the statistics and every gradient against torch.nn.Conv1d on the same weights."""
     torch = pytest.importorskip("torch")
     from initdiag import losses, network, propagate
-    from initdiag.layers_conv import torch_layout
+    from initdiag.layers.conv import torch_layout
 
     net_spec = make(CONV1D_RESIDUAL)
     built = network.build(net_spec)

@@ -1,4 +1,4 @@
-"""Convolution, pooling, global-average-pooling and flatten layers, in the Dense contract.
+"""Convolution layers (and the window machinery pooling.py shares), in the Dense contract.
 
     forward(x) -> (y, cache)        cache.x input, cache.z pre-activation, cache.y = φ(z)
     backward(dy, cache, dz=None, need_dx=True) -> (dx or None, grads)
@@ -52,7 +52,7 @@ windows overlap.
 Constructors:
     Conv1d(name, weights, bias, activation, input_shape, config)   input (channels, length)
     Conv2d(name, weights, bias, activation, input_shape, config)   input (channels, height, width)
-    MaxPool2d(name, input_shape, config), AvgPool2d(...), GlobalAvgPool(...), Flatten(...)
+    MaxPool2d(name, input_shape, config), AvgPool2d(...), GlobalAvgPool(...), Flatten(...)   (pooling.py)
 where `config` is normalize_config(kind, raw) and input_shape the per-sample input shape.
 Weightless layers have weights = bias = None, an identity `activation` (z is y) and
 return {} as grads; their weight_shape / fans are None.
@@ -69,8 +69,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from initdiag import activations
 from initdiag.activations import Activation
+from initdiag.layers.declare import CHANNELS, LayerKind, Option, Weight, checked
 
 
 class Cache(NamedTuple):
@@ -80,28 +80,6 @@ class Cache(NamedTuple):
 
 
 # ------------------------------------------------------------------------------- configuration
-_CONV_KEYS = ("filters", "kernel", "stride", "padding", "dilation", "groups", "bias")
-_POOL_KEYS = ("kernel", "stride")
-
-CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "conv1d": _CONV_KEYS,
-    "conv2d": _CONV_KEYS,
-    "maxpool2d": _POOL_KEYS,
-    "avgpool2d": _POOL_KEYS,
-    "global_avgpool": (),
-    "flatten": (),
-}
-REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
-    "conv1d": ("filters", "kernel"),
-    "conv2d": ("filters", "kernel"),
-    "maxpool2d": ("kernel",),
-    "avgpool2d": ("kernel",),
-    "global_avgpool": (),
-    "flatten": (),
-}
-_SPATIAL_DIMS = {"conv1d": 1, "conv2d": 2, "maxpool2d": 2, "avgpool2d": 2}
-
-
 def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
@@ -140,28 +118,30 @@ def _padding(value, ndim: int):
 
 
 def normalize_config(kind: str, raw: Mapping | None) -> dict:
-    """The layer options of `kind` (a CONV_LAYERS key) with defaults filled and ints broadcast to tuples.
+    """The layer options of `kind` (a conv or pool kind) with defaults filled and ints broadcast to tuples.
 
-    `raw` holds this layer's own options only (CONFIG_KEYS[kind]: not activation, init, name...).
+    `raw` holds this layer's own options only (the kind's declared options: not activation, init, name...).
     Defaults: stride 1 (pools: the kernel), padding "valid", dilation 1, groups 1, bias True.
     Raises ValueError naming the option and the valid choices.
     """
-    if kind not in CONFIG_KEYS:
-        raise ValueError(f"unknown layer kind {kind!r}; valid kinds: {', '.join(CONFIG_KEYS)}")
+    from initdiag.layers import LAYERS, lookup  # the kind's declared options (declared below: imported late)
+
+    kind = lookup(kind)
+    options = LAYERS[kind].options
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         raise ValueError(f"{kind} options must be a mapping, got {raw!r}")
-    valid = CONFIG_KEYS[kind]
+    valid = tuple(option.name for option in options)
     unknown = [str(k) for k in raw if k not in valid]
     if unknown:
         choices = ", ".join(valid) if valid else "none"
         raise ValueError(f"{kind}: unknown option(s) {', '.join(unknown)}; valid options: {choices}")
-    missing = [k for k in REQUIRED_KEYS[kind] if k not in raw]
+    missing = [option.name for option in options if option.required and option.name not in raw]
     if missing:
         raise ValueError(f"{kind} needs {' and '.join(missing)}")
     if not valid:
         return {}
-    ndim = _SPATIAL_DIMS[kind]
+    ndim = LAYERS[kind].extra["ndim"]
     config = {"kernel": _int_tuple("kernel", raw["kernel"], ndim, 1)}
     config["stride"] = _int_tuple("stride", raw["stride"], ndim, 1) if "stride" in raw else (
         config["kernel"] if kind in ("maxpool2d", "avgpool2d") else (1,) * ndim)
@@ -384,30 +364,6 @@ class _Conv:
         return g.channels // config["groups"] * math.prod(config["kernel"]), config["filters"]
 
     @classmethod
-    def identity_weights(cls, input_shape, config, dtype) -> np.ndarray:
-        """The Dirac kernel (centre tap 1 from channel c to channel c), as torch.nn.init.dirac_(w, groups).
-
-        Needs filters == in_channels; then every group maps its channels to themselves, whatever
-        `groups` is (1, the channel count, or in between), because a group's filters/groups
-        outputs and in_channels/groups inputs are then as many. The centre of an even kernel is
-        k // 2, so with padding "same" (which pads the smaller half first) an even kernel's Dirac
-        shifts the input by one position, exactly as in PyTorch; odd kernels reproduce it.
-        """
-        g = cls._geometry(input_shape, config)
-        filters, groups = config["filters"], config["groups"]
-        if filters != g.channels:
-            raise ValueError(f"identity init needs filters equal to the input channels: {cls.kind} "
-                             f"has input {_shape_str(input_shape)} ({g.channels} channels) and filters={filters}")
-        kernel = config["kernel"]
-        taps = math.prod(kernel)
-        centre = int(np.ravel_multi_index(tuple(k // 2 for k in kernel), kernel))
-        per_group = g.channels // groups
-        weights = np.zeros((per_group * taps, filters), dtype=dtype)
-        out = np.arange(filters)
-        weights[(out % per_group) * taps + centre, out] = 1
-        return weights
-
-    @classmethod
     def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
         """Bytes per workspace role that one forward and backward pass (need_dx=True) of `batch` takes.
 
@@ -530,189 +486,57 @@ class Conv2d(_Conv):
     kind, ndim, axes = "conv2d", 2, "channels, height, width"
 
 
-# ------------------------------------------------------------------------------- weightless layers
-class _Weightless:
-    kind = ""
-    unit_axis = 1
-    weights = None
-    bias = None
-
-    @classmethod
-    def output_shape(cls, input_shape, config) -> tuple:
-        raise NotImplementedError
-
-    @staticmethod
-    def fans(input_shape, config):
-        return None
-
-    @staticmethod
-    def weight_shape(input_shape, config):
-        return None
-
-    @classmethod
-    def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
-        """Bytes per workspace role of a forward and backward pass (see _Conv.scratch)."""
-        return {}
-
-    def __init__(self, name: str, input_shape, config: dict | None = None):
-        self.name = name
-        self.input_shape = tuple(input_shape)
-        self.config = {} if config is None else config
-        self.activation = activations.make("identity")
-        self.out_shape = self.output_shape(self.input_shape, self.config)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, {self.input_shape}->{self.out_shape})"
+def _weights(kind_class):
+    def weights(input_shape, config) -> dict:
+        return {"weights": Weight(kind_class.weight_shape(input_shape, config), "conv", kind_class.fans(input_shape, config),
+                                  tuple(config["kernel"]), config["groups"])}
+    return weights
 
 
-class _Pool2d(_Weightless):
-    @classmethod
-    def _geometry(cls, input_shape, config) -> _Geometry:
-        return _geometry(cls.kind, input_shape, config, 2, "channels, height, width", pads=((0, 0), (0, 0)))
+def _torch(input_shape, config):
+    import torch
 
-    @classmethod
-    def output_shape(cls, input_shape, config) -> tuple:
-        g = cls._geometry(input_shape, config)
-        return (g.channels,) + g.out
-
-    def __init__(self, name: str, input_shape, config: dict):
-        super().__init__(name, input_shape, config)
-        self.geometry = self._geometry(self.input_shape, config)
-
-    @classmethod
-    def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
-        g = cls._geometry(input_shape, config)
-        windows = batch * g.channels * math.prod(g.kernel)
-        roles = {"col2im": windows * math.prod(g.size), "cols": windows * math.prod(g.out)}
-        if cls.kind == "maxpool2d":
-            roles["gemm"] = roles["cols"]
-        return {role: count * itemsize for role, count in roles.items()}
-
-    def _taps(self, x: np.ndarray) -> np.ndarray:
-        """The windows of x as (kh·kw, N, C, Ho, Wo) on the workspace: a reduction over taps is then
-        elementwise over whole arrays, about ten times faster than reducing a strided view."""
-        g = self.geometry
-        windows = _windows(x, g).transpose(4, 5, 0, 1, 2, 3)  # (kh, kw, N, C, Ho, Wo), a view
-        taps = _WORKSPACE.get("cols", windows.shape, x.dtype)
-        np.copyto(taps, windows)
-        return taps.reshape((-1,) + taps.shape[2:])
-
-    def _scatter(self, d: np.ndarray, x_shape) -> np.ndarray:
-        """Window gradients d (kh·kw, N, C, Ho, Wo) summed back onto the input."""
-        g = self.geometry
-        d6 = d.reshape(g.kernel + d.shape[1:]).transpose(2, 3, 0, 1, 4, 5)  # (N, C, kh, kw, Ho, Wo)
-        return _col2im(d6, g.size, g).reshape(x_shape)
+    module = (torch.nn.Conv1d, torch.nn.Conv2d)[len(config["kernel"]) - 1]
+    return module(input_shape[0], config["filters"], config["kernel"], stride=config["stride"], dilation=config["dilation"],
+                  groups=config["groups"], bias=config["bias"]), {"weights": "weight"}
 
 
-class MaxPool2d(_Pool2d):
-    """Max over kh×kw windows moved by stride; no padding, floor output size; NaN propagates."""
-
-    kind = "maxpool2d"
-
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        y = np.maximum.reduce(self._taps(x), axis=0)
-        return y, Cache(x, y, y)
-
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
-        taps = self._taps(cache.x)
-        first = np.argmax(taps, axis=0)[None]  # the first maximum in row-major window order; NaN counts as one
-        d = _WORKSPACE.get("gemm", taps.shape, dz.dtype)
-        d.fill(0)
-        np.put_along_axis(d, first, dz[None], axis=0)
-        return self._scatter(d, cache.x.shape), {}
+def _build(spec, weights, bias, activation, context):
+    return LAYERS_BY_KIND[spec.kind](spec.name, weights, bias, activation, spec.input_shape, spec.config)
 
 
-class AvgPool2d(_Pool2d):
-    """Mean over kh×kw windows moved by stride; no padding, floor output size."""
-
-    kind = "avgpool2d"
-
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        taps = self._taps(x)
-        y = np.add.reduce(taps, axis=0)
-        y /= taps.shape[0]  # the sum, then one division, as PyTorch
-        return y, Cache(x, y, y)
-
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
-        share = dz / math.prod(self.geometry.kernel)
-        return self._scatter(np.broadcast_to(share, (math.prod(self.geometry.kernel),) + share.shape), cache.x.shape), {}
+def _im2col_elements(layer) -> int:
+    """Per sample: the im2col matrix, positions × (fan_in · groups)."""
+    positions = math.prod(layer.output_shape[1:])
+    return positions * layer.fan_in * layer.config.get("groups", 1)
 
 
-class GlobalAvgPool(_Weightless):
-    """Mean over every spatial position of a feature map: (C, H, W) -> (C,), or (C, L) -> (C,), as
-    adaptive_avg_pool to 1 and flatten; with config["sequence"] (set by the spec when the input is a
-    sequence), mean over the steps: (steps, features) -> (features,), as x.mean(dim=1) in PyTorch."""
-
-    kind = "global_avgpool"
-
-    @classmethod
-    def output_shape(cls, input_shape, config=None) -> tuple:
-        input_shape = tuple(input_shape)
-        if (config or {}).get("sequence"):
-            if len(input_shape) != 2 or 0 in input_shape:
-                raise ValueError(f"{cls.kind} on a sequence expects a per-sample input of shape (steps, features), "
-                                 f"got {_shape_str(input_shape)}")
-            return input_shape[1:]
-        if len(input_shape) not in (2, 3) or 0 in input_shape:
-            raise ValueError(f"{cls.kind} expects a per-sample input of shape (channels, length) or "
-                             f"(channels, height, width), got {_shape_str(input_shape)}")
-        return input_shape[:1]
-
-    def _axes(self, ndim: int) -> tuple:
-        """The batch array's axes averaged over: the steps (1) of a sequence, else every spatial axis."""
-        return (1,) if self.config.get("sequence") else tuple(range(2, ndim))
-
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        y = x.mean(axis=self._axes(x.ndim))
-        return y, Cache(x, y, y)
-
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
-        x, axes = cache.x, self._axes(cache.x.ndim)
-        count = math.prod(x.shape[axis] for axis in axes)
-        dx = np.empty(x.shape, dtype=dz.dtype)
-        dx[...] = np.expand_dims(dz / count, axes)  # each averaged value's gradient shared equally
-        return dx, {}
+OPTIONS = (
+    Option("filters", "int", "output channels", required=True, minimum=1),
+    Option("kernel", "ints", "the window: an int, or one per spatial axis", required=True, minimum=1),
+    Option("stride", "ints", "the step: an int, or one per axis", default=1, minimum=1),
+    Option("padding", "padding", "valid, same, or an int / one per axis", default="valid", minimum=0,
+           choices=("valid", "same")),
+    Option("dilation", "ints", "spacing of the kernel taps", default=1, minimum=1),
+    Option("groups", "int", "grouped convolution (filters and channels divisible by it)", default=1, minimum=1),
+    Option("bias", "bool", "false drops the bias", default=True),
+)
+LAYERS_BY_KIND = {"conv1d": Conv1d, "conv2d": Conv2d}
 
 
-class Flatten(_Weightless):
-    """(C, *spatial) -> (C·prod(spatial),) in C order, as torch.flatten(x, 1)."""
-
-    kind = "flatten"
-
-    @classmethod
-    def output_shape(cls, input_shape, config=None) -> tuple:
-        input_shape = tuple(input_shape)
-        if not input_shape:
-            raise ValueError(f"{cls.kind} expects a per-sample input with at least one axis, got ()")
-        return (math.prod(input_shape),)
-
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        y = x.reshape(x.shape[0], -1)  # a view when x is contiguous: callers must not write into y
-        return y, Cache(x, y, y)
-
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        return (dz.reshape(cache.x.shape) if need_dx else None), {}
+def _kind(kind_class, summary: str, example: tuple, layout=None) -> LayerKind:
+    return LayerKind(
+        kind_class.kind, kind_class, summary, options=OPTIONS, parse=checked(lambda raw: normalize_config(kind_class.kind, raw)),
+        takes=("name", "activation", "init", "bias_init", "ignore"), build=_build, example=example, torch=_torch,
+        weights=_weights(kind_class), layout=layout, elementwise_activation=True,
+        scratch_elements=_im2col_elements, extra={"ndim": kind_class.ndim},
+        memory_doc="its input, pre-activation and output; scratch: the im2col matrix (rebuilt in backward)",
+    )
 
 
-CONV_LAYERS = {
-    "conv1d": Conv1d,
-    "conv2d": Conv2d,
-    "maxpool2d": MaxPool2d,
-    "avgpool2d": AvgPool2d,
-    "global_avgpool": GlobalAvgPool,
-    "flatten": Flatten,
-}
+KINDS = (
+    _kind(Conv1d, "a 1-D convolution over [channels, length], φ(conv(x, W) + b)",
+          ((3, 9), {"filters": 4, "kernel": 3, "stride": 2, "padding": "same"}), layout=CHANNELS),
+    _kind(Conv2d, "a 2-D convolution over [channels, height, width], φ(conv(x, W) + b)",
+          ((2, 6, 5), {"filters": 4, "kernel": [3, 2], "padding": 1, "groups": 2})),
+)

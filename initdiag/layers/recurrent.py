@@ -95,6 +95,7 @@ import numpy as np
 
 from initdiag import activations
 from initdiag.activations import Activation
+from initdiag.layers.declare import SEQUENCE, LayerKind, Option, Weight, checked, params_layer
 
 _SIGMOID = activations.make("sigmoid")
 
@@ -227,7 +228,6 @@ class _Recurrent:
     gates_per_unit = 1           # k
     gate_names: tuple = ()
     has_recurrent_bias = False   # GRU's b_hn
-    config_keys = ("units", "return_sequences")
     default_init = {"input_weights": "xavier_uniform", "recurrent_weights": "orthogonal", "bias": "zero"}
 
     def __init__(self, name: str, params: dict, activation=None, return_sequences: bool = True):
@@ -263,10 +263,6 @@ class _Recurrent:
         self.features = w_x.shape[0]
 
     # ----------------------------------------------------------------- config and shapes
-    @classmethod
-    def normalize_config(cls, raw) -> dict:
-        return normalize_config(cls.kind, raw)
-
     @classmethod
     def from_config(cls, name: str, params: dict, config: dict):
         """The layer for a config from normalize_config and parameters shaped as parameter_shapes."""
@@ -424,7 +420,6 @@ class RNN(_Recurrent):
 
     kind = "rnn"
     gates_per_unit = 1
-    config_keys = ("units", "return_sequences", "activation")
 
     def _run(self, x_steps, z):
         w_h, phi = self.params["recurrent_weights"], self.activation
@@ -463,7 +458,6 @@ class LSTM(_Recurrent):
     kind = "lstm"
     gates_per_unit = 4
     gate_names = ("i", "f", "g", "o")
-    config_keys = ("units", "return_sequences", "forget_bias")
 
     def __init__(self, name: str, params: dict, activation=None, return_sequences: bool = True, forget_bias: float = 1.0):
         super().__init__(name, params, activation, return_sequences)
@@ -596,8 +590,6 @@ class GRU(_Recurrent):
         return dzx, dzh
 
 
-RECURRENT_LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
-KIND_ALIASES = {"simple_rnn": "rnn", "simplernn": "rnn", "elman": "rnn"}
 
 
 def normalize_config(kind: str, raw) -> dict:
@@ -611,20 +603,22 @@ def normalize_config(kind: str, raw) -> dict:
 
     Returns {"units": int, "return_sequences": bool} plus "activation" (rnn) or "forget_bias" (lstm).
     """
-    key = str(kind).strip().lower()
-    key = KIND_ALIASES.get(key, key)
-    if key not in RECURRENT_LAYERS:
-        raise ValueError(f"unknown recurrent layer {kind!r}; valid: {', '.join(RECURRENT_LAYERS)}")
-    cls = RECURRENT_LAYERS[key]
+    from initdiag.layers import LAYERS, lookup  # the kinds' declared options (declared below: imported late)
+
+    key = lookup(kind)
+    if not issubclass(LAYERS[key].cls, _Recurrent):
+        recurrent = (name for name, declared in LAYERS.items() if issubclass(declared.cls, _Recurrent))
+        raise ValueError(f"unknown recurrent layer {kind!r}; valid: {', '.join(recurrent)}")
+    valid = tuple(option.name for option in LAYERS[key].options)
     if isinstance(raw, dict):
         config = dict(raw)
     elif isinstance(raw, Integral) and not isinstance(raw, bool):
         config = {"units": raw}
     else:
         raise ValueError(f"{key}: expected the number of units or a mapping with 'units', not {raw!r}")
-    unknown = sorted(set(config) - set(cls.config_keys), key=str)
+    unknown = sorted(set(config) - set(valid), key=str)
     if unknown:
-        raise ValueError(f"{key}: unknown key(s) {', '.join(map(str, unknown))}; valid: {', '.join(cls.config_keys)}")
+        raise ValueError(f"{key}: unknown key(s) {', '.join(map(str, unknown))}; valid: {', '.join(valid)}")
     if "units" not in config:
         raise ValueError(f"{key}: missing 'units' (a positive integer)")
     units = config["units"]
@@ -649,3 +643,60 @@ def normalize_config(kind: str, raw) -> dict:
                              f"PyTorch has none: 0), not {bias!r}")
         result["forget_bias"] = float(bias)
     return result
+
+
+def _build(spec, weights, bias, activation, context):
+    kind = _BY_KIND[spec.kind]
+    layer = kind.from_config(spec.name, weights, spec.config)
+    return params_layer(layer, kind.fans(spec.input_shape, spec.config), kind)
+
+
+def _weights(kind_class):
+    def weights(input_shape, config) -> dict:
+        fans = kind_class.fans(input_shape, config)
+        return {name: Weight(tuple(shape), "recurrent" if name == "recurrent_weights" else "dense", tuple(shape))
+                for name, shape in fans.items()}
+    return weights
+
+
+def _cache_elements(layer, batch: int) -> int:
+    """Hidden states and gates of every step, and the parameters beyond the first matrix with their gradients."""
+    kind_class = _BY_KIND[layer.kind]
+    parameters = sum(math.prod(shape) for shape in kind_class.parameter_shapes(layer.input_shape, layer.config).values())
+    return kind_class.cache_elements(batch, layer.input_shape, layer.config) + 2 * parameters
+
+
+def _torch(module_name: str):
+    def make(input_shape, config):
+        import torch
+
+        module = getattr(torch.nn, module_name)(input_shape[1], config["units"], batch_first=True)
+        return module, {"input_weights": "weight_ih_l0", "recurrent_weights": "weight_hh_l0"}
+    return make
+
+
+_UNITS = Option("units", "int", "the hidden width (also as the bare value: lstm: 64)", required=True, minimum=1)
+_SEQUENCES = Option("return_sequences", "bool", "output every step, or only the last", default=True)
+_BY_KIND = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def _kind(kind_class, summary: str, options: tuple, example: tuple, **facts) -> LayerKind:
+    return LayerKind(
+        kind_class.kind, kind_class, summary, options=(_UNITS, _SEQUENCES) + options,
+        parse=checked(lambda raw: normalize_config(kind_class.kind, raw)),
+        takes=("name", "init", "recurrent_init", "bias_init", "ignore"), build=_build, example=example,
+        torch=_torch(kind_class.__name__), weights=_weights(kind_class), bare="units", unit_axis=-1, layout=SEQUENCE,
+        params_dict=True, inner_activation="tanh", cache_elements=_cache_elements,
+        memory_doc="every step's input, gates and hidden (and cell) states, and their gradients",
+        saturation_doc="the cell activation's rule on its pre-activations", **facts)
+
+
+KINDS = (
+    _kind(RNN, "an Elman RNN, h_t = φ(x_t W_x + h_{t-1} W_h + b)",
+          (Option("activation", "activation", "the cell's nonlinearity", default="tanh"),), ((4, 3), {"units": 5}),
+          aliases=("simple_rnn", "simplernn", "elman")),
+    _kind(LSTM, "an LSTM (PyTorch's gates i, f, g, o), with a forget-gate bias",
+          (Option("forget_bias", "number", "added to the forget gate's bias (PyTorch has none: 0)", default=1.0),),
+          ((4, 3), {"units": 3, "return_sequences": False})),
+    _kind(GRU, "a GRU (PyTorch's gates r, z, n; reset after the recurrent product)", (), ((3, 2), 4)),
+)

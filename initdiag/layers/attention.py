@@ -102,7 +102,8 @@ import numpy as np
 
 from initdiag import activations
 from initdiag.activations import Activation
-from initdiag.layers_norm import LayerNorm, NormCache
+from initdiag.layers.declare import SEQUENCE, LayerKind, Option, Weight, checked, params_layer
+from initdiag.layers.norm import LayerNorm, NormCache
 from initdiag.schemes import Fans
 
 _SOFTMAX = activations.make("softmax")
@@ -153,34 +154,26 @@ def check_heads(dim: int, heads: int, where: str = "attention") -> int:
 
 
 # ------------------------------------------------------------------------------- configuration
-CONFIG_KEYS = {
-    "attention": ("dim", "heads", "bias"),
-    "transformer": ("dim", "heads", "ffn", "activation", "norm", "eps", "bias"),
-}
-REQUIRED_KEYS = {"attention": ("dim", "heads"), "transformer": ("dim", "heads", "ffn")}
-KIND_ALIASES = {
-    "multihead_attention": "attention", "multi_head_attention": "attention", "mha": "attention",
-    "self_attention": "attention", "transformer_block": "transformer", "transformer_encoder": "transformer",
-}
 NORM_ORDERS = ("pre", "post")
 
 
 def normalize_config(kind: str, raw) -> dict:
-    """The options of `kind` (an ATTENTION_LAYERS key or alias) with defaults filled; ValueError names the choices."""
-    key = KIND_ALIASES.get(str(kind).strip().lower(), str(kind).strip().lower())
-    if key not in CONFIG_KEYS:
-        raise ValueError(f"unknown layer kind {kind!r}; valid kinds: {', '.join(CONFIG_KEYS)}")
+    """The options of `kind` (attention or transformer, or an alias) with defaults filled; ValueError names the choices."""
+    from initdiag.layers import LAYERS, lookup  # the kinds' declared options (declared below: imported late)
+
+    key = lookup(kind)
+    valid = tuple(option.name for option in LAYERS[key].options)
+    required = tuple(option.name for option in LAYERS[key].options if option.required)
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{key} options must be a mapping with {', '.join(REQUIRED_KEYS[key])}, got {raw!r}")
-    valid = CONFIG_KEYS[key]
+        raise ValueError(f"{key} options must be a mapping with {', '.join(required)}, got {raw!r}")
     unknown = [str(k) for k in raw if k not in valid]
     if unknown:
         raise ValueError(f"{key}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
-    missing = [k for k in REQUIRED_KEYS[key] if k not in raw]
+    missing = [k for k in required if k not in raw]
     if missing:
         raise ValueError(f"{key} needs {' and '.join(missing)} (positive integers)")
     config = {}
-    for k in REQUIRED_KEYS[key]:
+    for k in required:
         v = raw[k]
         if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
             raise ValueError(f"{key}: {k} must be a positive integer, got {v!r}")
@@ -239,10 +232,6 @@ class MultiHeadAttention:
                     "query_bias": "zero", "key_bias": "zero", "value_bias": "zero", "output_bias": "zero"}
     WEIGHTS = ("query_weights", "key_weights", "value_weights", "output_weights")
     BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
-
-    @classmethod
-    def normalize_config(cls, raw) -> dict:
-        return normalize_config(cls.kind, raw)
 
     @classmethod
     def output_shape(cls, input_shape, config) -> tuple:
@@ -415,10 +404,6 @@ class TransformerBlock:
                     "ffn.in_weights": "xavier_uniform", "ffn.in_bias": "zero",
                     "ffn.out_weights": "xavier_uniform", "ffn.out_bias": "zero",
                     "norm1.gamma": "ones", "norm1.beta": "zero", "norm2.gamma": "ones", "norm2.beta": "zero"}
-
-    @classmethod
-    def normalize_config(cls, raw) -> dict:
-        return normalize_config(cls.kind, raw)
 
     @classmethod
     def _check_input(cls, input_shape, config) -> tuple[int, dict]:
@@ -619,4 +604,70 @@ class TransformerBlock:
                 f"{self.activation!r}, {self.norm}-norm)")
 
 
-ATTENTION_LAYERS = {"attention": MultiHeadAttention, "transformer": TransformerBlock}
+def _build(spec, weights, bias, activation, context):
+    kind_class = MultiHeadAttention if spec.kind == "attention" else TransformerBlock
+    layer = kind_class.from_config(spec.name, weights, spec.config, spec.input_shape)
+    params_layer(layer, kind_class.fans(spec.input_shape, spec.config), kind_class)
+    if spec.kind == "attention":  # a transformer's activation is its FFN's own
+        layer.activation = activation
+    return layer
+
+
+def _weights(kind_class):
+    def weights(input_shape, config) -> dict:
+        return {name: Weight(tuple(fans), "dense" if name.startswith("ffn.") else "attention", tuple(fans))
+                for name, fans in kind_class.fans(input_shape, config).items()}
+    return weights
+
+
+def _cache_elements(layer, batch: int) -> int:
+    """Attention scores and weights (batch · heads · steps²), the block's activations and its other parameters."""
+    steps, heads = layer.input_shape[0], layer.config["heads"]
+    width = max(layer.config["dim"], layer.config.get("ffn", 0))
+    return batch * (3 * heads * steps * steps + 8 * steps * width) + 8 * width * width
+
+
+def _saturation(layer, cache) -> float:
+    """The fraction of attention rows whose largest weight exceeds 0.99."""
+    saturated = layer.saturation(cache)
+    return saturated["attention"] if isinstance(saturated, dict) else saturated
+
+
+def _torch(input_shape, config):
+    """Linear layers with the per-matrix fans torch computes on each (out, in) matrix (its packed in_proj_weight
+    would give fan_out = 3·dim: see the module docstring)."""
+    import torch
+
+    features, dim = input_shape[1], config["dim"]
+    modules = {name: torch.nn.Linear(features, dim) for name in PROJECTIONS}
+    modules["output"] = torch.nn.Linear(dim, dim)
+    names = {f"{name}_weights": f"{name}.weight" for name in modules}
+    if "ffn" in config:
+        modules["ffn_in"], modules["ffn_out"] = torch.nn.Linear(dim, config["ffn"]), torch.nn.Linear(config["ffn"], dim)
+        names = {"attention." + ours: theirs for ours, theirs in names.items()}
+        names.update({"ffn.in_weights": "ffn_in.weight", "ffn.out_weights": "ffn_out.weight"})
+    return torch.nn.ModuleDict(modules), names
+
+
+_DIM = Option("dim", "int", "the model width (divisible by heads)", required=True, minimum=1)
+_HEADS = Option("heads", "int", "attention heads", required=True, minimum=1)
+_BIAS = Option("bias", "bool", "false drops every bias", default=True)
+_FACTS = dict(takes=("name", "init", "bias_init", "ignore"), build=_build, torch=_torch, unit_axis=-1, layout=SEQUENCE,
+              params_dict=True, weights_from_init=True, inner_activation="identity", cache_elements=_cache_elements,
+              saturation=_saturation, saturation_doc="attention rows whose largest weight exceeds 0.99",
+              memory_doc="Q, K, V, the scores and weights (batch · heads · steps²) and the block's activations")
+KINDS = (
+    LayerKind("attention", MultiHeadAttention, "multi-head scaled dot-product self-attention (nn.MultiheadAttention)",
+              options=(_DIM, _HEADS, _BIAS), parse=checked(lambda raw: normalize_config("attention", raw)),
+              example=((4, 6), {"dim": 4, "heads": 2}), weights=_weights(MultiHeadAttention),
+              aliases=("multihead_attention", "multi_head_attention", "mha", "self_attention"), **_FACTS),
+    LayerKind("transformer", TransformerBlock, "a transformer encoder block (nn.TransformerEncoderLayer, no dropout)",
+              options=(_DIM, _HEADS, Option("ffn", "int", "the feed-forward hidden width", required=True, minimum=1),
+                       Option("activation", "activation", "the FFN's nonlinearity", default="gelu"),
+                       Option("norm", "choice", "layer norm before (pre) or after (post) each sublayer", default="pre",
+                              choices=NORM_ORDERS),
+                       Option("eps", "number", "the layer norms' eps", default=1e-5, minimum=0, exclusive=True), _BIAS),
+              parse=checked(lambda raw: normalize_config("transformer", raw)),
+              example=((3, 4), {"dim": 4, "heads": 2, "ffn": 6, "norm": "post"}), weights=_weights(TransformerBlock),
+              aliases=("transformer_block", "transformer_encoder"), **_FACTS),
+)

@@ -1,4 +1,5 @@
-"""Normalisation, dropout and embedding layers, in the Dense contract.
+"""Batch and layer normalisation (this module), with the notes on dropout (dropout.py) and embedding
+(embedding.py), in the Dense contract.
 
     forward(x) -> (y, cache)                    cache.x input, cache.z normalised value, cache.y output
     backward(dy, cache, need_dx=True) -> (dx or None, grads)   grads = {param name: gradient, same shape}
@@ -68,8 +69,8 @@ fan_in = dim), draw the transposed shape and transpose:
 ``initial_weights(scheme, params, rng, (dim, vocab), dtype).T``. (PyTorch's own default for
 nn.Embedding is N(0, 1), fan-free; Keras' is U(-0.05, 0.05).)
 
-Configuration (``normalize_config(kind, raw)``; kinds are the keys of ``NORM_LAYERS``)
-----------------------------------------------------------------------------------------
+Configuration (``initdiag.layers.normalize_config(kind, raw)``; each kind's options are declared in its KINDS)
+-------------------------------------------------------------------------------------------------------------
     batchnorm  {eps: 1e-5, eval: false}                      (aliases batch_norm, batchnorm1d, batchnorm2d)
     layernorm  {eps: 1e-5}                                   (alias layer_norm)
     dropout    {p: 0.5, eval: false}  or just the number p
@@ -80,12 +81,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from numbers import Integral, Real
+from numbers import Real
 from typing import NamedTuple
 
 import numpy as np
 
-from initdiag.schemes import Fans
+from initdiag.layers.declare import CHANNELS, SEQUENCE, LayerKind, Option, checked
 
 
 class Cache(NamedTuple):
@@ -103,14 +104,6 @@ class NormCache(NamedTuple):
     mean: np.ndarray     # broadcastable to x: the statistics used (batch or running)
     inv_std: np.ndarray  # 1/sqrt(var + eps), broadcastable to x
     var: np.ndarray      # the biased variance used, broadcastable to x
-
-
-class DropoutCache(NamedTuple):
-    x: np.ndarray
-    z: np.ndarray               # y itself
-    y: np.ndarray
-    mask: np.ndarray | None     # bool, True where kept; None when nothing was dropped (eval, p = 0)
-    scale: float                # 1/(1 - p) (0 for p = 1)
 
 
 def _shape_str(shape) -> str:
@@ -171,73 +164,34 @@ def _normalised_backward(dxhat, cache: NormCache, axes) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- configuration
-CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "batchnorm": ("eps", "eval"),
-    "layernorm": ("eps",),
-    "dropout": ("p", "eval"),
-    "embedding": ("vocab", "dim"),
-}
-DEFAULTS: dict[str, dict] = {
-    "batchnorm": {"eps": 1e-5, "eval": False},
-    "layernorm": {"eps": 1e-5},
-    "dropout": {"p": 0.5, "eval": False},
-    "embedding": {},
-}
-KIND_ALIASES = {
-    "batch_norm": "batchnorm", "batchnorm1d": "batchnorm", "batchnorm2d": "batchnorm",
-    "layer_norm": "layernorm",
-}
-
-
-def canonical_kind(kind: str) -> str:
-    key = str(kind).strip().lower()
-    key = KIND_ALIASES.get(key, key)
-    if key not in CONFIG_KEYS:
-        raise ValueError(f"unknown layer kind {kind!r}; valid kinds: {', '.join(CONFIG_KEYS)}")
-    return key
-
-
-def normalize_config(kind: str, raw) -> dict:
-    """The options of `kind` (a NORM_LAYERS key or alias) with defaults filled; ValueError names the valid choices.
-
-    `raw` is None, a mapping of this layer's own options (CONFIG_KEYS[kind]), or for dropout
-    the number p. Returns a new dict with every key of CONFIG_KEYS[kind].
-    """
-    key = canonical_kind(kind)
+def own_options(key: str, raw, options) -> dict:
+    """`raw` (None or a mapping of the kind's declared `options`) with the optional ones' defaults filled;
+    ValueError naming the valid options."""
     if raw is None:
         raw = {}
-    elif key == "dropout" and isinstance(raw, Real) and not isinstance(raw, bool):
-        raw = {"p": raw}
     if not isinstance(raw, Mapping):
         raise ValueError(f"{key} options must be a mapping, got {raw!r}")
-    valid = CONFIG_KEYS[key]
+    valid = tuple(option.name for option in options)
     unknown = [str(k) for k in raw if k not in valid]
     if unknown:
         raise ValueError(f"{key}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
-    config = {**DEFAULTS[key], **raw}
-    if "eps" in valid:
-        eps = config["eps"]
-        if isinstance(eps, bool) or not isinstance(eps, Real) or not math.isfinite(eps) or eps <= 0:
-            raise ValueError(f"{key}: eps must be a positive number (PyTorch's default is 1e-5), got {eps!r}")
-        config["eps"] = float(eps)
-    if "eval" in valid:
-        if not isinstance(config["eval"], (bool, np.bool_)):
-            raise ValueError(f"{key}: eval must be true or false, got {config['eval']!r}")
-        config["eval"] = bool(config["eval"])
-    if key == "dropout":
-        p = config["p"]
-        if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p <= 1:
-            raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
-        config["p"] = float(p)
-    if key == "embedding":
-        missing = [k for k in ("vocab", "dim") if k not in raw]
-        if missing:
-            raise ValueError(f"embedding needs {' and '.join(missing)} (positive integers)")
-        for k in ("vocab", "dim"):
-            v = config[k]
-            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
-                raise ValueError(f"embedding: {k} must be a positive integer, got {v!r}")
-            config[k] = int(v)
+    return {**{option.name: option.default for option in options if not option.required}, **raw}
+
+
+def check_eval(key: str, config: dict) -> None:
+    if not isinstance(config["eval"], (bool, np.bool_)):
+        raise ValueError(f"{key}: eval must be true or false, got {config['eval']!r}")
+    config["eval"] = bool(config["eval"])
+
+
+def _normalize(key: str, raw) -> dict:
+    config = own_options(key, raw, _OPTIONS[key])
+    eps = config["eps"]
+    if isinstance(eps, bool) or not isinstance(eps, Real) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"{key}: eps must be a positive number (PyTorch's default is 1e-5), got {eps!r}")
+    config["eps"] = float(eps)
+    if "eval" in config:
+        check_eval(key, config)
     return config
 
 
@@ -252,10 +206,6 @@ class _AffineNorm:
     @classmethod
     def _size(cls, input_shape) -> int:
         raise NotImplementedError
-
-    @classmethod
-    def normalize_config(cls, raw) -> dict:
-        return normalize_config(cls.kind, raw)
 
     @classmethod
     def output_shape(cls, input_shape, config=None) -> tuple:
@@ -300,7 +250,7 @@ class BatchNorm(_AffineNorm):
 
     @classmethod
     def from_config(cls, name: str, params, config, input_shape=None):
-        config = normalize_config(cls.kind, config)
+        config = _normalize(cls.kind, config)
         features = None if input_shape is None else cls._channels(input_shape)
         return cls(name, _vector_params(cls.kind, name, params, features), eps=config["eps"], eval=config["eval"])
 
@@ -406,7 +356,7 @@ class LayerNorm(_AffineNorm):
 
     @classmethod
     def from_config(cls, name: str, params, config, input_shape=None):
-        config = normalize_config(cls.kind, config)
+        config = _normalize(cls.kind, config)
         features = None if input_shape is None else cls._features(input_shape)
         return cls(name, _vector_params(cls.kind, name, params, features), eps=config["eps"])
 
@@ -452,179 +402,39 @@ class LayerNorm(_AffineNorm):
         return f"LayerNorm({self.name!r}, {self.features}, eps={self.eps:g})"
 
 
-# ------------------------------------------------------------------------------- dropout
-class Dropout:
-    """Inverted dropout with a mask from a numpy Generator; see the module docstring."""
-
-    kind = "dropout"
-    unit_axis = -1
-    default_init: dict = {}
-    params: dict = {}
-
-    @classmethod
-    def normalize_config(cls, raw) -> dict:
-        return normalize_config(cls.kind, raw)
-
-    @classmethod
-    def output_shape(cls, input_shape, config=None) -> tuple:
-        shape = tuple(int(s) for s in input_shape)
-        if not shape:
-            raise ValueError("dropout expects a per-sample input with at least one axis, got ()")
-        return shape
-
-    @classmethod
-    def parameter_shapes(cls, input_shape, config=None) -> dict:
-        return {}
-
-    @classmethod
-    def fans(cls, input_shape, config=None) -> dict:
-        return {}
-
-    @classmethod
-    def from_config(cls, name: str, params, config, rng=None, input_shape=None):
-        if params:
-            raise ValueError(f"dropout '{name}' has no parameters, got {', '.join(params)}")
-        config = normalize_config(cls.kind, config)
-        return cls(name, config["p"], rng=rng, eval=config["eval"])
-
-    def __init__(self, name: str, p: float = 0.5, rng: np.random.Generator | None = None, eval: bool = False):
-        if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p <= 1:
-            raise ValueError(f"dropout '{name}': p must be a probability in [0, 1], got {p!r}")
-        self.name = name
-        self.p = float(p)
-        self.eval = bool(eval)
-        self.params = {}
-        if rng is None and not self.eval and 0 < self.p < 1:
-            raise ValueError(f"dropout '{name}' needs a numpy.random.Generator (rng) to draw its mask in training mode")
-        self.rng = rng
-
-    def forward(self, x: np.ndarray):
-        x = np.asarray(x)
-        if self.eval or self.p == 0:
-            return x, DropoutCache(x, x, x, None, 1.0)  # y is x: callers must not write into it
-        if self.p == 1:
-            y = np.zeros_like(x)
-            return y, DropoutCache(x, y, y, np.zeros(x.shape, dtype=bool), 0.0)
-        mask = self.rng.random(x.shape) >= self.p    # P(kept) = 1 - p
-        scale = 1.0 / (1.0 - self.p)
-        y = x * mask                                  # bool mask: keeps x's dtype
-        y *= scale                                    # a Python float: cast to x's dtype
-        return y, DropoutCache(x, y, y, mask, scale)
-
-    def backward(self, dy: np.ndarray, cache: DropoutCache, need_dx: bool = True, *, dz=None):
-        if dz is not None:
-            raise ValueError(f"dropout '{self.name}' cannot be the output of a fused loss (dz)")
-        if not need_dx:
-            return None, {}
-        dy = np.asarray(dy)
-        if cache.mask is None:
-            return dy, {}
-        dx = dy * cache.mask
-        dx *= cache.scale
-        return dx, {}
-
-    def kept_fraction(self, cache: DropoutCache) -> float:
-        return 1.0 if cache.mask is None else float(np.count_nonzero(cache.mask) / max(cache.mask.size, 1))
-
-    def saturation(self, cache: DropoutCache) -> float:
-        return 0.0
-
-    def __repr__(self) -> str:
-        return f"Dropout({self.name!r}, p={self.p:g}{', eval' if self.eval else ''})"
+def _build(spec, weights, bias, activation, context):
+    kind_class = BatchNorm if spec.kind == "batchnorm" else LayerNorm
+    config = dict(spec.config)
+    if "eval" in config:
+        config["eval"] = config["eval"] or context.eval
+    params = kind_class.default_params(spec.input_shape, config, context.dtype)
+    layer = kind_class.from_config(spec.name, params, config, spec.input_shape)
+    layer.activation = activation  # identity: the statistics read every layer's activation
+    return layer
 
 
-# ------------------------------------------------------------------------------- embedding
-def token_batch(rng: np.random.Generator, batch: int, steps: int, vocab: int) -> np.ndarray:
-    """(batch, steps) int64 tokens drawn uniformly from [0, vocab)."""
-    return rng.integers(0, vocab, size=(batch, steps), dtype=np.int64)
+def _torch(module_name: str):
+    def make(input_shape, config):
+        import torch
+
+        if module_name == "LayerNorm":
+            return torch.nn.LayerNorm(input_shape[-1], eps=config["eps"]), {}
+        return getattr(torch.nn, f"BatchNorm{max(len(input_shape) - 1, 1)}d")(input_shape[0], eps=config["eps"]), {}
+    return make
 
 
-class Embedding:
-    """Table lookup (nn.Embedding): tokens (batch, steps) -> (batch, steps, dim); see the module docstring."""
-
-    kind = "embedding"
-    unit_axis = -1
-    default_init = {"weights": "normal"}  # PyTorch's N(0, 1)
-
-    @classmethod
-    def _steps(cls, input_shape) -> int:
-        shape = tuple(input_shape)
-        if len(shape) != 1 or shape[0] < 1:
-            raise ValueError(f"{cls.kind} expects a per-sample input of shape (steps,) of integer tokens, "
-                             f"got {_shape_str(shape)}")
-        return int(shape[0])
-
-    @classmethod
-    def normalize_config(cls, raw) -> dict:
-        return normalize_config(cls.kind, raw)
-
-    @classmethod
-    def output_shape(cls, input_shape, config) -> tuple:
-        config = normalize_config(cls.kind, config)
-        return (cls._steps(input_shape), config["dim"])
-
-    @classmethod
-    def parameter_shapes(cls, input_shape, config) -> dict:
-        config = normalize_config(cls.kind, config)
-        cls._steps(input_shape)
-        return {"weights": (config["vocab"], config["dim"])}
-
-    @classmethod
-    def fans(cls, input_shape, config) -> dict:
-        """{"weights": Fans(fan_in=dim, fan_out=vocab)}: torch's fans of nn.Embedding.weight (vocab, dim),
-        the transpose of the table's (rows, cols); see the module docstring."""
-        vocab, dim = cls.parameter_shapes(input_shape, config)["weights"]
-        return {"weights": Fans(dim, vocab)}
-
-    @classmethod
-    def from_config(cls, name: str, params, config, input_shape=None):
-        config = normalize_config(cls.kind, config)
-        layer = cls(name, params)
-        if (layer.vocab, layer.dim) != (config["vocab"], config["dim"]):
-            raise ValueError(f"embedding '{name}': config is vocab={config['vocab']}, dim={config['dim']}; "
-                             f"weights are {_shape_str(layer.params['weights'].shape)}")
-        return layer
-
-    def __init__(self, name: str, params: dict):
-        self.name = name
-        unknown = sorted(set(params) - {"weights"})
-        if unknown:
-            raise ValueError(f"embedding '{name}': unknown parameter(s) {', '.join(unknown)}; valid: weights")
-        weights = params.get("weights")
-        if weights is None or np.ndim(weights) != 2:
-            raise ValueError(f"embedding '{name}': weights must be a (vocab, dim) matrix")
-        self.params = {"weights": np.asarray(weights)}
-        self.vocab, self.dim = self.params["weights"].shape
-
-    def forward(self, x: np.ndarray):
-        x = np.asarray(x)
-        if x.dtype.kind not in "iu":
-            raise ValueError(f"embedding '{self.name}' takes integer tokens, got dtype {x.dtype}")
-        if x.ndim != 2:
-            raise ValueError(f"embedding '{self.name}' expects input (batch, steps), got {_shape_str(x.shape)}")
-        if x.size and (x.min() < 0 or x.max() >= self.vocab):
-            raise ValueError(f"embedding '{self.name}': tokens must lie in [0, {self.vocab}), "
-                             f"got values from {x.min()} to {x.max()}")
-        y = self.params["weights"][x]  # fancy indexing: a new (batch, steps, dim) array
-        return y, Cache(x, y, y)
-
-    def backward(self, dy: np.ndarray, cache: Cache, need_dx: bool = True, *, dz=None):
-        """dy (batch, steps, dim) -> (None, {"weights": dW}); dW[v] = sum of dy over the positions holding token v."""
-        if dz is not None:
-            raise ValueError(f"embedding '{self.name}' cannot be the output of a fused loss (dz)")
-        dy = np.asarray(dy)
-        if dy.shape != cache.y.shape:
-            raise ValueError(f"embedding '{self.name}': dy has shape {dy.shape}, the output {cache.y.shape}")
-        weights = self.params["weights"]
-        dw = np.zeros(weights.shape, dtype=np.result_type(dy, weights))
-        np.add.at(dw, cache.x.reshape(-1), dy.reshape(-1, self.dim))  # unbuffered: repeats accumulate
-        return None, {"weights": dw.astype(weights.dtype, copy=False)}
-
-    def saturation(self, cache: Cache) -> float:
-        return 0.0
-
-    def __repr__(self) -> str:
-        return f"Embedding({self.name!r}, vocab={self.vocab}, dim={self.dim})"
-
-
-NORM_LAYERS = {"batchnorm": BatchNorm, "layernorm": LayerNorm, "dropout": Dropout, "embedding": Embedding}
+_EPS = Option("eps", "number", "added to the variance", default=1e-5, minimum=0, exclusive=True)
+_OPTIONS = {"batchnorm": (_EPS, Option("eval", "bool", "run as at inference (running mean 0, variance 1)", default=False)),
+            "layernorm": (_EPS,)}
+_FACTS = dict(takes=("name", "ignore"), build=_build, normalizes=True, memory_doc="its input, normalised value and output",
+              saturation_doc="none (a normalisation does not saturate)")
+KINDS = (
+    LayerKind("batchnorm", BatchNorm, "batch normalisation per feature / channel (nn.BatchNorm1d/2d), gamma 1, beta 0",
+              options=_OPTIONS["batchnorm"], parse=checked(lambda raw: _normalize("batchnorm", raw)),
+              example=((3, 4, 2), {"eps": 1e-3}), torch=_torch("BatchNorm"), assumes_layout=CHANNELS, unit_axis=1,
+              aliases=("batch_norm", "batchnorm1d", "batchnorm2d"), **_FACTS),
+    LayerKind("layernorm", LayerNorm, "layer normalisation over the last axis (nn.LayerNorm), gamma 1, beta 0",
+              options=_OPTIONS["layernorm"], parse=checked(lambda raw: _normalize("layernorm", raw)),
+              example=((3, 5), {}), torch=_torch("LayerNorm"), assumes_layout=SEQUENCE, unit_axis=-1,
+              aliases=("layer_norm",), **_FACTS),
+)

@@ -1,0 +1,143 @@
+"""What a layer kind declares, in one place: the types the family modules fill in.
+
+A family module (dense.py, conv.py, ...) ends with `KINDS = (LayerKind(...), ...)`; the package
+(`initdiag.layers.LAYERS`) collects them. Everything the spec parser, the JSON Schema, the memory
+estimate, the report, the README table and the contract tests need about a kind is a field here,
+so adding a kind is one module and forgetting a fact fails a contract test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from initdiag.schemes import ROLES  # noqa: F401  (how a scheme reads a weight; declared where schemes use it)
+
+SEQUENCE, CHANNELS = "sequence", "channels"  # what a 2-D per-sample shape is: [steps, features] or [channels, length]
+COMMON_KEYS = ("name", "activation", "init", "recurrent_init", "bias_init", "bias", "ignore")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One of a kind's own options (`conv2d: {filters: 8, kernel: 3}`).
+
+    `type`: "int" (with `minimum`), "ints" (an int or one per spatial axis, `minimum`), "number"
+    (`minimum`/`maximum`, `exclusive` for a strict lower bound), "bool", "choice" (`choices`),
+    "activation" (an elementwise activation), "padding". Validation (with its error messages) is the
+    kind's `parse`; these fields describe the option for the schema and the README.
+    """
+
+    name: str
+    type: str
+    doc: str
+    default: object = None
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive: bool = False
+    choices: tuple = ()
+
+
+class Weight(NamedTuple):
+    """A weight matrix of a layer: the shape a scheme draws (our (fan_in, fan_out) layout: x @ W),
+    its role (one of ROLES) and PyTorch's fans of the torch equivalent's weight."""
+
+    shape: tuple
+    role: str
+    fans: tuple  # (fan_in, fan_out)
+    kernel: tuple = ()  # a conv kernel's spatial size: the matrix rows are (in_channels/groups, *kernel) in C order
+    groups: int = 1
+
+
+class BuildContext(NamedTuple):
+    dtype: object
+    rng: object  # dropout's mask stream
+    eval: bool  # dropout off, batchnorm on its initial running statistics
+
+
+class InputError(ValueError):
+    """An input shape a kind cannot take, the message already naming the input (no "(input [...])" added)."""
+
+
+def no_elements(layer_spec, batch: int = 0) -> int:
+    return 0
+
+
+def activation_saturation(layer, cache) -> float:
+    """The activation's own rule on the layer's pre-activation and output."""
+    return layer.activation.saturation(cache.z, cache.y)
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """A layer kind: every fact about it that a stage outside its module needs.
+
+    parse(check, path, value) -> config or None (problems reported on `check`, located at `path`).
+    output_shape(input_shape, config) -> per-sample output shape (ValueError: the input does not fit).
+    weights(input_shape, config) -> {name: Weight}, first = the matrix `init` draws and statistics measure.
+    build(layer_spec, weights, bias, activation, context) -> the layer object.
+    torch(input_shape, config) -> (nn.Module, {our weight name: its parameter name}), torch imported lazily.
+    """
+
+    key: str
+    cls: type
+    summary: str
+    options: tuple
+    parse: Callable
+    takes: tuple  # which of COMMON_KEYS a layer of this kind may carry
+    build: Callable
+    example: tuple  # (input shape, the spec's value for the kind key)
+    torch: Callable | None
+    output_shape: Callable | None = None  # default: cls.output_shape
+    weights: Callable | None = None  # None: weightless
+    aliases: tuple = ()
+    bare: str | None = None  # the option a bare value stands for (`dropout: 0.1` is p)
+    unit_axis: int = 1  # the batch array's axis of units (1: features / channels; -1: a sequence's features)
+    layout: str | None = None  # what a 2-D output is (SEQUENCE, CHANNELS); None: the input's
+    assumes_layout: str | None = None  # how it reads a 2-D input no layer has laid out yet
+    pools_layout: bool = False  # its config learns whether the input is a sequence (config["sequence"])
+    normalizes: bool = False  # resets the signal's scale (batchnorm, layernorm)
+    params_dict: bool = False  # built from several named parameters (recurrent, attention, embedding)
+    weights_from_init: bool = False  # every weight matrix is drawn from `init` (attention, transformer)
+    inner_activation: str | None = None  # the default activation acting inside (recurrent: tanh); None: `activation` key
+    elementwise_activation: bool = False  # its `activation` must be elementwise (a conv's last axis is spatial)
+    cache_elements: Callable = no_elements  # (layer_spec, batch) -> elements its backward cache keeps beyond its output
+    scratch_elements: Callable = no_elements  # (layer_spec) -> per-sample scratch (a conv's im2col matrix)
+    memory_doc: str = "its input, pre-activation and output"
+    saturation: Callable = activation_saturation  # (layer, cache) -> the saturated fraction the statistics report
+    saturation_doc: str = "the activation's rule on its pre-activation"
+    block: bool = False  # a block of nested layers (residual), parsed by its own grammar
+    reads_tokens: bool = False  # takes integer tokens: the first layer, on input_distribution: tokens (embedding)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def weightless(self) -> bool:
+        return self.weights is None
+
+    def shape_of(self, input_shape, config) -> tuple:
+        return tuple((self.output_shape or self.cls.output_shape)(input_shape, config))
+
+    def units(self, output_shape) -> int:
+        """The output's unit count: features, channels or a sequence's features."""
+        return output_shape[self.unit_axis - 1 if self.unit_axis > 0 else -1]
+
+
+def checked(normalize: Callable) -> Callable:
+    """A kind's `parse` from a normalizer raising ValueError (its message is the problem's)."""
+    def parse(check, path, value):
+        try:
+            return normalize(value if value not in (None, True) else {})
+        except ValueError as err:
+            check.problem(path, str(err))
+            return None
+    return parse
+
+
+def params_layer(layer, weights: dict, kind_class):
+    """Point a layer built from a parameter dict at its first weight matrix (what statistics measure)."""
+    layer.main_param = next(iter(weights))
+    layer.weights = layer.params[layer.main_param]
+    layer.bias = layer.params.get(layer.main_param.replace("weights", "bias"))
+    layer.unit_axis = -1  # (batch, [steps,] units)
+    return layer

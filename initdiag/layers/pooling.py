@@ -1,0 +1,233 @@
+"""Pooling (max, average, global average) and flatten: weightless layers in the Dense contract.
+
+Arrays are (batch, channels, *spatial), as PyTorch's NCHW; see conv.py for the window machinery
+(im2col views, col2im scatter, the workspace) they share with the convolutions. Pools have no
+padding and floor their output size (PyTorch's defaults, ceil_mode=False). Max-pool backward sends
+each window's gradient to its first maximum in row-major window order (PyTorch's CPU kernel keeps
+the first of tied maxima), accumulating where windows overlap. Weightless layers have weights =
+bias = None, an identity `activation` (z is y) and return {} as grads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from initdiag import activations
+from initdiag.layers.conv import _WORKSPACE, Cache, _col2im, _geometry, _Geometry, _shape_str, _windows, normalize_config
+from initdiag.layers.declare import LayerKind, Option, checked
+
+
+class _Weightless:
+    kind = ""
+    unit_axis = 1
+    weights = None
+    bias = None
+
+    @classmethod
+    def output_shape(cls, input_shape, config) -> tuple:
+        raise NotImplementedError
+
+    @staticmethod
+    def fans(input_shape, config):
+        return None
+
+    @staticmethod
+    def weight_shape(input_shape, config):
+        return None
+
+    @classmethod
+    def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
+        """Bytes per workspace role of a forward and backward pass (see _Conv.scratch)."""
+        return {}
+
+    def __init__(self, name: str, input_shape, config: dict | None = None):
+        self.name = name
+        self.input_shape = tuple(input_shape)
+        self.config = {} if config is None else config
+        self.activation = activations.make("identity")
+        self.out_shape = self.output_shape(self.input_shape, self.config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.input_shape}->{self.out_shape})"
+
+
+class _Pool2d(_Weightless):
+    @classmethod
+    def _geometry(cls, input_shape, config) -> _Geometry:
+        return _geometry(cls.kind, input_shape, config, 2, "channels, height, width", pads=((0, 0), (0, 0)))
+
+    @classmethod
+    def output_shape(cls, input_shape, config) -> tuple:
+        g = cls._geometry(input_shape, config)
+        return (g.channels,) + g.out
+
+    def __init__(self, name: str, input_shape, config: dict):
+        super().__init__(name, input_shape, config)
+        self.geometry = self._geometry(self.input_shape, config)
+
+    @classmethod
+    def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
+        g = cls._geometry(input_shape, config)
+        windows = batch * g.channels * math.prod(g.kernel)
+        roles = {"col2im": windows * math.prod(g.size), "cols": windows * math.prod(g.out)}
+        if cls.kind == "maxpool2d":
+            roles["gemm"] = roles["cols"]
+        return {role: count * itemsize for role, count in roles.items()}
+
+    def _taps(self, x: np.ndarray) -> np.ndarray:
+        """The windows of x as (kh·kw, N, C, Ho, Wo) on the workspace: a reduction over taps is then
+        elementwise over whole arrays, about ten times faster than reducing a strided view."""
+        g = self.geometry
+        windows = _windows(x, g).transpose(4, 5, 0, 1, 2, 3)  # (kh, kw, N, C, Ho, Wo), a view
+        taps = _WORKSPACE.get("cols", windows.shape, x.dtype)
+        np.copyto(taps, windows)
+        return taps.reshape((-1,) + taps.shape[2:])
+
+    def _scatter(self, d: np.ndarray, x_shape) -> np.ndarray:
+        """Window gradients d (kh·kw, N, C, Ho, Wo) summed back onto the input."""
+        g = self.geometry
+        d6 = d.reshape(g.kernel + d.shape[1:]).transpose(2, 3, 0, 1, 4, 5)  # (N, C, kh, kw, Ho, Wo)
+        return _col2im(d6, g.size, g).reshape(x_shape)
+
+
+class MaxPool2d(_Pool2d):
+    """Max over kh×kw windows moved by stride; no padding, floor output size; NaN propagates."""
+
+    kind = "maxpool2d"
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        y = np.maximum.reduce(self._taps(x), axis=0)
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        if not need_dx:
+            return None, {}
+        taps = self._taps(cache.x)
+        first = np.argmax(taps, axis=0)[None]  # the first maximum in row-major window order; NaN counts as one
+        d = _WORKSPACE.get("gemm", taps.shape, dz.dtype)
+        d.fill(0)
+        np.put_along_axis(d, first, dz[None], axis=0)
+        return self._scatter(d, cache.x.shape), {}
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over kh×kw windows moved by stride; no padding, floor output size."""
+
+    kind = "avgpool2d"
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        taps = self._taps(x)
+        y = np.add.reduce(taps, axis=0)
+        y /= taps.shape[0]  # the sum, then one division, as PyTorch
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        if not need_dx:
+            return None, {}
+        share = dz / math.prod(self.geometry.kernel)
+        return self._scatter(np.broadcast_to(share, (math.prod(self.geometry.kernel),) + share.shape), cache.x.shape), {}
+
+
+class GlobalAvgPool(_Weightless):
+    """Mean over every spatial position of a feature map: (C, H, W) -> (C,), or (C, L) -> (C,), as
+    adaptive_avg_pool to 1 and flatten; with config["sequence"] (set by the spec when the input is a
+    sequence), mean over the steps: (steps, features) -> (features,), as x.mean(dim=1) in PyTorch."""
+
+    kind = "global_avgpool"
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        input_shape = tuple(input_shape)
+        if (config or {}).get("sequence"):
+            if len(input_shape) != 2 or 0 in input_shape:
+                raise ValueError(f"{cls.kind} on a sequence expects a per-sample input of shape (steps, features), "
+                                 f"got {_shape_str(input_shape)}")
+            return input_shape[1:]
+        if len(input_shape) not in (2, 3) or 0 in input_shape:
+            raise ValueError(f"{cls.kind} expects a per-sample input of shape (channels, length) or "
+                             f"(channels, height, width), got {_shape_str(input_shape)}")
+        return input_shape[:1]
+
+    def _axes(self, ndim: int) -> tuple:
+        """The batch array's axes averaged over: the steps (1) of a sequence, else every spatial axis."""
+        return (1,) if self.config.get("sequence") else tuple(range(2, ndim))
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        y = x.mean(axis=self._axes(x.ndim))
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        if not need_dx:
+            return None, {}
+        x, axes = cache.x, self._axes(cache.x.ndim)
+        count = math.prod(x.shape[axis] for axis in axes)
+        dx = np.empty(x.shape, dtype=dz.dtype)
+        dx[...] = np.expand_dims(dz / count, axes)  # each averaged value's gradient shared equally
+        return dx, {}
+
+
+class Flatten(_Weightless):
+    """(C, *spatial) -> (C·prod(spatial),) in C order, as torch.flatten(x, 1)."""
+
+    kind = "flatten"
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        input_shape = tuple(input_shape)
+        if not input_shape:
+            raise ValueError(f"{cls.kind} expects a per-sample input with at least one axis, got ()")
+        return (math.prod(input_shape),)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        y = x.reshape(x.shape[0], -1)  # a view when x is contiguous: callers must not write into y
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        return (dz.reshape(cache.x.shape) if need_dx else None), {}
+
+
+
+
+def _build(spec, weights, bias, activation, context):
+    return {kind.key: kind.cls for kind in KINDS}[spec.kind](spec.name, spec.input_shape, spec.config)
+
+
+def _torch(module_name: str, *args):
+    def make(input_shape, config):
+        import torch
+
+        return getattr(torch.nn, module_name)(*[config.get(arg, arg) for arg in args]), {}
+    return make
+
+
+_POOL_OPTIONS = (Option("kernel", "ints", "the window: an int, or one per spatial axis", required=True, minimum=1),
+                 Option("stride", "ints", "the step: an int, or one per axis (default: the kernel)", minimum=1))
+
+
+def _kind(kind_class, summary: str, options: tuple, example: tuple, torch, **facts) -> LayerKind:
+    return LayerKind(kind_class.kind, kind_class, summary, options=options,
+                     parse=checked(lambda raw: normalize_config(kind_class.kind, raw)), takes=("name", "ignore"), build=_build,
+                     example=example, torch=torch, memory_doc="its input and output", saturation_doc="none (no activation)",
+                     **facts)
+
+
+KINDS = (
+    _kind(MaxPool2d, "the max over each window (no padding, floor size)", _POOL_OPTIONS, ((2, 6, 5), {"kernel": 2}),
+          _torch("MaxPool2d", "kernel", "stride"), extra={"ndim": 2}),
+    _kind(AvgPool2d, "the mean over each window (no padding, floor size)", _POOL_OPTIONS,
+          ((2, 7, 5), {"kernel": 3, "stride": [2, 1]}), _torch("AvgPool2d", "kernel", "stride"), extra={"ndim": 2}),
+    _kind(GlobalAvgPool, "the mean over every position of a feature map, or over a sequence's steps", (),
+          ((3, 4, 5), {}), _torch("AdaptiveAvgPool2d", 1), pools_layout=True),
+    _kind(Flatten, "[channels, *spatial] → [channels·positions], as torch.flatten(x, 1)", (), ((2, 3, 4), {}),
+          _torch("Flatten")),
+)
