@@ -13,6 +13,7 @@ import numpy as np
 
 from initdiag import yamlsource
 from initdiag.initspec import InitSpec, parse_init
+from initdiag.layers import LAYERS
 from initdiag.speclayers import LayerSpec, parse_activation, parse_layers  # noqa: F401  (LayerSpec: re-exported)
 from initdiag.validate import Checker
 from initdiag.yamlsource import Document, SpecErrors, SpecProblem
