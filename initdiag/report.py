@@ -14,7 +14,7 @@ def _parameter_fans(layer_spec) -> dict | None:
     weights = kind.weights(layer_spec.input_shape, layer_spec.config) if kind.params_dict else {}
     if len(weights) < 2:
         return None
-    return {name: [int(fan_in), int(fan_out)] for name, (_, _, (fan_in, fan_out)) in weights.items()}
+    return {name: [int(fan) for fan in weight.fans] for name, weight in weights.items()}
 
 
 def _located(finding, spec) -> dict:
