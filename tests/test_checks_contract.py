@@ -169,8 +169,12 @@ def missing_producer(code: str) -> list[str]:
     produce = PRODUCERS.get(code)
     if produce is None:
         return [f"{code}: no producer in tests/test_checks_contract.py PRODUCERS (a small spec or command that makes it)"]
-    found = {finding["code"] for finding in produce()}
-    return [] if code in found else [f"{code}: its producer made {sorted(found)}, not {code}"]
+    findings = produce()
+    found = {finding["code"] for finding in findings}
+    if code not in found:
+        return [f"{code}: its producer made {sorted(found)}, not {code}"]
+    undeclared = {f["severity"] for f in findings if f["code"] == code} - set(CHECKS[code].severities)
+    return [f"{code}: produced with severity {sorted(undeclared)}, not declared in {CHECKS[code].severities}"] if undeclared else []
 
 
 # ---- generated from CHECKS ----

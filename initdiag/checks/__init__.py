@@ -134,4 +134,4 @@ def find(run, spec, thresholds: Thresholds = Thresholds(), phase=None) -> list[F
 
 from initdiag.checks._architecture import signal_second_moment  # noqa: E402  (compare and recommend read the same scale)
 from initdiag.checks._suppression import suppress, suppress_later  # noqa: E402
-from initdiag.checks._names import spec_problems, spec_thresholds, threshold_problem  # noqa: E402
+from initdiag.checks._names import spec_problems, spec_thresholds  # noqa: E402

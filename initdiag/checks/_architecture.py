@@ -23,6 +23,7 @@ from __future__ import annotations
 NORMALIZING_KINDS = ("batchnorm", "layernorm")
 RECURRENT_KINDS = ("rnn", "lstm", "gru")
 WEIGHTLESS_PASS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "dropout")
+ATTENTION_KINDS = ("attention", "transformer")  # their saturation is of attention rows (largest weight > 0.99)
 
 
 def signal_second_moment(layer) -> float:

@@ -1,6 +1,7 @@
-"""The names users write that the checks declare: a spec's `thresholds:` and `ignore:` entries (kept as
-written by the spec stage, which does not import the checks), and `--threshold` / configuration names.
-Problems keep the spec stage's wording and locations, so a bad name reads the same wherever it is caught."""
+"""The names users write that the checks declare: a spec's `thresholds:` and `ignore:` entries, kept as
+written by the spec stage (which does not import the checks) and checked here before a run. Problems keep
+the spec stage's wording and locations. (`--threshold` and configuration names are checked by the CLI
+against Thresholds, and by config against the defaults the CLI hands it.)"""
 
 from __future__ import annotations
 
@@ -15,12 +16,6 @@ from initdiag.yamlsource import SpecErrors, SpecProblem
 def _hint(name, choices) -> str:
     near = closest(str(name), choices)
     return f"did you mean '{near}'?" if near else f"expected one of: {', '.join(choices)}"
-
-
-def threshold_problem(name: str) -> str | None:
-    """Why `name` (either spelling, - or _) is not a threshold: "unknown threshold (did you mean ...)"; None if it is."""
-    known = Thresholds._fields
-    return None if str(name).replace("-", "_") in known else f"unknown threshold ({_hint(str(name).replace('-', '_'), known)})"
 
 
 def _threshold(entry, problems: list):
