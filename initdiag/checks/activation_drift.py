@@ -123,6 +123,9 @@ def _scale_hint(layer_spec, grows: bool) -> str:
             "add normalization (batchnorm/layernorm) or residual connections, or a gain that keeps it (recommend --calibrate)")
 
 
+DRIFT = "above this factor of a layer's activation second moment vs its segment's reference, either direction"
+STREAM = "above this multiplicative growth of a residual stream over its blocks"
+
 CHECK = Check(
     order=40,
     codes=(
@@ -137,10 +140,9 @@ CHECK = Check(
                     flag="vanish", panel="signal"),
     ),
     thresholds=(
-        Threshold("drift_warning", 10.0, DRIFT := "above this factor of a layer's activation second moment vs its "
-                  "segment's reference, either direction"),
+        Threshold("drift_warning", 10.0, DRIFT),
         Threshold("drift_error", 1e8, DRIFT),  # 1e4 in RMS: beyond the ~4 decades of learning rate that SGD is used with
-        Threshold("stream_warning", 10.0, STREAM := "above this multiplicative growth of a residual stream over its blocks"),
+        Threshold("stream_warning", 10.0, STREAM),
         Threshold("stream_error", 10000.0, STREAM),
     ),
     find=drift,

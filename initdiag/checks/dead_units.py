@@ -32,12 +32,14 @@ def _dead(run, layer, layer_spec, t) -> list:
                                                   else "torch_default's biases outweigh the shrinking signal: use relu (He) with zero biases"))]
 
 
+DEAD = "above this fraction of a layer's units dead"
+
 CHECK = Check(
     order=80,
     codes=(FindingCode("dead-units", ("warning", "error"), "Units output zero for every sample",
                        "Dead ReLU units never learn; check the weight scale and bias (a small positive bias_init helps).",
                        flag="dead", panel="units"),),
-    thresholds=(Threshold("dead_warning", 0.10, DEAD := "above this fraction of a layer's units dead"),
+    thresholds=(Threshold("dead_warning", 0.10, DEAD),
                 Threshold("dead_error", 0.50, DEAD)),
     find=dead_units,
 )

@@ -62,6 +62,8 @@ def _edge_hint(run, spec) -> str:
             "relu/He for ReLU-like units) or smaller biases (bias_init: 0), or fewer layers")
 
 
+CONTRAST = "below this share of the input's near/far contrast left at the readout's features"
+
 CHECK = Check(
     order=60,
     codes=(
@@ -71,8 +73,7 @@ CHECK = Check(
                     flag="depth", panel="signal"),
     ),
     thresholds=(
-        Threshold("contrast_warning", 0.135, CONTRAST := "below this share of the input's near/far contrast left at "
-                  "the readout's features"),  # e^-2: two depth scales
+        Threshold("contrast_warning", 0.135, CONTRAST),  # e^-2: two depth scales
         Threshold("contrast_error", 0.05, CONTRAST),  # e^-3: three depth scales
         Threshold("collapse_error", 1e-5, "below this input-dependent share of the features' second moment"),
     ),

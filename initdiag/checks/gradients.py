@@ -134,6 +134,9 @@ def _recurrent_hint(layer_spec, grows: bool) -> str:
     return "the gradient fades along the sequence: " + " and ".join(advice)
 
 
+GRADIENT = "above this factor of the first layer's vs the readout's gradient energy (RMS), either direction"
+RELATIVE = "below this largest |dW|/|W| (RMS) among the layers below the readout"
+
 CHECK = Check(
     order=50,
     codes=(
@@ -149,12 +152,10 @@ CHECK = Check(
     ),
     thresholds=(
         # first-layer vs readout RMS of the per-sample gradient energy, either way (also over a sequence)
-        Threshold("gradient_warning", 100.0, GRADIENT := "above this factor of the first layer's vs the readout's "
-                  "gradient energy (RMS), either direction"),
+        Threshold("gradient_warning", 100.0, GRADIENT),
         Threshold("gradient_error", 10000.0, GRADIENT),
         # the body's largest |dW|/|W|: its fraction moved per step at lr 1
-        Threshold("relative_gradient_warning", 1e-3, RELATIVE := "below this largest |dW|/|W| (RMS) among the layers "
-                  "below the readout"),
+        Threshold("relative_gradient_warning", 1e-3, RELATIVE),
         Threshold("relative_gradient_error", 1e-4, RELATIVE),
     ),
     find=gradients,

@@ -39,12 +39,14 @@ def _hint(layer_spec) -> str:
             "is large: normalize it (layernorm/batchnorm before the layer) or lower the gain")
 
 
+SATURATED = "above this fraction of a layer's outputs saturated"
+
 CHECK = Check(
     order=70,
     codes=(FindingCode("saturation", ("warning", "error"), "Units sit in the flat part of a saturating activation",
                        "Saturated tanh/sigmoid units pass almost no gradient; shrink the weights (xavier) or normalize inputs.",
                        flag="sat", panel="units"),),
-    thresholds=(Threshold("saturation_warning", 0.10, SATURATED := "above this fraction of a layer's outputs saturated"),
+    thresholds=(Threshold("saturation_warning", 0.10, SATURATED),
                 Threshold("saturation_error", 0.99, SATURATED)),
     find=saturation,
 )
