@@ -219,6 +219,8 @@ def test_codes_are_unique_across_modules():
     assert len(codes) == len(set(codes)), codes
     orders = [rule.order for rule in checks.RULES]
     assert len(orders) == len(set(orders)), f"two checks share an order: {orders}"
+    runs = [rule.order if rule.run_order is None else rule.run_order for rule in checks.RULES]
+    assert len(runs) == len(set(runs)), f"two checks share a place in the run: {runs}"
 
 
 # ---- meta-tests: an incomplete entry is named with what it lacks ----

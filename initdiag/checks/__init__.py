@@ -62,15 +62,17 @@ class FindingCode:
 @dataclass(frozen=True)
 class Check:
     """One rule: the codes it produces, its thresholds, and `find(run, spec, thresholds, phase) -> [Finding]`
-    (None for codes produced outside the run: `stage` says where). `order` places it in the run (findings of
-    one severity on one layer keep it) and in listings (the Thresholds fields, SARIF's rules); a new check
-    takes a number not yet used."""
+    (None for codes produced outside the run: `stage` says where). `order` places it in listings (the
+    Thresholds fields, so the reports' `thresholds`; SARIF's rules) and in the run; a new check takes a
+    number not yet used. `run_order`, when given, places it in the run instead: findings of one severity
+    on one layer keep the order they were found in."""
 
     codes: tuple  # FindingCode, ...
     order: int
     thresholds: tuple = ()  # Threshold, ...
     find: Callable | None = None
     stage: str = "run"
+    run_order: int | None = None
 
 
 def _discover() -> tuple:
@@ -124,7 +126,7 @@ def find(run, spec, thresholds: Thresholds = Thresholds(), phase=None) -> list[F
     SpecErrors if the spec's `thresholds:` or `ignore:` name what no check declares."""
     spec_thresholds(spec)  # the spec stage kept them as written
     findings = []
-    for rule in RULES:
+    for rule in sorted(RULES, key=lambda rule: rule.order if rule.run_order is None else rule.run_order):
         if rule.find is not None:
             findings += rule.find(run, spec, thresholds, phase)
     findings = suppress(findings, spec)

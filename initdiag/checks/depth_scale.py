@@ -66,6 +66,7 @@ CONTRAST = "below this share of the input's near/far contrast left at the readou
 
 CHECK = Check(
     order=60,
+    run_order=45,  # between the activations' drift and the gradients, as the findings have always been ordered
     codes=(
         FindingCode("depth-scale", ("warning", "error"), "The network is deeper than its depth scale",
                     "The features the readout learns from no longer tell near inputs from far ones (chaotic phase) or "
