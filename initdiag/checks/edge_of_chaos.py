@@ -29,7 +29,8 @@ def edge_of_chaos(run, spec, t=None, phase=None) -> list:
 
 
 CHECK = Check(
-    order=30,
+    order=96,
+    run_order=30,
     codes=(FindingCode("edge-of-chaos", ("info",), "Mean-field phase of the network (ordered or chaotic)",
                        "Far from the edge of chaos (mean chi = 1) signals vanish (ordered) or decorrelate (chaotic) with depth.",
                        flag="edge-of-chaos", panel=None),),

@@ -25,7 +25,8 @@ def overflow(run, spec=None, t=None, phase=None) -> list:
 
 
 CHECK = Check(
-    order=10,
+    order=92,
+    run_order=10,  # first: the other checks read values an overflow makes meaningless
     codes=(FindingCode("overflow", ("error",), "Values overflow to inf or NaN",
                        "The forward or backward pass left the floating-point range; the weights are far too large.",
                        flag="overflow", panel="signal"),),  # the plots move a backward-pass overflow to the gradient panel

@@ -34,7 +34,8 @@ def mismatches(run, spec, t=None, phase=None) -> list:
 
 
 CHECK = Check(
-    order=20,
+    order=94,
+    run_order=20,
     codes=(FindingCode("scheme-activation-mismatch", ("info",), "The init scheme does not match the activation",
                        "Rules of thumb: relu/He for ReLU-like, xavier for tanh/sigmoid/softmax/identity, lecun_normal for SELU.",
                        flag="hint", panel=None),),
