@@ -355,17 +355,19 @@ def compare(report: dict, baseline: dict, factor: float = FACTOR) -> list[dict]:
     return sorted(out, key=lambda f: (rank[f["severity"]], -1 if f["layer"] is None else order.get(f["layer"], len(order))))
 
 
-def apply(report: dict, baseline: dict, factor: float = FACTOR) -> list:
+def apply(report: dict, baseline: dict, factor: float = FACTOR, spec=None) -> list:
     """For the CLI: compare, append the findings to report["findings"], recompute report["verdict"]
     (suppressed findings still do not count), and return the new findings as checks.Finding, for
-    checks.fails(findings + new, fail_on)."""
+    checks.fails(findings + new, fail_on). With the `spec`, its `ignore:` lists suppress them too."""
     from initdiag import checks
 
     added = compare(report, baseline, factor)
-    report["findings"] = list(report.get("findings") or ()) + added
     indices = {layer.get("name"): layer.get("index") for layer in report.get("layers") or ()}
-    new = [checks.Finding(f["severity"], f["code"], f["layer"], f["message"], f["hint"], indices.get(f["layer"]))
-           for f in added]
+    if spec is not None:
+        added = checks.suppress_later(added, spec, indices)
+    report["findings"] = list(report.get("findings") or ()) + added
+    new = [checks.Finding(f["severity"], f["code"], f["layer"], f["message"], f["hint"], indices.get(f["layer"]),
+                          bool(f.get("suppressed")), f.get("reason")) for f in added]
     everything = [checks.Finding(f["severity"], f["code"], f.get("layer"), f.get("message", ""), f.get("hint", ""),
                                  suppressed=bool(f.get("suppressed"))) for f in report["findings"]]
     report["verdict"] = checks.verdict(everything)

@@ -127,9 +127,10 @@ ISOLATED_OPTION = typer.Option(False, "--isolated", help="Ignore configuration f
 def _configuration(config_file: Path | None, isolated: bool):
     """The configuration: --config, else the nearest initdiag.toml / .initdiag.toml / pyproject.toml [tool.initdiag]."""
     from initdiag import config
+    from initdiag.checks import Thresholds
 
-    try:
-        return config.load(path=config_file, isolated=isolated)
+    try:  # the checks declare the thresholds a configuration may set
+        return config.load(path=config_file, isolated=isolated, thresholds=Thresholds()._asdict())
     except config.ConfigError as err:
         raise _invalid(err.problems) from None
 EVAL_OPTION = typer.Option(False, "--eval", help="Run as at inference: dropout off, batchnorm on its initial running statistics (mean 0, variance 1).")

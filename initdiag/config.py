@@ -65,22 +65,24 @@ def _mentions_us(path: Path) -> bool:
     return re.search(r"^\s*(\[\s*)?tool\s*\.\s*initdiag\b", text, re.MULTILINE) is not None
 
 
-def load(path: Path | None = None, start: Path | None = None, isolated: bool = False) -> "Config":
-    """The configuration named by `path` (--config), else found from `start`; none with `isolated`."""
+def load(path: Path | None = None, start: Path | None = None, isolated: bool = False, *, thresholds: dict) -> "Config":
+    """The configuration named by `path` (--config), else found from `start`; none with `isolated`.
+    `thresholds`: every threshold's name and default (checks.Thresholds()._asdict()): the checks declare
+    them, and this stage does not import the checks."""
     if isolated:
         if path is not None:
             raise ConfigError(["--config and --isolated cannot be used together"])
-        return Config(None, {}, [])
+        return Config(None, {}, [], thresholds)
     if path is None:
         path = find_config(Path.cwd() if start is None else start)
         if path is None:
-            return Config(None, {}, [])
+            return Config(None, {}, [], thresholds)
     path = Path(path)
     table, prefix = _table(path, _read(path))
     if table is None:
         raise ConfigError([f"{path}: no [tool.initdiag] table"])
     problems: list[str] = []
-    top = _settings(table, SETTINGS + ("overrides",), f"{path}: {prefix}", problems)
+    top = _settings(table, SETTINGS + ("overrides",), f"{path}: {prefix}", problems, thresholds)
     overrides = []
     raw = top.pop("overrides", [])
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
@@ -88,30 +90,29 @@ def load(path: Path | None = None, start: Path | None = None, isolated: bool = F
         raw = []
     for index, item in enumerate(raw):
         where = f"{path}: {prefix}overrides[{index}]."
-        values = _settings(item, PER_PATH, where, problems)
+        values = _settings(item, PER_PATH, where, problems, thresholds)
         if "paths" not in item:
             problems.append(f"{where}paths: required: the globs of the specs this override applies to")
         if "paths" in values:
             overrides.append((index, values.pop("paths"), values))  # (index, globs, settings)
     if problems:
         raise ConfigError(problems)
-    return Config(path, top, overrides)
+    return Config(path, top, overrides, thresholds)
 
 
 class Config:
     """A loaded configuration (`file` is None without one): settings per spec and where they came from."""
 
-    def __init__(self, file: Path | None, values: dict, overrides: list):
+    def __init__(self, file: Path | None, values: dict, overrides: list, thresholds: dict):
         self.file = file
         self.values = values
         self.overrides = overrides
+        self.thresholds = dict(thresholds)  # every threshold's name -> default
 
     def sources(self, spec_path: Path | None = None, cli: dict | None = None) -> dict:
         """{setting: (value, source)}, thresholds as `thresholds.<name>` entries."""
-        from initdiag.checks import Thresholds
-
         found = {key: (value, DEFAULT) for key, value in Settings()._asdict().items() if key != "thresholds"}
-        found.update({f"thresholds.{name}": (value, DEFAULT) for name, value in Thresholds()._asdict().items()})
+        found.update({f"thresholds.{name}": (value, DEFAULT) for name, value in self.thresholds.items()})
         layers = [(self.values, str(self.file))]
         layers += [(values, f"{self.file} overrides[{index}]") for index, _, values in self._matching(spec_path)]
         layers.append((self._command_line(cli), COMMAND_LINE))
@@ -167,7 +168,7 @@ class Config:
     def _command_line(self, cli) -> dict:
         given = {key.replace("_", "-"): value for key, value in (cli or {}).items() if value not in (None, [], (), {})}
         problems: list[str] = []
-        values = _settings(given, SETTINGS, "command line: ", problems)
+        values = _settings(given, SETTINGS, "command line: ", problems, self.thresholds)
         if problems:
             raise ConfigError(problems)
         return values
@@ -201,7 +202,7 @@ def _table(path: Path, document: dict):
     return document, ""
 
 
-def _settings(table: dict, allowed: tuple, where: str, problems: list) -> dict:
+def _settings(table: dict, allowed: tuple, where: str, problems: list, thresholds: dict) -> dict:
     """{snake_case name: checked value} of a table, each problem appended as `where + key: message`."""
     out, spelled = {}, {}
     for raw, value in table.items():
@@ -216,7 +217,7 @@ def _settings(table: dict, allowed: tuple, where: str, problems: list) -> dict:
             problems.append(f"{where}{raw}: given twice (as '{spelled[key]}' and '{raw}')")
         else:
             spelled[key] = raw
-            checked = _check(key, value, f"{where}{raw}", problems)
+            checked = _check(key, value, f"{where}{raw}", problems, tuple(thresholds))
             if checked is not _BAD:
                 out[key.replace("-", "_")] = checked
     return out
@@ -225,7 +226,7 @@ def _settings(table: dict, allowed: tuple, where: str, problems: list) -> dict:
 _BAD = object()
 
 
-def _check(key: str, value, where: str, problems: list):
+def _check(key: str, value, where: str, problems: list, thresholds: tuple):
     """The value of one setting, or _BAD after appending why it is not one."""
     if key in ("fail-on", "format"):
         choices = FAIL_ON if key == "fail-on" else FORMATS
@@ -251,14 +252,12 @@ def _check(key: str, value, where: str, problems: list):
     if key == "thresholds":
         if not isinstance(value, dict):
             return _fail(problems, f"{where}: expected a table of name = number, got {_repr(value)}")
-        from initdiag.checks import Thresholds
-
         checked, count = {}, len(problems)
         for name, number in value.items():
             field = name.replace("-", "_")
-            if field not in Thresholds._fields:
-                near = _closest(field, Thresholds._fields)
-                hint = f"did you mean '{near}'?" if near else f"expected one of: {', '.join(Thresholds._fields)}"
+            if field not in thresholds:
+                near = _closest(field, thresholds)
+                hint = f"did you mean '{near}'?" if near else f"expected one of: {', '.join(thresholds)}"
                 problems.append(f"{where}.{name}: unknown threshold ({hint})")
             elif field in checked:
                 problems.append(f"{where}.{name}: given twice")

@@ -41,7 +41,7 @@ class SpecCheck(NamedTuple):
         if self.base is not None:  # regressions and improvements join the spec's findings (and its verdict)
             from initdiag import baseline
 
-            findings = list(findings) + baseline.apply(result, self.base, self.baseline_factor)
+            findings = list(findings) + baseline.apply(result, self.base, self.baseline_factor, network_spec)
         return result, run, findings, settings.fail_on
 
     def outcome(self, spec_path: Path):

@@ -17,7 +17,7 @@ exist and hold numbers, that custom inits need --allow-custom, and that numbers 
 
 from __future__ import annotations
 
-from initdiag import activations, checks, schemes, spec, speclayers, validate
+from initdiag import activations, checks, schemes, spec, speclayers
 from initdiag.layers import LAYERS
 
 SCHEMA_ID = "https://initdiag.invalid/schema/spec.json"  # a name, not a download address
@@ -199,24 +199,16 @@ TOP_DOCS = {
 DEFAULT_DOCS = {"init": "weight init of every layer that does not set init (default xavier)",
                 "activation": "activation of every layer that does not set activation (default identity)",
                 "bias_init": "bias of every layer that does not set bias_init (default 0)"}
-THRESHOLD_DOCS = {"drift": "above this factor of a layer's activation second moment vs its segment's reference, either direction",
-                  "stream": "above this multiplicative growth of a residual stream over its blocks",
-                  "gradient": "above this factor of the first layer's vs the readout's gradient energy (RMS), either direction",
-                  "relative_gradient": "below this largest |dW|/|W| (RMS) among the layers below the readout",
-                  "contrast": "below this share of the input's near/far contrast left at the readout's features",
-                  "collapse": "below this input-dependent share of the features' second moment",
-                  "saturation": "above this fraction of a layer's outputs saturated",
-                  "dead": "above this fraction of a layer's units dead",
-                  "symmetry": "above this fraction of a layer's units duplicated"}
+THRESHOLD_DOCS = {threshold.name: threshold.doc for threshold in checks.THRESHOLDS}  # declared by each check
 
 
 def _thresholds() -> dict:
     fields = checks.Thresholds._fields
     props = {}
     for field in fields:
-        what, severity = field.rsplit("_", 1)
+        severity = field.rsplit("_", 1)[1]
         props[field] = {"type": "number", "minimum": 0, "default": checks.Thresholds._field_defaults[field],
-                        "description": f"{severity} {THRESHOLD_DOCS[what]}"}
+                        "description": f"{severity} {THRESHOLD_DOCS[field]}"}
     return {"type": "object", "properties": props, "additionalProperties": False,
             "patternProperties": {f"^(?:{'|'.join(f.replace('_', '-') for f in fields)})$": {"type": "number", "minimum": 0}}}
 
@@ -241,7 +233,7 @@ def spec_schema() -> dict:
                      "properties": {key: {**defaults[key], "description": DEFAULT_DOCS[key]} for key in spec.DEFAULT_KEYS}},
         "thresholds": _thresholds(),
         "ignore": _ignore(),
-        "finding_code": {"enum": list(validate.FINDING_CODES), "description": "a finding code"},
+        "finding_code": {"enum": list(checks.CHECKS), "description": "a finding code"},
         "init": _registered("weight init", schemes.SCHEMES, schemes.ALIASES, _scheme_params, _describe_scheme),
         "activation": _registered("activation", activations.ACTIVATIONS, activations.ALIASES, _activation_params, _describe_activation),
         "elementwise_activation": _registered("elementwise activation", activations.ACTIVATIONS, activations.ALIASES,

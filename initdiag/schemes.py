@@ -17,7 +17,7 @@ initialise is refused with a message (`problem`), never drawn some other way.
 Layout: weights are (fan_in, fan_out) and a layer computes x @ W (PyTorch stores the
 transpose, (out, in), and computes x @ W.T; the fans are the same). A convolution's matrix is
 (in_channels/groups · kernel taps, filters), rows in PyTorch's (in/groups, *kernel) flattening
-order (layers_conv.torch_layout): a tap's rows for input channel c are c·taps + tap.
+order (layers.conv.torch_layout): a tap's rows for input channel c are c·taps + tap.
 """
 
 from __future__ import annotations

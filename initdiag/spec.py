@@ -39,7 +39,7 @@ class NetworkSpec(NamedTuple):
     layers: tuple
     scheme_override: InitSpec | None = None
     eval: bool = False
-    thresholds: dict = {}  # the spec's own threshold overrides: they win over config files and flags
+    thresholds: tuple = ()  # validate.Written: the spec's own threshold overrides, as written (checks.spec_thresholds)
     ignore: object = None  # validate.Ignore: finding codes suppressed everywhere in this spec  # run as at inference: dropout off, batchnorm on its initial running statistics
 
     def with_init(self, init: InitSpec) -> "NetworkSpec":
@@ -111,25 +111,13 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     return spec
 
 
-def _thresholds(check: Checker, value) -> dict:
-    from initdiag.checks import Thresholds
-
+def _thresholds(check: Checker, value) -> tuple:
+    """The `thresholds:` entries as written: their names and values are checked where the thresholds are
+    declared (checks.spec_problems), which this stage does not import."""
     if not isinstance(value, dict):
         check.problem(("thresholds",), f"expected a mapping such as {{dead_warning: 0.2}}, not {check.show(value)}")
-        return {}
-    known = Thresholds._fields
-    found = {}
-    for key, number in value.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            check.unknown_key(("thresholds", key), key, known, "threshold")
-            continue
-        number = check.number(("thresholds", key), number)
-        if number is not None and number < 0:
-            check.problem(("thresholds", key), f"a threshold must be >= 0, not {number}")
-        elif number is not None:
-            found[name] = number
-    return found
+        return ()
+    return tuple(check.written(("thresholds", key), key, number) for key, number in value.items())
 
 
 def _position(problem: SpecProblem) -> tuple:

@@ -19,19 +19,25 @@ def format_path(path: tuple) -> str:
     return text
 
 
-FINDING_CODES = (
-    "exploding-activations", "vanishing-activations", "exploding-gradients", "vanishing-gradients", "saturation",
-    "dead-units", "symmetry", "overflow", "depth-scale", "scheme-activation-mismatch", "edge-of-chaos", "regression", "improvement",
-    "unused-ignore",
-)
+class Written(NamedTuple):
+    """A name this stage cannot judge, kept as written with where it was: threshold names and finding codes
+    are declared by the checks, a later stage (checks.spec_problems checks them before a run)."""
+
+    name: object  # the threshold's key or the finding code, as written
+    value: object  # the threshold's value as written; None for a finding code
+    path: tuple  # its path in the document, e.g. ("thresholds", "dead_warnin")
+    where: object  # yamlsource.Location of the name (a threshold's key)
+    value_where: object  # yamlsource.Location of the value
+    file: str
 
 
 class Ignore(NamedTuple):
     """Finding codes a spec (or one layer) suppresses, and why."""
 
-    codes: tuple
+    codes: tuple  # as written; checks.spec_problems says which are not finding codes
     reason: str | None
     location: object  # yamlsource.Location of the ignore list, for unused-ignore findings
+    written: tuple = ()  # Written, one per code, for located problems
 
 
 class Checker:
@@ -157,15 +163,12 @@ class Checker:
         if not isinstance(codes, list) or not codes:
             self.problem(path, f"expected a list of finding codes such as [saturation], not {self.show(codes)}")
             return None
-        valid = []
-        for i, code in enumerate(codes):
-            if isinstance(code, str) and code in FINDING_CODES:
-                valid.append(code)
-            else:
-                near = closest(str(code), FINDING_CODES)
-                hint = f"did you mean '{near}'?" if near else f"expected one of: {', '.join(FINDING_CODES)}"
-                self.problem(path + (i,), f"unknown finding code '{code}' ({hint})")
-        return Ignore(tuple(valid), reason, self.doc.where(path)) if len(valid) == len(codes) else None
+        written = tuple(self.written(path + (i,), code, None) for i, code in enumerate(codes))
+        return Ignore(tuple(codes), reason, self.doc.where(path), written)
+
+    def written(self, path: tuple, name, value) -> Written:
+        """`name` (and `value`) at `path`, kept for the stage that knows the names."""
+        return Written(name, value, path, self.doc.where(path, key=True), self.doc.where(path), self.doc.file)
 
     def resolve(self, relative: str) -> Path:
         """Paths in a spec are relative to the spec file's folder."""

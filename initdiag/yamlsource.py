@@ -40,6 +40,9 @@ class SpecProblem(Exception):
         self.file = location.file if location else file
         super().__init__(str(self))
 
+    def __reduce__(self):  # what crosses a process boundary (compare --jobs) keeps its parts
+        return SpecProblem, (self.location, self.path, self.message, self.file)
+
     def __str__(self) -> str:
         where = str(self.location) if self.location else self.file
         what = f"{self.path}: " if self.path else ""
@@ -52,6 +55,9 @@ class SpecErrors(Exception):
     def __init__(self, problems: list[SpecProblem]):
         self.problems = problems
         super().__init__("\n".join(map(str, problems)))
+
+    def __reduce__(self):
+        return SpecErrors, (self.problems,)
 
 
 class Document:

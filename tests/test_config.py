@@ -11,6 +11,11 @@ from initdiag import config
 from initdiag.checks import Thresholds
 
 
+def load(*args, **kwargs):
+    """config.load with the declared thresholds, as the CLI passes them."""
+    return config.load(*args, thresholds=Thresholds()._asdict(), **kwargs)
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
@@ -19,7 +24,7 @@ def write(path: Path, text: str) -> Path:
 
 def problems_of(**kwargs) -> list[str]:
     with pytest.raises(config.ConfigError) as caught:
-        config.load(**kwargs)
+        load(**kwargs)
     assert str(caught.value) == "\n".join(caught.value.problems)
     return caught.value.problems
 
@@ -36,7 +41,7 @@ def test_discovery_order_within_a_folder(tmp_path):
     assert config.find_config(tmp_path) == hidden.resolve()
     hidden.unlink()
     assert config.find_config(tmp_path) == pyproject.resolve()
-    assert config.load(start=tmp_path).settings().fail_on == "never"
+    assert load(start=tmp_path).settings().fail_on == "never"
 
 
 def test_discovery_walks_up_and_the_nearest_wins(tmp_path):
@@ -58,7 +63,7 @@ def test_pyproject_without_a_tool_initdiag_table_is_skipped(tmp_path):
 def test_no_config_gives_the_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     found = config.find_config(tmp_path)
-    loaded = config.load()
+    loaded = load()
     if found is None:  # a config file above tmp_path on this machine would be legitimately found
         assert loaded.file is None
         assert loaded.settings() == config.Settings(thresholds=Thresholds()._asdict())
@@ -68,7 +73,7 @@ def test_load_starts_from_the_current_folder(tmp_path, monkeypatch):
     write(tmp_path / "initdiag.toml", "seed = 7\n")
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
-    loaded = config.load()
+    loaded = load()
     assert loaded.file == (tmp_path / "initdiag.toml").resolve()
     assert loaded.settings().seed == 7
 
@@ -78,9 +83,9 @@ def test_explicit_config_in_either_layout_beats_discovery(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     plain = write(tmp_path / "ci" / "gate.toml", "seed = 2\n")
     pyproject = write(tmp_path / "other" / "pyproject.toml", "[tool.initdiag]\nseed = 3\n")
-    assert config.load(plain).settings().seed == 2
-    assert config.load(plain).file == plain
-    assert config.load(pyproject).settings().seed == 3
+    assert load(plain).settings().seed == 2
+    assert load(plain).file == plain
+    assert load(pyproject).settings().seed == 3
 
 
 def test_explicit_config_problems(tmp_path):
@@ -93,8 +98,8 @@ def test_explicit_config_problems(tmp_path):
 def test_isolated_ignores_config_files(tmp_path, monkeypatch):
     write(tmp_path / "initdiag.toml", 'fail-on = "never"\nseed = 4\n')
     monkeypatch.chdir(tmp_path)
-    assert config.load().settings().fail_on == "never"
-    isolated = config.load(isolated=True)
+    assert load().settings().fail_on == "never"
+    isolated = load(isolated=True)
     assert isolated.file is None
     assert isolated.settings().fail_on == "error" and isolated.settings().seed is None
     assert problems_of(path=tmp_path / "initdiag.toml", isolated=True) == ["--config and --isolated cannot be used together"]
@@ -117,7 +122,7 @@ def test_every_setting_is_parsed(tmp_path):
         paths = ["specs/*.yaml"]
         batch = 8
     """)
-    settings = config.load(path).settings()
+    settings = load(path).settings()
     assert settings.fail_on == "warning"
     assert settings.format == "sarif"
     assert settings.exclude == ("specs/old/*.yaml", "scratch*")
@@ -125,13 +130,13 @@ def test_every_setting_is_parsed(tmp_path):
     expected = Thresholds()._replace(dead_warning=0.2, drift_error=500.0)._asdict()
     assert settings.thresholds == expected
     assert isinstance(settings.thresholds["drift_error"], float)
-    assert config.load(path).settings(tmp_path / "specs" / "a.yaml").batch == 8
+    assert load(path).settings(tmp_path / "specs" / "a.yaml").batch == 8
 
 
 def test_snake_case_spellings_are_accepted(tmp_path):
     path = write(tmp_path / "initdiag.toml", 'fail_on = "info"\n[[overrides]]\npaths = ["*"]\nfail_on = "never"\n')
-    assert config.load(path).settings().fail_on == "info"
-    assert config.load(path).settings(tmp_path / "a.yaml").fail_on == "never"
+    assert load(path).settings().fail_on == "info"
+    assert load(path).settings(tmp_path / "a.yaml").fail_on == "never"
 
 
 def test_all_problems_at_once_with_file_key_and_message(tmp_path):
@@ -209,11 +214,11 @@ def test_malformed_pyproject_found_by_discovery_is_reported(tmp_path):
 
 def test_fail_on_precedence_default_file_override_command_line(tmp_path):
     spec = tmp_path / "specs" / "a.yaml"
-    assert config.load(isolated=True).settings(spec).fail_on == "error"
+    assert load(isolated=True).settings(spec).fail_on == "error"
     path = write(tmp_path / "initdiag.toml", 'fail-on = "warning"\n')
-    assert config.load(path).settings(spec).fail_on == "warning"
+    assert load(path).settings(spec).fail_on == "warning"
     write(path, 'fail-on = "warning"\n[[overrides]]\npaths = ["specs/*.yaml"]\nfail-on = "never"\n')
-    loaded = config.load(path)
+    loaded = load(path)
     assert loaded.settings(spec).fail_on == "never"
     assert loaded.settings(tmp_path / "other.yaml").fail_on == "warning"
     assert loaded.settings().fail_on == "warning"  # no spec: no override applies
@@ -230,7 +235,7 @@ def test_later_overrides_win(tmp_path):
         paths = ["deep_*.yaml"]
         seed = 2
     """)
-    loaded = config.load(path)
+    loaded = load(path)
     assert loaded.settings(tmp_path / "deep_a.yaml").seed == 2
     assert loaded.settings(tmp_path / "wide.yaml").seed == 1
 
@@ -242,12 +247,12 @@ def test_thresholds_merge_per_key_across_layers(tmp_path):
         paths = ["*.yaml"]
         thresholds = {dead-warning = 0.3, gradient-warning = 50}
     """)
-    got = config.load(path).settings(tmp_path / "a.yaml", {"thresholds": {"drift-error": 900}}).thresholds
+    got = load(path).settings(tmp_path / "a.yaml", {"thresholds": {"drift-error": 900}}).thresholds
     assert got == Thresholds()._replace(dead_warning=0.3, drift_error=900.0, dead_error=0.6, gradient_warning=50.0)._asdict()
 
 
 def test_command_line_values_are_checked_and_accept_enums(tmp_path):
-    loaded = config.load(isolated=True)
+    loaded = load(isolated=True)
     fail_on = type("FailOn", (), {"value": "warning"})()  # stands for the CLI's str Enum
     assert loaded.settings(cli={"fail_on": fail_on, "exclude": []}).fail_on == "warning"
     with pytest.raises(config.ConfigError) as caught:
@@ -269,7 +274,7 @@ def test_overrides_match_relative_to_the_config_folder(tmp_path, monkeypatch):
     """)
     (tmp_path / "specs").mkdir()
     monkeypatch.chdir(tmp_path / "specs")
-    loaded = config.load()
+    loaded = load()
     assert loaded.file == path.resolve()
     nested = loaded.settings(Path("deep") / "a.yaml")  # relative to the current folder, tmp_path/specs
     assert nested.seed == 1 and nested.batch is None  # 'deep/*.yaml' is not relative to the config's folder
@@ -282,7 +287,7 @@ def test_exclude_patterns_are_relative_to_their_source(tmp_path, monkeypatch):
     write(tmp_path / "initdiag.toml", 'exclude = ["specs/old/*", "scratch_*.yaml"]\n')
     (tmp_path / "specs").mkdir()
     monkeypatch.chdir(tmp_path / "specs")
-    loaded = config.load()
+    loaded = load()
     assert loaded.excluded(Path("old/a.yaml"))
     assert loaded.excluded(Path("new/scratch_1.yaml"))  # a pattern also matches the bare file name
     assert not loaded.excluded(Path("new/a.yaml"))
@@ -303,7 +308,7 @@ def test_sources_and_describe_name_where_each_value_came_from(tmp_path):
         paths = ["a.yaml"]
         thresholds = {dead-warning = 0.3}
     """)
-    loaded = config.load(path)
+    loaded = load(path)
     spec = tmp_path / "a.yaml"
     sources = loaded.sources(spec, {"seed": 5})
     assert sources["fail_on"] == ("warning", str(path))
@@ -325,6 +330,6 @@ def test_sources_and_describe_name_where_each_value_came_from(tmp_path):
 
 
 def test_describe_without_a_config_file(tmp_path):
-    text = config.load(isolated=True).describe()
+    text = load(isolated=True).describe()
     assert text.splitlines()[0] == "config file: (none)"
     assert all(line.split()[-1] in ("default", "(none)", "thresholds:") for line in text.splitlines())

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initdiag import checks, checks_signal, losses, network, pipeline, probes, propagate, spec, stats, yamlsource
+from initdiag import checks, losses, network, pipeline, probes, propagate, spec, stats, yamlsource
+from initdiag.checks import _architecture
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_specs"
 
@@ -167,5 +168,5 @@ def test_a_deep_plain_batchnorm_cnn_decorrelates_but_is_not_failing():
     assert {f.code for f in diagnosis.findings if f.severity == "warning"} >= {"depth-scale"}
     assert not [f for f in diagnosis.findings if f.severity == "error"]
     # the same stack without its batchnorms is judged on the contrast alone
-    assert not checks_signal.normalized(make(text.replace("  - batchnorm: {}\n", "")))
-    assert checks_signal.normalized(make(text))
+    assert not _architecture.normalized(make(text.replace("  - batchnorm: {}\n", "")))
+    assert _architecture.normalized(make(text))

@@ -14,42 +14,14 @@ import re
 from urllib.parse import quote
 
 from initdiag import __version__
+from initdiag.checks import CHECKS
 
 INFORMATION_URI = "https://pypi.org/project/initdiag/"
 INVALID = "invalid-spec"
-RULES = {  # code -> (short description, help)
-    "exploding-activations": ("The signal grows beyond what training absorbs",
-                              "Along a chain, the activation second moment left its reference (the input, or the last "
-                              "normalization) by the drift thresholds; along a residual stream, each block multiplies "
-                              "the stream. Use the fan-scaled scheme for the activation, or scale residual branches down."),
-    "vanishing-activations": ("The signal shrinks beyond what training absorbs",
-                              "The weights are too small for the depth: the signal dies before the output. Use a fan-scaled "
-                              "scheme (relu/He for ReLU-like, xavier for tanh/sigmoid, lecun_normal for SELU)."),
-    "exploding-gradients": ("The gradient grows towards the input",
-                            "The first layer's gradient energy exceeds the readout's, or the gradient grows along a "
-                            "sequence; lower the weight (or recurrent) scale or add normalization."),
-    "vanishing-gradients": ("The gradient cannot move the weights",
-                            "The first layers' gradient energy is far below the readout's, the layers below the readout "
-                            "get relative gradients too small for any usual learning rate, or the gradient fades along a "
-                            "sequence; raise the weight scale, use a matched scheme, or add residual connections."),
-    "depth-scale": ("The network is deeper than its depth scale",
-                    "The features the readout learns from no longer tell near inputs from far ones (chaotic phase) or "
-                    "barely depend on the input (ordered phase): move towards the edge of chaos or make it shallower."),
-    "saturation": ("Units sit in the flat part of a saturating activation",
-                   "Saturated tanh/sigmoid units pass almost no gradient; shrink the weights (xavier) or normalize inputs."),
-    "dead-units": ("Units output zero for every sample",
-                   "Dead ReLU units never learn; check the weight scale and bias (a small positive bias_init helps)."),
-    "symmetry": ("Units duplicate one another",
-                 "Identical units get identical gradients and never differ; zero or constant weights cause it: use a random scheme."),
-    "overflow": ("Values overflow to inf or NaN",
-                 "The forward or backward pass left the floating-point range; the weights are far too large."),
-    "scheme-activation-mismatch": ("The init scheme does not match the activation",
-                                   "Rules of thumb: relu/He for ReLU-like, xavier for tanh/sigmoid/softmax/identity, lecun_normal for SELU."),
-    "edge-of-chaos": ("Mean-field phase of the network (ordered or chaotic)",
-                      "Far from the edge of chaos (mean chi = 1) signals vanish (ordered) or decorrelate (chaotic) with depth."),
-    INVALID: ("The spec failed validation",
-              "Fix the spec at the reported line; `initdiag check SPEC` prints every problem found."),
-}
+# code -> (short description, help): every declared finding code, and the reporters' own for invalid specs
+RULES = {code: (entry.short, entry.help) for code, entry in CHECKS.items()}
+RULES[INVALID] = ("The spec failed validation",
+                  "Fix the spec at the reported line; `initdiag check SPEC` prints every problem found.")
 SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
 GITHUB_COMMAND = {"error": "error", "warning": "warning", "info": "notice"}
 GITLAB_SEVERITY = {"error": "major", "warning": "minor", "info": "info", INVALID: "blocker"}

@@ -18,6 +18,8 @@ import textwrap
 import zlib
 from pathlib import Path
 
+from initdiag.checks import CHECKS
+
 # One colour per quantity, the same in every panel (the histograms use the activation colour).
 COLORS = {
     "preact": "#9467bd",  # purple: pre-activation x·W + b
@@ -35,18 +37,8 @@ SEVERITY_COLORS = {"error": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
 VERDICT_COLORS = {"failing": "#d62728", "warning": "#ff7f0e", "healthy": "#2ca02c"}
 NOTE_COLOR = "#a14d00"
 
-# Where a finding is marked, and its short label there (the text reporter's flags).
-FINDING_PANELS = {
-    "exploding-activations": ("signal", "explode"),
-    "vanishing-activations": ("signal", "vanish"),
-    "overflow": ("signal", "overflow"),  # a backward-pass overflow goes to the gradient panel
-    "exploding-gradients": ("gradient", "grad-explode"),
-    "vanishing-gradients": ("gradient", "grad-vanish"),
-    "saturation": ("units", "sat"),
-    "dead-units": ("units", "dead"),
-    "symmetry": ("units", "sym"),
-    "depth-scale": ("signal", "depth"),
-}
+# Where a finding is marked, and its short label there (the text reporter's flags), as its check declares.
+FINDING_PANELS = {code: (entry.panel, entry.flag) for code, entry in CHECKS.items() if entry.panel}
 
 # Scheme colours for compare plots: a scheme keeps its colour from run to run (see _scheme_styles).
 SCHEME_PALETTE = (

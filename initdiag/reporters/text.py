@@ -14,25 +14,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from initdiag.checks import CHECKS
 from initdiag.numbers import compact as number
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 VERDICT_STYLE = {"failing": "bold red", "warning": "bold yellow", "healthy": "bold green"}
-FLAG = {
-    "exploding-activations": "explode",
-    "vanishing-activations": "vanish",
-    "exploding-gradients": "grad-explode",
-    "vanishing-gradients": "grad-vanish",
-    "saturation": "sat",
-    "dead-units": "dead",
-    "symmetry": "sym",
-    "overflow": "overflow",
-    "depth-scale": "depth",
-    "scheme-activation-mismatch": "hint",
-    "regression": "regressed",
-    "improvement": "improved",
-    "unused-ignore": "unused-ignore",
-}
+FLAG = {code: entry.flag for code, entry in CHECKS.items()}  # the label beside a layer, declared by its check
 
 
 def percent(fraction) -> str:

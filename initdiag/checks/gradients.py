@@ -1,32 +1,23 @@
-"""The checks of what learning can use: the gradient across depth, through time, and the input's
-geometry at the features the readout learns from. README: "Findings and thresholds"."""
+"""exploding-gradients / vanishing-gradients: what learning can use. The gradient across depth (first
+weighted layer vs the readout), the body's relative gradients, and the gradient through time in
+recurrent layers. README: "Findings and thresholds"."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from initdiag import checks_signal
+from initdiag.checks import Check, FindingCode, Threshold
+from initdiag.checks._architecture import normalized
+from initdiag.checks._shared import finding, gradient_energy, ratio_text
+from initdiag.checks._shared import level as _level
 from initdiag.numbers import compact
 
 
-def _ratio(ratio: float) -> str:
-    """7.5e4x, 1/1.33e3 of, 0x (no signal left): a factor relative to what follows it."""
-    return f"{compact(ratio)}x" if ratio >= 1 else f"1/{compact(1 / ratio)} of" if ratio > 0 else "0x (no signal left)"
+def gradients(run, spec, t, phase=None) -> list:
+    return across_depth(run, spec, t) + body_learning(run, spec, t) + through_time(run, spec, t)
 
 
-_level = checks_signal.level
-
-
-def gradient_energy(layer, spec_layer) -> float:
-    """Per-sample energy of dLoss/d(layer output): its variance times the output's size. Conserved through
-    a layer whose χ = 1 whatever the layer's width, positions or kind (He conserves it for ReLU), so a conv
-    stem and a dense head compare like for like, as the weight gradients (summed over positions) do not."""
-    return layer.grad_var * float(np.prod(spec_layer.output_shape))
-
-
-def across_depth(run, spec, t, finding) -> list:
+def across_depth(run, spec, t) -> list:
     """First weighted layer vs the readout: the RMS ratio of their output-gradient energies."""
     weighted = [layer for layer in run.layers if layer.weight_grad_var is not None]
     if len(weighted) < 2:
@@ -43,12 +34,12 @@ def across_depth(run, spec, t, finding) -> list:
     if not level:
         return []
     grows = ratio > 1
-    healed = grows and level == "error" and checks_signal.normalized(spec)
+    healed = grows and level == "error" and normalized(spec)
     if healed:
         level = "warning"
     return [finding(
         level, "exploding-gradients" if grows else "vanishing-gradients", first,
-        f"the gradient reaching {first.name} is {_ratio(ratio)} the one entering at {last.name} (RMS of the per-sample "
+        f"the gradient reaching {first.name} is {ratio_text(ratio)} the one entering at {last.name} (RMS of the per-sample "
         "gradient energy)" + ("" if level == "error" else ": the first layers learn far slower or faster than the last"),
         ("gradients grow towards the input through the normalized layers: they are scale-invariant, so training "
          "lowers their effective learning rate and it trains, more slowly; residual connections avoid it") if healed else
@@ -66,7 +57,7 @@ def relative_gradient(layer) -> float | None:
     return ratio if ratio is not None and math.isfinite(ratio) else None
 
 
-def body_learning(run, spec, t, finding) -> list:
+def body_learning(run, spec, t) -> list:
     """The body (every layer with weights but the readout) must be able to learn: if even its fastest
     layer moves by less than relative_gradient_error of its size per step at learning rate 1 (the top
     of SGD's usual range), the readout is left alone with the features the init drew."""
@@ -90,7 +81,7 @@ def body_learning(run, spec, t, finding) -> list:
     )]
 
 
-def through_time(run, spec, t, finding) -> list:
+def through_time(run, spec, t) -> list:
     """Recurrent layers: how the gradient carried back along the sequence changes per step. An LSTM's
     memory runs through its cell state, so its ratio is the cell's; a plain RNN's and a GRU's the hidden
     state's. The per-step factor ρ = ratio^(1/(steps-1)) gives the memory length ξ_t = 1/|ln ρ| steps:
@@ -119,7 +110,7 @@ def through_time(run, spec, t, finding) -> list:
         fade = f"{compact(memory)} steps" if math.isfinite(memory) else "no change"
         findings.append(finding(
             level, "exploding-gradients" if grows else "vanishing-gradients", layer,
-            f"{layer.name}: through time, the RMS of dLoss/d({what}) at the first of {steps} steps is {_ratio(ratio)} "
+            f"{layer.name}: through time, the RMS of dLoss/d({what}) at the first of {steps} steps is {ratio_text(ratio)} "
             f"that at the last: {compact(per_step)}x per step, a factor e every {fade}",
             _recurrent_hint(layer_spec, grows),
         ))
@@ -143,51 +134,29 @@ def _recurrent_hint(layer_spec, grows: bool) -> str:
     return "the gradient fades along the sequence: " + " and ".join(advice)
 
 
-def input_contrast(run, spec, t, finding) -> list:
-    """depth-scale: the features the readout sees keep less than contrast_error (e^-3: deeper than three depth
-    scales ξ_c) of the input's near/far contrast, or contrast_warning (e^-2); or their input-dependent part
-    has collapsed below collapse_error of their second moment."""
-    contrast = run.contrast
-    if contrast is None:
-        return []
-    layer = run.layers[contrast.layer_index]
-    before = run.layers[contrast.layer_index - 1]
-    if contrast.signal_fraction < t.collapse_error:
-        return [finding(
-            "error", "depth-scale", before,
-            f"the features {layer.name} reads (from {before.name}) barely depend on the input: the part that varies "
-            f"across inputs is {compact(contrast.signal_fraction)} of their second moment, so every input looks alike "
-            "(the ordered phase: the signal collapses onto one point)",
-            "the biases or a contracting scale dominate the weights: use a fan-scaled scheme with zero bias_init, "
-            "or fewer layers",
-        )]
-    level = _level(1 / contrast.contrast if contrast.contrast > 0 else math.inf, 1 / t.contrast_warning, 1 / t.contrast_error)
-    if not level:
-        return []
-    depth = f"about {compact(-math.log(contrast.contrast))} depth scales ξ_c deep" if contrast.contrast > 0 else "far deeper than its depth scale ξ_c"
-    # an estimate less precise than the threshold itself (a handful of pairs) cannot fail a network
-    noisy = level == "error" and contrast.standard_error >= t.contrast_error
-    healed = level == "error" and checks_signal.normalized(spec)
-    return [finding(
-        "warning" if noisy or healed else level, "depth-scale", before,
-        f"the features {layer.name} reads (from {before.name}) keep {compact(max(contrast.contrast, 0.0))} of the input's "
-        f"contrast between near and far inputs (±{compact(contrast.standard_error)} over {contrast.samples} pairs): "
-        f"the network is {depth}; in a few hundred steps networks train up to about 3 ξ_c "
-        "(Schoenholz et al. 2017: about 6 ξ_c with long training)"
-        + (" — too few samples to be sure: use a larger batch or --seeds" if noisy else "")
-        + ("; its layers feed normalizations, which make them scale-invariant: they train, more slowly"
-           if healed and not noisy else ""),
-        _edge_hint(run, spec),
-    )]
+GRADIENT = "above this factor of the first layer's vs the readout's gradient energy (RMS), either direction"
+RELATIVE = "below this largest |dW|/|W| (RMS) among the layers below the readout"
 
-
-def _edge_hint(run, spec) -> str:
-    """Which way the edge of chaos lies: a gradient that grows towards the input marks the chaotic side."""
-    weighted = [layer for layer in run.layers if layer.weight_grad_var is not None]
-    energies = [gradient_energy(layer, spec.layers[layer.index]) for layer in (weighted[0], weighted[-1])] if weighted else []
-    chaotic = len(energies) == 2 and energies[1] > 0 and energies[0] > energies[1]
-    if chaotic:
-        return ("the chaotic side (gradients grow towards the input): a smaller weight variance, e.g. init: xavier or "
-                "a gain below 1, or fewer layers; residual connections with a small scale keep depth trainable")
-    return ("the ordered side (gradients shrink towards the input): a larger weight variance (a gain above 1, or "
-            "relu/He for ReLU-like units) or smaller biases (bias_init: 0), or fewer layers")
+CHECK = Check(
+    order=50,
+    codes=(
+        FindingCode("exploding-gradients", ("warning", "error"), "The gradient grows towards the input",
+                    "The first layer's gradient energy exceeds the readout's, or the gradient grows along a "
+                    "sequence; lower the weight (or recurrent) scale or add normalization.",
+                    flag="grad-explode", panel="gradient"),
+        FindingCode("vanishing-gradients", ("warning", "error"), "The gradient cannot move the weights",
+                    "The first layers' gradient energy is far below the readout's, the layers below the readout "
+                    "get relative gradients too small for any usual learning rate, or the gradient fades along a "
+                    "sequence; raise the weight scale, use a matched scheme, or add residual connections.",
+                    flag="grad-vanish", panel="gradient"),
+    ),
+    thresholds=(
+        # first-layer vs readout RMS of the per-sample gradient energy, either way (also over a sequence)
+        Threshold("gradient_warning", 100.0, GRADIENT),
+        Threshold("gradient_error", 10000.0, GRADIENT),
+        # the body's largest |dW|/|W|: its fraction moved per step at lr 1
+        Threshold("relative_gradient_warning", 1e-3, RELATIVE),
+        Threshold("relative_gradient_error", 1e-4, RELATIVE),
+    ),
+    find=gradients,
+)

@@ -1,0 +1,107 @@
+"""The architecture facts the checks share: which layer kinds normalize, recur or pass the scale on
+unweighted (the ONE place of these kind tuples, until the layer registry declares them), normalized
+networks, residual branches, and the segments the signal scale is judged along. Each rule is
+explained, with the networks it was checked against, in the README ("Findings and thresholds").
+
+Where the scale is judged (drift):
+- The network is cut into segments. A normalization (batchnorm, layernorm, a post-norm transformer
+  block) and a recurrent layer (its state is bounded by construction) restart the reference at
+  their own output; so does the end of a residual stream.
+- A layer is judged against its segment's start (the input, the first normalized point, the
+  stream's end): only layers that set a scale (weights, residual sums) and whose output does not
+  feed a normalization, which undoes it on the next row; weightless layers (pooling, flatten) pass
+  the scale on. Layers inside a residual branch are judged through the stream they add to.
+- A residual stream (consecutive residual ends and pre-norm transformer blocks) is judged by how
+  it grows per block: additively (each block adds about as much as the one before: BN ResNets,
+  pre-norm transformers, GPT-2 at 48 blocks) is how trainable streams grow; multiplicatively (each
+  block's increment a constant factor larger than the last, as with unnormalized He branches at
+  scale 1) is Hanin & Rolnick's (2018) failure mode 1.
+"""
+
+from __future__ import annotations
+
+NORMALIZING_KINDS = ("batchnorm", "layernorm")
+RECURRENT_KINDS = ("rnn", "lstm", "gru")
+WEIGHTLESS_PASS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "dropout")
+ATTENTION_KINDS = ("attention", "transformer")  # their saturation is of attention rows (largest weight > 0.99)
+
+
+def signal_second_moment(layer) -> float:
+    """The scale a layer passes on: its output's second moment, or its logits' for softmax,
+    whose probabilities always have second moment about 1/width whatever the logits do."""
+    return layer.preact_second_moment if layer.activation.startswith("softmax") else layer.act_second_moment
+
+
+def _normalizes(spec_layer) -> bool:
+    kind = spec_layer.kind
+    return kind in NORMALIZING_KINDS or (kind == "transformer" and spec_layer.config.get("norm") == "post")
+
+
+def _stream_block(spec_layer) -> bool:
+    return spec_layer.kind == "residual" or (spec_layer.kind == "transformer" and spec_layer.config.get("norm") != "post")
+
+
+def branch_layers(spec) -> set:
+    """Indices of the layers inside residual branches."""
+    inside = set()
+    for layer in spec.layers:
+        if layer.kind == "residual":
+            inside.update(range(layer.config["start"], layer.index))
+    return inside
+
+
+def _feeds_normalization(spec, index: int) -> bool:
+    """Whether the layer's output goes (through weightless layers) into a normalization."""
+    for later in spec.layers[index + 1:]:
+        if _normalizes(later):
+            return True
+        if later.kind not in WEIGHTLESS_PASS_KINDS:
+            return False
+    return False
+
+
+def normalized(spec) -> bool:
+    """Whether most layers with weights feed a normalization (batchnorm/layernorm, through weightless layers):
+    they are then scale-invariant, and training lowers their effective learning rate as their weights grow
+    (Arora, Li & Lyu 2019), which heals a chaotic or gradient-exploding start (Yang et al. 2019) instead of
+    stopping it: deep plain batchnorm CNNs train although their inputs decorrelate with depth."""
+    weighted = [layer for layer in spec.layers if layer.init is not None and layer.kind != "embedding"]
+    feeding = [layer for layer in weighted if _feeds_normalization(spec, layer.index)]
+    return bool(weighted) and 2 * len(feeding) >= len(weighted)
+
+
+def segments(run, spec) -> list:
+    """[(reference second moment, what it is, [layer stats judged against it], [stream blocks])] in run order."""
+    inside = branch_layers(spec)
+    reference, origin = run.input_second_moment, "the input's"
+    result, judged, stream = [], [], []
+
+    def close():
+        if judged or stream:
+            result.append((reference, origin, list(judged), list(stream)))
+        judged.clear()
+        stream.clear()
+
+    for stats, layer in zip(run.layers, spec.layers):
+        if layer.index in inside:
+            continue
+        if _stream_block(layer):
+            if judged and not stream:  # the chain before the stream is its own segment
+                last = judged[-1]
+                close()
+                reference, origin = signal_second_moment(last), f"{last.name}'s"
+            stream.append(stats)
+            continue
+        if stream:  # the stream ended: what follows is measured from its end
+            end = stream[-1]
+            close()
+            reference, origin = signal_second_moment(end), f"the stream's end ({end.name})"
+        if _normalizes(layer) or layer.kind in RECURRENT_KINDS or (layer.kind == "embedding" and layer.index == 0):
+            close()
+            reference, origin = signal_second_moment(stats), f"{stats.name}'s"
+            continue
+        if layer.kind in WEIGHTLESS_PASS_KINDS or _feeds_normalization(spec, layer.index):
+            continue
+        judged.append(stats)
+    close()
+    return result

@@ -1,0 +1,45 @@
+"""dead-units: units that output 0 for every input of the batch, judged where they die.
+README: "Findings and thresholds"."""
+
+from __future__ import annotations
+
+from initdiag.checks import Check, FindingCode, Threshold
+from initdiag.checks._architecture import NORMALIZING_KINDS, WEIGHTLESS_PASS_KINDS
+from initdiag.checks._shared import finding, percent
+
+
+def dead_units(run, spec, t, phase=None) -> list:
+    findings = []
+    for layer, layer_spec in zip(run.layers, spec.layers):
+        findings += _dead(run, layer, layer_spec, t)
+    return findings
+
+
+def _dead(run, layer, layer_spec, t) -> list:
+    """Dead units where they die: not again at a weightless or normalization layer after them (a dead
+    channel stays 0 through batchnorm, pooling and flatten), and not for softmax (saturation's story)."""
+    level = "error" if layer.dead_fraction > t.dead_error else "warning" if layer.dead_fraction > t.dead_warning else None
+    if not level or layer.activation.startswith("softmax") or layer.kind in WEIGHTLESS_PASS_KINDS:
+        return []
+    previous = run.layers[layer.index - 1] if layer.index > 0 else None
+    if layer.kind in NORMALIZING_KINDS and previous is not None and previous.dead_fraction >= layer.dead_fraction:
+        return []
+    samples = f" of {run.probe_samples} inputs" if run.probe_samples else ""
+    return [finding(level, "dead-units", layer,
+                    f"{layer.name}: {percent(layer.dead_fraction)} of units output 0 for every one{samples}",
+                    "dead units never learn: " + ("a small positive bias_init such as 0.01 helps ReLU, or a scheme "
+                                                  "with zero biases" if layer_spec.init is None or layer_spec.init.scheme != "torch_default"
+                                                  else "torch_default's biases outweigh the shrinking signal: use relu (He) with zero biases"))]
+
+
+DEAD = "above this fraction of a layer's units dead"
+
+CHECK = Check(
+    order=80,
+    codes=(FindingCode("dead-units", ("warning", "error"), "Units output zero for every sample",
+                       "Dead ReLU units never learn; check the weight scale and bias (a small positive bias_init helps).",
+                       flag="dead", panel="units"),),
+    thresholds=(Threshold("dead_warning", 0.10, DEAD),
+                Threshold("dead_error", 0.50, DEAD)),
+    find=dead_units,
+)
