@@ -1,5 +1,5 @@
 """The architecture facts the checks share: which layer kinds normalize, recur or pass the scale on
-unweighted (the ONE place of these kind tuples, until the layer registry declares them), normalized
+unweighted (read from the layer registry's declarations), normalized
 networks, residual branches, and the segments the signal scale is judged along. Each rule is
 explained, with the networks it was checked against, in the README ("Findings and thresholds").
 
@@ -20,10 +20,15 @@ Where the scale is judged (drift):
 
 from __future__ import annotations
 
-NORMALIZING_KINDS = ("batchnorm", "layernorm")
-RECURRENT_KINDS = ("rnn", "lstm", "gru")
-WEIGHTLESS_PASS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", "dropout")
-ATTENTION_KINDS = ("attention", "transformer")  # their saturation is of attention rows (largest weight > 0.99)
+from initdiag.layers import LAYERS
+from initdiag.layers.declare import activation_saturation
+
+# Kind facts, from each kind's declaration (initdiag.layers): the ones the checks reason with.
+NORMALIZING_KINDS = tuple(key for key, kind in LAYERS.items() if kind.normalizes)
+RECURRENT_KINDS = tuple(key for key, kind in LAYERS.items() if "recurrent_init" in kind.takes)  # state bounded by its cell
+WEIGHTLESS_PASS_KINDS = tuple(key for key, kind in LAYERS.items() if kind.weightless and not kind.normalizes)
+# kinds whose saturation is not their activation's (attention rows whose largest weight > 0.99)
+OWN_SATURATION_KINDS = tuple(key for key, kind in LAYERS.items() if kind.saturation is not activation_saturation)
 
 
 def signal_second_moment(layer) -> float:
@@ -45,7 +50,7 @@ def branch_layers(spec) -> set:
     """Indices of the layers inside residual branches."""
     inside = set()
     for layer in spec.layers:
-        if layer.kind == "residual":
+        if LAYERS[layer.kind].block:
             inside.update(range(layer.config["start"], layer.index))
     return inside
 
@@ -96,7 +101,7 @@ def segments(run, spec) -> list:
             end = stream[-1]
             close()
             reference, origin = signal_second_moment(end), f"the stream's end ({end.name})"
-        if _normalizes(layer) or layer.kind in RECURRENT_KINDS or (layer.kind == "embedding" and layer.index == 0):
+        if _normalizes(layer) or layer.kind in RECURRENT_KINDS or (LAYERS[layer.kind].reads_tokens and layer.index == 0):
             close()
             reference, origin = signal_second_moment(stats), f"{stats.name}'s"
             continue

@@ -4,7 +4,7 @@ put all their weight on one position). README: "Findings and thresholds"."""
 from __future__ import annotations
 
 from initdiag.checks import Check, FindingCode, Threshold
-from initdiag.checks._architecture import ATTENTION_KINDS
+from initdiag.checks._architecture import OWN_SATURATION_KINDS
 from initdiag.checks._shared import better_scheme, finding, percent
 
 FUSED_LOSSES = ("cross_entropy", "binary_cross_entropy")
@@ -19,7 +19,7 @@ def saturation(run, spec, t, phase=None) -> list:
             level = "warning"  # a fused loss's gradient, p - y, does not vanish when the output saturates
         if not level:
             continue
-        attention = layer.kind in ATTENTION_KINDS
+        attention = layer.kind in OWN_SATURATION_KINDS
         what = ("attention rows are saturated (largest weight > 0.99)" if attention else
                 f"samples get a near-certain prediction ({layer.activation}): the logits are large" if fused_output else
                 f"outputs are saturated ({layer.activation})")
