@@ -29,10 +29,7 @@ WEIGHTLESS_PASS_KINDS = ("maxpool2d", "avgpool2d", "global_avgpool", "flatten", 
 PRECISION_LIMIT = 1e30  # a second moment this far from its reference leaves float32's range within a few layers
 
 
-def signal_second_moment(layer) -> float:
-    """The scale a layer passes on: its output's second moment, or its logits' for softmax,
-    whose probabilities always have second moment about 1/width whatever the logits do."""
-    return layer.preact_second_moment if layer.activation.startswith("softmax") else layer.act_second_moment
+from initdiag.stats import signal_second_moment  # noqa: E402,F401  (a statistic: moved to stats; alias for now)
 
 
 def _normalizes(spec_layer) -> bool:

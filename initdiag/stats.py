@@ -41,8 +41,22 @@ class LayerStats(NamedTuple):
     def preact_second_moment(self) -> float:
         return self.preact_var + self.preact_mean**2
 
+    @property
+    def signal_second_moment(self) -> float:
+        """The scale the layer passes on (see signal_second_moment)."""
+        return signal_second_moment(self)
+
     def as_dict(self) -> dict:
         return self._asdict()
+
+
+def signal_second_moment(layer) -> float:
+    """The scale a layer passes on: its output's second moment, or its logits' for softmax,
+    whose probabilities always have second moment about 1/width whatever the logits do.
+
+    A statistic, computed here once: the drift checks judge it, and compare, recommend and the plots
+    read it from the LayerStats they are given."""
+    return layer.preact_second_moment if layer.activation.startswith("softmax") else layer.act_second_moment
 
 
 class RunStats(NamedTuple):
