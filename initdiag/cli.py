@@ -276,7 +276,7 @@ def check(
         if plot is not None:
             from initdiag.reporters import plots
 
-            _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot)
+            _plot(lambda data, path: plots.plot_check(data, run, path), result, plot)
         _save_baseline(save_baseline, [result], files)
         raise typer.Exit(EXIT_FAILED if checks.fails(findings, spec_fail_on) else EXIT_OK)
 
@@ -374,10 +374,11 @@ def compare(
             comparison.replace_inits(network_spec, init, keep_overrides)
         network.check_memory(network_spec, memory_bound)
         with _progress(len(inits), comparison.estimated_seconds(network_spec, len(inits))) as advance:
-            reports = comparison.run_all(network_spec, inits, keep_overrides, thresholds, memory_bound, workers, advance)
+            diagnoses = comparison.run_all(network_spec, inits, keep_overrides, thresholds, memory_bound, workers, advance)
     except SpecErrors as errors:
         raise _invalid(errors.problems) from None
-    result = comparison.build(network_spec, reports)
+    result = comparison.build(network_spec, diagnoses)
+    by_scheme = {diagnosis.report["scheme"]: diagnosis for diagnosis in diagnoses}
 
     color, width = _terminal()
     if output is not None:
@@ -387,10 +388,9 @@ def compare(
     if plot is not None:
         from initdiag.reporters import plots
 
-        _plot(plots.plot_compare, result, plot)
-    best = result["reports"][0]
-    best_findings = [checks.Finding(f["severity"], f["code"], f["layer"], f["message"], f["hint"]) for f in best["findings"]]
-    raise typer.Exit(EXIT_FAILED if checks.fails(best_findings, fail_on.value) else EXIT_OK)
+        _plot(lambda data, path: plots.plot_compare(data, {name: d.run for name, d in by_scheme.items()}, path), result, plot)
+    best = by_scheme[result["ranking"][0]]
+    raise typer.Exit(EXIT_FAILED if checks.fails(best.findings, fail_on.value) else EXIT_OK)
 
 
 class Choice(str, Enum):

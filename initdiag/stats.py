@@ -56,7 +56,18 @@ def signal_second_moment(layer) -> float:
 
     A statistic, computed here once: the drift checks judge it, and compare, recommend and the plots
     read it from the LayerStats they are given."""
-    return layer.preact_second_moment if layer.activation.startswith("softmax") else layer.act_second_moment
+    return layer.preact_second_moment if _logits(layer.activation) else layer.act_second_moment
+
+
+def trial_signal_second_moment(activation: str, z: np.ndarray, y: np.ndarray) -> float:
+    """signal_second_moment of one layer's forward pass (pre-activation z, output y) without the rest of its
+    statistics: recommend's single-layer trials and gain calibration measure this, the same rule."""
+    mean, var = mean_var(z if _logits(activation) else y)
+    return var + mean**2
+
+
+def _logits(activation: str) -> bool:
+    return activation.startswith("softmax")
 
 
 class RunStats(NamedTuple):

@@ -393,3 +393,24 @@ def test_json_form_is_strict_and_complete():
     for key in ("rule", "measured", "agree", "rule_signal", "measured_signal", "reason", "calibration", "write"):
         assert key in layer
     assert set(layer["calibration"]) == {"measured", "rule"}
+
+
+# --------------------------------------------------------------------------- one pipeline
+
+
+def test_recommend_honours_the_specs_own_thresholds_as_check_and_compare_do(tmp_path):
+    """Issue 9: recommend ran its own copy of the pipeline, which ignored a spec's `thresholds:` block, so it
+    said warning where check and compare said healthy on the same spec and scheme. All three now go through
+    pipeline.diagnose."""
+    from initdiag import compare, initspec, pipeline
+
+    text = (SAMPLES / "deep_tanh_xavier.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "relaxed.yaml"
+    path.write_text(text + "thresholds:\n  drift_warning: 1000000\n", encoding="utf-8")
+    net_spec = spec.load(path)
+    assert pipeline.diagnose(spec.load(SAMPLES / "deep_tanh_xavier.yaml")).report["verdict"] == "warning"  # premise
+    checked = pipeline.diagnose(net_spec).report["verdict"]
+    (compared,) = compare.run_all(net_spec, [initspec.parse("xavier", "t")], False, checks.Thresholds())
+    rec = recommend.recommend(net_spec)
+    assert checked == compared.report["verdict"] == rec["scores"]["xavier"]["verdict"] == "healthy"
+
