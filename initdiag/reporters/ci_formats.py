@@ -14,6 +14,7 @@ import re
 from urllib.parse import quote
 
 from initdiag import __version__
+from initdiag.reporters import Reporter
 
 INFORMATION_URI = "https://pypi.org/project/initdiag/"
 INVALID = "invalid-spec"
@@ -295,3 +296,9 @@ def render_markdown(reports: list[dict], invalid: list[dict] = (), suppressed: b
 
 CI_FORMATS = {"junit": render_junit, "sarif": render_sarif, "github": render_github,
               "gitlab": render_gitlab, "markdown": render_markdown}
+
+_DESCRIPTIONS = {"junit": "JUnit XML, one test case per spec", "sarif": "SARIF 2.1.0, for code scanning",
+                 "github": "GitHub Actions annotations", "gitlab": "GitLab Code Quality report",
+                 "markdown": "a Markdown summary, e.g. for a pull request comment"}
+REPORTERS = tuple(Reporter(name, "run", ("check",), {"check": f"{__name__}:{render.__name__}"}, _DESCRIPTIONS[name])
+                  for name, render in CI_FORMATS.items())
