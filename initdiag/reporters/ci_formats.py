@@ -8,8 +8,6 @@ unless `suppressed=True`, which includes them, marked as suppressed and never co
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from urllib.parse import quote
 
@@ -100,6 +98,8 @@ def _invalid_fingerprint(item: dict) -> str:
 
 
 def _sha(*parts: str) -> str:
+    import hashlib  # here, not at the top: this module declares its formats at every start-up (REPORTERS)
+
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -201,6 +201,8 @@ def render_sarif(reports: list[dict], invalid: list[dict] = (), suppressed: bool
               "informationUri": INFORMATION_URI, "rules": [_rule(code) for code in codes]}
     log = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
            "runs": [{"tool": {"driver": driver}, "results": results}]}
+    import json
+
     return json.dumps(log, indent=2) + "\n"
 
 
@@ -256,6 +258,8 @@ def render_gitlab(reports: list[dict], invalid: list[dict] = (), suppressed: boo
         issues.append({"type": "issue", "description": item.get("message", ""), "check_name": INVALID,
                        "fingerprint": _invalid_fingerprint(item), "severity": GITLAB_SEVERITY[INVALID],
                        "location": {"path": _path(item.get("file")), "lines": {"begin": _position(item)[0]}}})
+    import json
+
     return json.dumps(issues, indent=2) + "\n"
 
 

@@ -99,7 +99,7 @@ def plot_check(report: dict, run, path) -> None:
     signal_ax, gradient_ax, units_ax = left.subplots(3, 1, sharex=True)
     panels = {"signal": signal_ax, "gradient": gradient_ax, "units": units_ax}
     rows = _mark_findings(panels, findings, names)
-    _signal_panel(signal_ax, report, layers, _signals(run), names, rows.get("signal", 0))
+    _signal_panel(signal_ax, report, run, layers, names, rows.get("signal", 0))
     _gradient_panel(gradient_ax, layers, names, rows.get("gradient", 0))
     _units_panel(units_ax, report, layers, names, rows.get("units", 0))
     _layer_axis(units_ax, names)
@@ -147,7 +147,7 @@ def plot_compare(compare: dict, runs: dict, path) -> None:
         line.set_label(_wrap(f"{rank}. {label}  ({rep.get('verdict', '?')})"))
         handles.append(line)
 
-    reference = _band(signal_ax, first)
+    reference = _band(signal_ax, first, runs.get(first.get("scheme")))
     signal_ax.set_title("activation second moment through depth", fontsize=12, loc="left")
     signal_ax.set_ylabel("E[y²] = var + mean² of each layer's output\n(logits for softmax; log scale)")
     gradient_ax.set_title("gradient through depth (backward pass)", fontsize=12, loc="left")
@@ -182,17 +182,17 @@ def plot_compare(compare: dict, runs: dict, path) -> None:
 # --------------------------------------------------------------------------- check panels
 
 
-def _signal_panel(ax, report: dict, layers: list, signals: list, names: list, marker_rows: int) -> None:
+def _signal_panel(ax, report: dict, run, layers: list, names: list, marker_rows: int) -> None:
     series = (
         ("pre-activation variance", "preact", "pre-act var", [_value(layer.get("preact_var")) for layer in layers],
          {"linestyle": "--", "marker": "o", "markersize": 4}),
         ("activation (output) variance", "act", "act var", [_value(layer.get("act_var")) for layer in layers],
          {"linestyle": "-", "marker": "o", "markersize": 5}),
         ("activation E[y²] = var + mean², what the drift check measures (logits for softmax)", "second_moment", "E[y²]",
-         signals, {"linestyle": ":", "marker": "s", "markersize": 4}),
+         _signals(run), {"linestyle": ":", "marker": "s", "markersize": 4}),
     )
     measured = _log_series(ax, series)
-    reference = _band(ax, report)
+    reference = _band(ax, report, run)
     ax.set_yscale("log")
     ax.set_ylabel("variance (log scale)")
     ax.grid(True, which="major", alpha=0.3)
@@ -303,11 +303,12 @@ def _place_legend(ax, handles, labels) -> None:
             text.set_color(NOTE_COLOR)
 
 
-def _band(ax, report: dict) -> list:
-    """The healthy band (input E[x²] ×/÷ drift_warning, what the drift check allows) and the input's variance."""
-    mean, var = _value(report.get("input_mean")), _value(report.get("input_var"))
+def _band(ax, report: dict, run) -> list:
+    """The healthy band (input E[x²] ×/÷ drift_warning, what the drift check allows) and the input's variance;
+    E[x²] as the statistics stage computed it (RunStats.input_second_moment)."""
+    var = _value(report.get("input_var"))
     warning = _value((report.get("thresholds") or {}).get("drift_warning", 10.0))
-    second = var + mean**2
+    second = _value(run.input_second_moment) if run is not None else math.nan
     artists = []
     if math.isfinite(second) and second > 0 and math.isfinite(warning) and warning > 0:
         artists.append(ax.axhspan(second / warning, second * warning, color=COLORS["band"], alpha=0.12, zorder=0,
