@@ -106,14 +106,15 @@ def _threshold_changes(assignments: list[str]) -> dict:
         raise _invalid([f"--threshold: unknown threshold '{err.args[0]}' ({hint})"]) from None
 
 
-SPEC_ARGUMENT = typer.Argument(..., metavar="SPEC", help="The network spec (YAML).")
-
 def _format_option(command: str):
+    """--format for `command`: its formats from the REPORTERS registry, each with its description."""
     from initdiag.reporters import DEFAULT, REPORTERS, formats
 
     return typer.Option(DEFAULT, "--format", help="Report format: " + "; ".join(
         f"{name} ({REPORTERS[name].description})" for name in formats(command)) + ".")
 
+
+SPEC_ARGUMENT = typer.Argument(..., metavar="SPEC", help="The network spec (YAML).")
 OUTPUT_OPTION = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of standard output.")
 FAIL_ON_OPTION = typer.Option(FailOn.error, "--fail-on", help="Exit 1 when a finding reaches this severity.")
 SEED_OPTION = typer.Option(None, "--seed", min=0, help="Override the spec's seed.")
