@@ -402,15 +402,21 @@ def test_recommend_honours_the_specs_own_thresholds_as_check_and_compare_do(tmp_
     """Issue 9: recommend ran its own copy of the pipeline, which ignored a spec's `thresholds:` block, so it
     said warning where check and compare said healthy on the same spec and scheme. All three now go through
     pipeline.diagnose."""
-    from initdiag import compare, initspec, pipeline
+    from typer.testing import CliRunner
+
+    from initdiag.cli import app
 
     text = (SAMPLES / "deep_tanh_xavier.yaml").read_text(encoding="utf-8")
     path = tmp_path / "relaxed.yaml"
     path.write_text(text + "thresholds:\n  drift_warning: 1000000\n", encoding="utf-8")
-    net_spec = spec.load(path)
-    assert pipeline.diagnose(spec.load(SAMPLES / "deep_tanh_xavier.yaml")).report["verdict"] == "warning"  # premise
-    checked = pipeline.diagnose(net_spec).report["verdict"]
-    (compared,) = compare.run_all(net_spec, [initspec.parse("xavier", "t")], False, checks.Thresholds())
-    rec = recommend.recommend(net_spec)
-    assert checked == compared.report["verdict"] == rec["scores"]["xavier"]["verdict"] == "healthy"
 
+    def verdicts(*args):
+        result = CliRunner().invoke(app, [*args, "--format", "json"])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        return json.loads(result.stdout)
+
+    assert verdicts("check", str(SAMPLES / "deep_tanh_xavier.yaml"))["verdict"] == "warning"  # the premise
+    checked = verdicts("check", str(path), "--scheme", "xavier")["verdict"]
+    compared = verdicts("compare", str(path), "--schemes", "xavier")["reports"][0]["verdict"]
+    recommended = verdicts("recommend", str(path))["scores"]["xavier"]["verdict"]
+    assert (checked, compared, recommended) == ("healthy", "healthy", "healthy")
