@@ -1,7 +1,8 @@
 """Baselines: record each spec's per-layer figures and findings, and later report what moved.
 
 `check --save-baseline FILE` writes `dumps(snapshot(reports))`; `check --baseline FILE` adds, to each
-report, the findings of `compare(report, load(FILE), factor)`:
+report, the findings of `compare(report, load(FILE), factor)` (through `Reference`, which report.judge
+calls before it computes the verdict from every finding):
 
 | code | severity | when |
 |---|---|---|
@@ -38,6 +39,7 @@ import json
 import math
 import os
 from pathlib import Path, PurePath
+from typing import NamedTuple
 
 from initdiag import __version__
 from initdiag.numbers import compact
@@ -355,20 +357,32 @@ def compare(report: dict, baseline: dict, factor: float = FACTOR) -> list[dict]:
     return sorted(out, key=lambda f: (rank[f["severity"]], -1 if f["layer"] is None else order.get(f["layer"], len(order))))
 
 
-def apply(report: dict, baseline: dict, factor: float = FACTOR, spec=None) -> list:
-    """For the CLI: compare, append the findings to report["findings"], recompute report["verdict"]
-    (suppressed findings still do not count), and return the new findings as checks.Finding, for
-    checks.fails(findings + new, fail_on). With the `spec`, its `ignore:` lists suppress them too."""
-    from initdiag import checks
+class Reference(NamedTuple):
+    """A loaded baseline and how far a figure may move (`check --baseline FILE --baseline-factor F`): what
+    report.judge compares each report with before its verdict; with the `spec`, its `ignore:` lists
+    suppress the comparison's findings too. Picklable, for --jobs."""
 
-    added = compare(report, baseline, factor)
-    indices = {layer.get("name"): layer.get("index") for layer in report.get("layers") or ()}
-    if spec is not None:
-        added = checks.suppress_later(added, spec, indices)
-    report["findings"] = list(report.get("findings") or ()) + added
-    new = [checks.Finding(f["severity"], f["code"], f["layer"], f["message"], f["hint"], indices.get(f["layer"]),
-                          bool(f.get("suppressed")), f.get("reason")) for f in added]
-    everything = [checks.Finding(f["severity"], f["code"], f.get("layer"), f.get("message", ""), f.get("hint", ""),
-                                 suppressed=bool(f.get("suppressed"))) for f in report["findings"]]
-    report["verdict"] = checks.verdict(everything)
-    return new
+    document: dict
+    factor: float = FACTOR
+    spec: object = None  # spec.NetworkSpec
+
+    def compare(self, report: dict) -> list[dict]:
+        added = compare(report, self.document, self.factor)
+        if self.spec is None:
+            return added
+        from initdiag import checks
+
+        return checks.suppress_later(added, self.spec, _indices(report))
+
+    @staticmethod
+    def as_findings(added: list[dict], report: dict) -> list:
+        """The comparison's findings as checks.Finding (layer indices from the report), for the verdict and fails."""
+        from initdiag import checks
+
+        indices = _indices(report)
+        return [checks.Finding(f["severity"], f["code"], f["layer"], f["message"], f["hint"], indices.get(f["layer"]),
+                               bool(f.get("suppressed")), f.get("reason")) for f in added]
+
+
+def _indices(report: dict) -> dict:
+    return {layer.get("name"): layer.get("index") for layer in report.get("layers") or ()}

@@ -27,19 +27,14 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 PLOT_BINS = 60
 
 
-class Format(str, Enum):
-    text = "text"
-    json = "json"
+def _formats(command: str) -> type[Enum]:
+    """The --format choices of `command`, from the REPORTERS registry (never a list of its own to drift)."""
+    from initdiag.reporters import formats
+
+    return Enum(f"{command.title()}Format", {name: name for name in formats(command)}, type=str)
 
 
-class CheckFormat(str, Enum):
-    text = "text"
-    json = "json"
-    junit = "junit"
-    sarif = "sarif"
-    github = "github"
-    gitlab = "gitlab"
-    markdown = "markdown"
+CheckFormat, CompareFormat, RecommendFormat = _formats("check"), _formats("compare"), _formats("recommend")
 
 
 class FailOn(str, Enum):
@@ -111,8 +106,15 @@ def _threshold_changes(assignments: list[str]) -> dict:
         raise _invalid([f"--threshold: unknown threshold '{err.args[0]}' ({hint})"]) from None
 
 
+def _format_option(command: str):
+    """--format for `command`: its formats from the REPORTERS registry, each with its description."""
+    from initdiag.reporters import DEFAULT, REPORTERS, formats
+
+    return typer.Option(DEFAULT, "--format", help="Report format: " + "; ".join(
+        f"{name} ({REPORTERS[name].description})" for name in formats(command)) + ".")
+
+
 SPEC_ARGUMENT = typer.Argument(..., metavar="SPEC", help="The network spec (YAML).")
-FORMAT_OPTION = typer.Option(Format.text, "--format", help="Report format.")
 OUTPUT_OPTION = typer.Option(None, "--output", "-o", help="Write the report to this file (atomically) instead of standard output.")
 FAIL_ON_OPTION = typer.Option(FailOn.error, "--fail-on", help="Exit 1 when a finding reaches this severity.")
 SEED_OPTION = typer.Option(None, "--seed", min=0, help="Override the spec's seed.")
@@ -203,7 +205,7 @@ def check(
     paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Spec files, folders (every *.yaml/*.yml below) or glob patterns."),
     exclude: list[str] = typer.Option([], "--exclude", help="Skip spec files matching this glob (repeatable)."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="Replace every layer's weight init: a name, or a YAML mapping such as '{normal: {std: 0.01}}'."),
-    output_format: Optional[CheckFormat] = typer.Option(None, "--format", help="Report format: text (default), json, or a CI system's (junit, sarif, github, gitlab, markdown)."),
+    output_format: Optional[CheckFormat] = typer.Option(None, "--format", help="Report format (default: text, or the configuration's): " + ", ".join(CheckFormat.__members__) + "."),
     output: Optional[Path] = OUTPUT_OPTION,
     fail_on: Optional[FailOn] = typer.Option(None, "--fail-on", help="Exit 1 when a finding reaches this severity (default: error)."),
     seed: Optional[int] = SEED_OPTION,
@@ -234,12 +236,12 @@ def check(
     cli = {"fail_on": fail_on.value if fail_on else None, "format": output_format.value if output_format else None,
            "exclude": list(exclude) or None, "seed": seed, "seeds": seeds, "thresholds": _threshold_changes(threshold)}
     configuration = _configuration(config_file, isolated)
-    output_format = CheckFormat(configuration.settings(None, cli).format)
+    reporter = REPORTERS[configuration.settings(None, cli).format]  # config only accepts REPORTERS' names
     memory_bound = _memory_bound(max_memory)
     files, unmatched = specfiles.expand(paths, exclude)
     files = [file for file in files if not configuration.excluded(file, {"exclude": list(exclude) or None})]
     # one file named on its own keeps the one-report output (and its errors: a missing file is exit 2)
-    ci_format = output_format.value not in ("text", "json")  # these render every spec's report together
+    ci_format = reporter.scope == "run"  # these render every spec's report together
     single = len(paths) == 1 and not paths[0].is_dir() and not specfiles.is_pattern(paths[0]) and not ci_format
     if single:
         files, unmatched = [paths[0]], []
@@ -266,7 +268,7 @@ def check(
     color, width = _terminal()
     if output is not None:
         color, width = False, max(width, 80)
-    render = REPORTERS.get(output_format.value)
+    render = reporter.renderer("check")
     if single:
         try:
             result, run, findings, spec_fail_on = diagnose(files[0])
@@ -277,7 +279,7 @@ def check(
         if plot is not None:
             from initdiag.reporters import plots
 
-            _plot(lambda data, path: plots.plot_check(data, run.histograms, path), result, plot)
+            _plot(lambda data, path: plots.plot_check(data, run, path), result, plot)
         _save_baseline(save_baseline, [result], files)
         raise typer.Exit(EXIT_FAILED if checks.fails(findings, spec_fail_on) else EXIT_OK)
 
@@ -297,15 +299,13 @@ def check(
     summary = gate.summary(reports, invalid, len(files), time.perf_counter() - start)
     if not files and not problems:
         raise _invalid(["no spec files to check"])
-    if output_format.value == "json":
+    if reporter.name == "json":  # one JSON document for the run, the specs' reports in it
         from initdiag import __version__
 
         text = render({"initdiag_version": __version__, "reports": reports, "invalid": [str(p) for p in problems],
                        "summary": summary})
     elif ci_format:
-        from initdiag.reporters.ci_formats import CI_FORMATS
-
-        text = CI_FORMATS[output_format.value](reports, [gate.problem_data(problem) for problem in problems], show_suppressed)
+        text = render(reports, [gate.problem_data(problem) for problem in problems], show_suppressed)
     else:
         text = "\n".join(render(result, color=color, width=width, theory=theory, suppressed=show_suppressed)
                          for result in reports)
@@ -341,7 +341,7 @@ def compare(
     spec_path: Path = SPEC_ARGUMENT,
     schemes: Optional[str] = typer.Option(None, "--schemes", help="Comma-separated schemes (names or aliases), or 'all'. Default: the spec's own, the recommended ones, and the Xavier, He, LeCun and orthogonal families."),
     keep_overrides: bool = typer.Option(False, "--keep-overrides", help="Keep the inits that layers set themselves; replace only the defaults."),
-    output_format: Format = FORMAT_OPTION,
+    output_format: CompareFormat = _format_option("compare"),
     output: Optional[Path] = OUTPUT_OPTION,
     fail_on: FailOn = FAIL_ON_OPTION,
     seed: Optional[int] = SEED_OPTION,
@@ -355,7 +355,7 @@ def compare(
     """Run several schemes on the same network, batch and draws, and rank them best first."""
     from initdiag import checks, network
     from initdiag import compare as comparison
-    from initdiag.reporters import REPORTERS, compare_text
+    from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors
 
     thresholds = _thresholds(threshold)
@@ -375,23 +375,23 @@ def compare(
             comparison.replace_inits(network_spec, init, keep_overrides)
         network.check_memory(network_spec, memory_bound)
         with _progress(len(inits), comparison.estimated_seconds(network_spec, len(inits))) as advance:
-            reports = comparison.run_all(network_spec, inits, keep_overrides, thresholds, memory_bound, workers, advance)
+            diagnoses = comparison.run_all(network_spec, inits, keep_overrides, thresholds, memory_bound, workers, advance)
     except SpecErrors as errors:
         raise _invalid(errors.problems) from None
-    result = comparison.build(network_spec, reports)
+    result = comparison.build(network_spec, diagnoses)
+    by_scheme = {diagnosis.report["scheme"]: diagnosis for diagnosis in diagnoses}
 
     color, width = _terminal()
     if output is not None:
         color, width = False, max(width, 80)
-    renders = {"text": compare_text.render, "json": lambda data, **_: REPORTERS["json"](data)}
-    _emit(renders[output_format.value](result, color=color, width=width), output, spec_path, f"best: {result['ranking'][0]}")
+    render = REPORTERS[output_format.value].renderer("compare")
+    _emit(render(result, color=color, width=width), output, spec_path, f"best: {result['ranking'][0]}")
     if plot is not None:
         from initdiag.reporters import plots
 
-        _plot(plots.plot_compare, result, plot)
-    best = result["reports"][0]
-    best_findings = [checks.Finding(f["severity"], f["code"], f["layer"], f["message"], f["hint"]) for f in best["findings"]]
-    raise typer.Exit(EXIT_FAILED if checks.fails(best_findings, fail_on.value) else EXIT_OK)
+        _plot(lambda data, path: plots.plot_compare(data, {name: d.run for name, d in by_scheme.items()}, path), result, plot)
+    best = by_scheme[result["ranking"][0]]
+    raise typer.Exit(EXIT_FAILED if checks.fails(best.findings, fail_on.value) else EXIT_OK)
 
 
 class Choice(str, Enum):
@@ -407,7 +407,7 @@ def recommend(
     choice: Choice = typer.Option(Choice.measured, "--choice", help="Which recommendation --write uses: the measured best, or the rules of thumb."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Compute LSUV-style per-layer gains that bring each layer's activation second moment to --target, and write them as {scheme: {gain: g}}."),
     target: float = typer.Option(1.0, "--target", help="The activation second moment --calibrate aims for."),
-    output_format: Format = FORMAT_OPTION,
+    output_format: RecommendFormat = _format_option("recommend"),
     output: Optional[Path] = OUTPUT_OPTION,
     seed: Optional[int] = SEED_OPTION,
     threshold: list[str] = THRESHOLD_OPTION,
@@ -416,7 +416,7 @@ def recommend(
 ) -> None:
     """Per layer: the rules-of-thumb scheme and the scheme that measured best, with the evidence."""
     from initdiag import recommend as recommending
-    from initdiag.reporters import REPORTERS, recommend_text
+    from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors
 
     thresholds = _thresholds(threshold)
@@ -437,8 +437,8 @@ def recommend(
     color, width = _terminal()
     if output is not None:
         color, width = False, max(width, 80)
-    renders = {"text": recommend_text.render, "json": lambda data, **_: REPORTERS["json"](data)}
-    _emit(renders[output_format.value](result, color=color, width=width), output, spec_path,
+    render = REPORTERS[output_format.value].renderer("recommend")
+    _emit(render(result, color=color, width=width), output, spec_path,
           f"recommended: {result['measured_best']}")
     if write is not None or in_place:
         try:

@@ -12,9 +12,8 @@ import math
 import os
 from typing import NamedTuple
 
-from initdiag import activations, checks, initspec, pipeline, schemes
+from initdiag import activations, initspec, pipeline, schemes
 from initdiag.spec import NetworkSpec
-from initdiag.stats import LayerStats
 
 # The families every default comparison includes, besides the spec's own and the recommended schemes.
 DEFAULT_SCHEMES = ("xavier", "relu", "lecun_normal", "orthogonal")
@@ -88,18 +87,18 @@ def replace_inits(spec: NetworkSpec, init: initspec.InitSpec, keep_overrides: bo
     return spec._replace(layers=layers, scheme_override=init)
 
 
-def run_scheme(spec: NetworkSpec, init, keep_overrides: bool, thresholds, max_memory=None, draws=None) -> dict:
-    """The check report of `spec` under `init` (with "scheme" set)."""
+def run_scheme(spec: NetworkSpec, init, keep_overrides: bool, thresholds, max_memory=None, draws=None) -> pipeline.Diagnosis:
+    """The check of `spec` under `init`: its report (with "scheme" set), statistics and findings."""
     scheme_spec = replace_inits(spec, init, keep_overrides)
-    return pipeline.diagnose(scheme_spec, thresholds, init.display, max_memory, draws).report
+    return pipeline.diagnose(scheme_spec, thresholds, init.display, max_memory, draws)
 
 
-def _run_job(job) -> dict:
-    return run_scheme(*job)
+def _run_job(job) -> pipeline.Diagnosis:
+    return run_scheme(*job)  # a Diagnosis pickles (plain NamedTuples, dicts and floats): it crosses --jobs processes
 
 
-def run_all(spec, inits, keep_overrides, thresholds, max_memory=None, jobs: int = 1, progress=None) -> list[dict]:
-    """Reports for every scheme, in the order given; `jobs` > 1 runs them in processes (same results)."""
+def run_all(spec, inits, keep_overrides, thresholds, max_memory=None, jobs: int = 1, progress=None) -> list[pipeline.Diagnosis]:
+    """Every scheme's diagnosis, in the order given; `jobs` > 1 runs them in processes (same results)."""
     if jobs > 1 and len(inits) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -120,83 +119,81 @@ def run_all(spec, inits, keep_overrides, thresholds, max_memory=None, jobs: int 
     return reports
 
 
-def _stats(layer: dict) -> LayerStats:
-    """A report's layer back as statistics (reports may carry more keys than LayerStats)."""
-    return LayerStats(**{field: layer[field] for field in LayerStats._fields})
-
-
 def _log_ratio(value: float, reference: float) -> float:
     if not (math.isfinite(value) and math.isfinite(reference)) or value <= 0 or reference <= 0:
         return math.inf
     return math.log10(value / reference)
 
 
-def activation_profile(rep: dict) -> list[float]:
+def activation_profile(diagnosis: pipeline.Diagnosis) -> list[float]:
     """log10 of each layer's signal second moment over the input's (0 = flat)."""
-    reference = rep["input_var"] + rep["input_mean"] ** 2
-    return [_log_ratio(checks.signal_second_moment(_stats(layer)), reference) for layer in rep["layers"]]
+    reference = diagnosis.run.input_second_moment
+    return [_log_ratio(layer.signal_second_moment, reference) for layer in diagnosis.run.layers]
 
 
-def gradient_profile(rep: dict) -> list[float]:
+def gradient_profile(diagnosis: pipeline.Diagnosis) -> list[float]:
     """log10 of each hidden layer's gradient energy, grad_var · units (what He init conserves
     across dense widths), over the last hidden layer's (0 = flat). The output layer is left out: its
     gradient is the loss's own (for softmax, -1/(B·p) at the label), not a signal that travelled."""
-    energy = [layer["grad_var"] * (layer.get("units") or layer["fan_out"]) for layer in rep["layers"][:-1]]
+    energy = [layer.grad_var * (layer.units or layer.fan_out) for layer in diagnosis.run.layers[:-1]]
     return [_log_ratio(value, energy[-1]) for value in energy]
 
 
-def score(rep: dict) -> Score:
-    deviations = activation_profile(rep) + gradient_profile(rep)[:-1]
+def score(diagnosis: pipeline.Diagnosis) -> Score:
+    """The scheme's score, from its statistics and findings (and the verdict its report was built with)."""
+    layers = diagnosis.run.layers
+    deviations = activation_profile(diagnosis) + gradient_profile(diagnosis)[:-1]
     distance = math.sqrt(sum(d * d for d in deviations) / len(deviations)) if deviations else 0.0
-    dead = max(layer["dead_fraction"] for layer in rep["layers"])
-    saturated = max(layer["saturation"] for layer in rep["layers"])
-    broken = any(f["code"] in ("symmetry", "overflow") for f in rep["findings"])
+    dead = max(layer.dead_fraction for layer in layers)
+    saturated = max(layer.saturation for layer in layers)
+    broken = any(f.code in ("symmetry", "overflow") for f in diagnosis.findings)
     health = 0.0 if broken or not math.isfinite(distance) else 100 / (1 + distance) * (1 - dead) * (1 - saturated)
-    return Score(rep["verdict"], distance, dead, saturated, health)
+    return Score(diagnosis.report["verdict"], distance, dead, saturated, health)
 
 
-def summary(rep: dict) -> dict:
+def summary(diagnosis: pipeline.Diagnosis) -> dict:
     """One scheme's row: its score and the figures people compare schemes by."""
-    scored = score(rep)
-    layers = [_stats(layer) for layer in rep["layers"]]
+    scored = score(diagnosis)
+    layers = diagnosis.run.layers
     first, last = layers[0], layers[-1]
     weighted = [layer for layer in layers if layer.weight_grad_var is not None] or [first]
     grad_first, grad_last = weighted[0], weighted[-1]
-    worst = next((f for f in rep["findings"] if f["severity"] != "info"), None)
+    worst = next((f for f in diagnosis.findings if f.severity != "info"), None)
     grad_ratio = (math.sqrt(grad_first.weight_grad_var / grad_last.weight_grad_var)
                   if grad_last.weight_grad_var and grad_first.weight_grad_var is not None else math.inf)
     return {
         "verdict": scored.verdict,
         "health": scored.health,
         "distance": scored.distance,
-        "worst_layer": worst["layer"] if worst else None,
-        "worst_code": worst["code"] if worst else None,
-        "activation_drift": checks.signal_second_moment(last) / checks.signal_second_moment(first)
-        if checks.signal_second_moment(first) > 0 else math.inf,
+        "worst_layer": worst.layer if worst else None,
+        "worst_code": worst.code if worst else None,
+        "activation_drift": last.signal_second_moment / first.signal_second_moment
+        if first.signal_second_moment > 0 else math.inf,
         "gradient_ratio": grad_ratio,
         "max_dead_fraction": scored.dead,
         "max_saturation": scored.saturated,
         "max_symmetry": max(layer.symmetry for layer in layers),
-        "activation_profile": activation_profile(rep),
+        "activation_profile": activation_profile(diagnosis),
     }
 
 
-def ranking(reports: list[dict]) -> list[str]:
+def ranking(diagnoses: list[pipeline.Diagnosis]) -> list[str]:
     """Scheme names, best first; ties broken by name so the order is stable."""
-    return [rep["scheme"] for rep in sorted(reports, key=lambda rep: score(rep).key(rep["scheme"]))]
+    return [d.report["scheme"] for d in sorted(diagnoses, key=lambda d: score(d).key(d.report["scheme"]))]
 
 
-def build(spec: NetworkSpec, reports: list[dict]) -> dict:
-    """The compare report (JSON-shaped): every scheme's check report and the ranking."""
+def build(spec: NetworkSpec, diagnoses: list[pipeline.Diagnosis]) -> dict:
+    """The compare report (JSON-shaped): every scheme's check report and the ranking, scored from the
+    schemes' statistics and findings (never from the reports' figures read back)."""
     from initdiag import __version__
 
-    order = ranking(reports)
-    by_name = {rep["scheme"]: rep for rep in reports}
+    order = ranking(diagnoses)
+    by_name = {d.report["scheme"]: d for d in diagnoses}
     return {
         "initdiag_version": __version__,
         "spec": spec.file,
         "seed": spec.seed,
-        "reports": [by_name[name] for name in order],
+        "reports": [by_name[name].report for name in order],
         "ranking": order,
         "scores": {name: summary(by_name[name]) for name in order},
     }

@@ -17,7 +17,6 @@ from typing import NamedTuple
 
 CANDIDATES = ("initdiag.toml", ".initdiag.toml", "pyproject.toml")
 FAIL_ON = ("error", "warning", "info", "never")
-FORMATS = ("text", "json", "junit", "sarif", "github", "gitlab", "markdown")
 SETTINGS = ("fail-on", "format", "exclude", "seed", "seeds", "batch", "thresholds")
 PER_PATH = ("paths", "fail-on", "seed", "seeds", "batch", "thresholds")  # what an override may set
 DEFAULT, COMMAND_LINE = "default", "command line"
@@ -226,10 +225,17 @@ def _settings(table: dict, allowed: tuple, where: str, problems: list, threshold
 _BAD = object()
 
 
+def formats() -> tuple:
+    """The valid `format =` values: check's formats in the REPORTERS registry (the one list --format uses too)."""
+    from initdiag.reporters import formats as declared
+
+    return declared("check")
+
+
 def _check(key: str, value, where: str, problems: list, thresholds: tuple):
     """The value of one setting, or _BAD after appending why it is not one."""
     if key in ("fail-on", "format"):
-        choices = FAIL_ON if key == "fail-on" else FORMATS
+        choices = FAIL_ON if key == "fail-on" else formats()
         value = getattr(value, "value", value)  # the CLI's enums
         if isinstance(value, str) and value in choices:
             return value

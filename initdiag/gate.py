@@ -36,12 +36,14 @@ class SpecCheck(NamedTuple):
         if self.scheme is not None:
             network_spec = network_spec.with_init(initspec.parse(self.scheme, "--scheme", self.allow_custom, base_dir=Path.cwd()))
         label = network_spec.scheme_override.display if self.scheme else None
-        result, run, findings = seeds.diagnose(network_spec, settings.seeds, checks.Thresholds(**settings.thresholds),
-                                               label, self.memory_bound, histogram_bins=self.histogram_bins)
-        if self.base is not None:  # regressions and improvements join the spec's findings (and its verdict)
+        reference = None
+        if self.base is not None:  # regressions and improvements are findings like the checks': before the verdict
             from initdiag import baseline
 
-            findings = list(findings) + baseline.apply(result, self.base, self.baseline_factor, network_spec)
+            reference = baseline.Reference(self.base, self.baseline_factor, network_spec)
+        result, run, findings = seeds.diagnose(network_spec, settings.seeds, checks.Thresholds(**settings.thresholds),
+                                               label, self.memory_bound, histogram_bins=self.histogram_bins,
+                                               baseline=reference)
         return result, run, findings, settings.fail_on
 
     def outcome(self, spec_path: Path):

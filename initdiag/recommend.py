@@ -16,7 +16,7 @@ The candidates are whole-network assignments:
   it equals, if any: an all-tanh network with an identity head is simply "xavier");
 - *fit-mix*: a cheap per-layer search. From the first layer on, given the layers already chosen,
   a layer keeps its rule-of-thumb scheme while that keeps the layer's signal second moment (E[y²],
-  the logits' for softmax: `checks.signal_second_moment`) within a factor NOISE = 2 of the input's;
+  the logits' for softmax: `stats.signal_second_moment`) within a factor NOISE = 2 of the input's;
   otherwise it takes the uniform candidates' scheme that brings it closest. One single-layer forward
   pass per scheme per layer, on exactly the weights `check` would draw. It is then run forward and
   backward and scored like every other candidate, so it wins only if the whole network measures better.
@@ -57,7 +57,7 @@ import math
 
 import numpy as np
 
-from initdiag import activations, checks, compare, initspec, network, propagate, report, schemes, stats, weightgeometry
+from initdiag import activations, checks, compare, initspec, network, pipeline, schemes, stats, weightgeometry
 from initdiag.checks import Thresholds
 from initdiag.numbers import compact
 from initdiag.spec import NetworkSpec
@@ -106,9 +106,8 @@ def follows_rule(layer, init) -> bool:
 
 
 def _signal(layer, cache) -> float:
-    """checks.signal_second_moment on one layer's cache: the logits' for softmax, else the output's."""
-    mean, var = stats.mean_var(cache.z if layer.activation.name == "softmax" else cache.y)
-    return var + mean**2
+    """The layer's signal second moment in a single-layer trial (stats.trial_signal_second_moment)."""
+    return stats.trial_signal_second_moment(layer.activation.name, cache.z, cache.y)
 
 
 class LayerDraws:
@@ -154,17 +153,15 @@ class LayerDraws:
         return schemes.initial_weights(definition, init.params, self._rng(layer), geometry, self.dtype)
 
 
-def _run(spec: NetworkSpec, name: str, thresholds: Thresholds, max_memory, draws, known: dict | None = None) -> dict:
-    """The check report of `spec` as it is (per-layer inits), named `name`, as compare.run_scheme
-    makes it. Structured weights drawn on the way (orthogonal's QR) are kept in `known`."""
+def _run(spec: NetworkSpec, name: str, thresholds: Thresholds, max_memory, draws, known: dict | None = None):
+    """The check of `spec` as it is (per-layer inits), named `name`: pipeline.diagnose, as for check and compare
+    (the spec's own thresholds included). Structured weights drawn on the way (orthogonal's QR) are kept in `known`."""
     built = network.build(spec, max_memory, draws)
     if known is not None:
         for layer_spec, layer in zip(spec.layers, built.layers):
             if layer_spec.init.definition.family is None:
                 known.setdefault((layer_spec.index, layer_spec.init.display), layer.weights)
-    run = propagate.run(built)
-    findings = checks.find(run, spec, thresholds)
-    return report.build(spec, run, findings, name, thresholds)
+    return pipeline.diagnose(spec, thresholds, name, max_memory, built=built)
 
 
 # ------------------------------------------------------------------------------ candidates
@@ -356,12 +353,12 @@ def recommend(spec: NetworkSpec, thresholds: Thresholds | None = None, max_memor
         calibrations["rule"] = (calibrations["measured"] if _key(rule) == _key(chosen_inits)
                                 else calibrate_layers(spec, rule, target, thresholds, max_memory, known))
 
-    rule_report, best_report = reports[rule_name], reports[chosen]
-    rule_profile, best_profile = compare.activation_profile(rule_report), compare.activation_profile(best_report)
+    rule_run, best_run = reports[rule_name], reports[chosen]
+    rule_profile, best_profile = compare.activation_profile(rule_run), compare.activation_profile(best_run)
     layers = []
     for i, layer in enumerate(spec.layers):
         measured, rule_init = chosen_inits[i], rule[i]
-        rule_layer, best_layer = rule_report["layers"][i], best_report["layers"][i]
+        rule_layer, best_layer = rule_run.run.layers[i], best_run.run.layers[i]
         layers.append({
             "index": layer.index,
             "name": layer.name,
@@ -375,12 +372,12 @@ def recommend(spec: NetworkSpec, thresholds: Thresholds | None = None, max_memor
             "agree": follows_rule(layer, measured),
             "rule_signal": _power(rule_profile[i]),
             "measured_signal": _power(best_profile[i]),
-            "rule_saturation": rule_layer["saturation"],
-            "measured_saturation": best_layer["saturation"],
-            "rule_dead_fraction": rule_layer["dead_fraction"],
-            "measured_dead_fraction": best_layer["dead_fraction"],
-            "rule_weight_std": rule_layer["weight_std_expected"],
-            "measured_weight_std": best_layer["weight_std_expected"],
+            "rule_saturation": rule_layer.saturation,
+            "measured_saturation": best_layer.saturation,
+            "rule_dead_fraction": rule_layer.dead_fraction,
+            "measured_dead_fraction": best_layer.dead_fraction,
+            "rule_weight_std": rule_layer.weight_std_expected,
+            "measured_weight_std": best_layer.weight_std_expected,
             "reason": None,
             "calibration": {choice: results[i] for choice, results in calibrations.items()} or None,
             "write": {

@@ -28,10 +28,31 @@ def _located(finding, spec) -> dict:
     return data
 
 
-def build(spec, run, findings, scheme: str | None = None, thresholds=None, theory=None) -> dict:
+def build(spec, run, findings, scheme: str | None = None, thresholds=None, theory=None, baseline=None) -> dict:
     """The JSON-shaped report (documented in the README; keys may be added, never renamed).
 
-    `theory`, one theory.LayerTheory per layer, adds preact_var_theory and chi to every layer."""
+    `theory`, one theory.LayerTheory per layer, adds preact_var_theory and chi to every layer; `baseline`
+    (baseline.Reference) adds the comparison's findings before the verdict."""
+    data = assemble(spec, run, findings, scheme, thresholds, theory)
+    judge(data, findings, baseline)
+    return data
+
+
+def judge(data: dict, findings, baseline=None) -> list:
+    """The report's last step and the only place its verdict is set: the baseline's comparison of the assembled
+    figures adds its findings (regression, improvement, ...) to the checks', then checks.verdict of them all.
+    Returns every finding (checks.Finding), for checks.fails."""
+    findings = list(findings)
+    if baseline is not None:
+        added = baseline.compare(data)
+        data["findings"] = list(data.get("findings") or ()) + added
+        findings += baseline.as_findings(added, data)
+    data["verdict"] = verdict(findings)
+    return findings
+
+
+def assemble(spec, run, findings, scheme: str | None = None, thresholds=None, theory=None) -> dict:
+    """The report without its verdict (None, set by judge): the spec, the statistics and the located findings."""
     layers = [layer.as_dict() for layer in run.layers]
     for layer, layer_spec in zip(layers, spec.layers):
         layer["parameter_fans"] = _parameter_fans(layer_spec)
@@ -53,7 +74,7 @@ def build(spec, run, findings, scheme: str | None = None, thresholds=None, theor
         "thresholds": (thresholds or Thresholds())._asdict(),
         "input_contrast": run.contrast.as_dict() if run.contrast is not None else None,
         "dead_unit_inputs": run.probe_samples or None,
-        "verdict": verdict(findings),
+        "verdict": None,  # judge() sets it, once, from every finding
         "findings": [_located(finding, spec) for finding in findings],
         "layers": layers,
     }

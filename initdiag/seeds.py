@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 
-from initdiag import checks, pipeline
+from initdiag import checks, pipeline, report
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -40,21 +40,21 @@ def seed_list(first: int, count: int) -> list[int]:
 
 
 def diagnose(spec, seeds: int = 1, thresholds=None, scheme: str | None = None, max_memory=None, draws=None,
-             histogram_bins: int = 0) -> pipeline.Diagnosis:
+             histogram_bins: int = 0, baseline=None) -> pipeline.Diagnosis:
     """pipeline.diagnose for `seeds` seeds from the spec's own, combined; `run` is the first seed's statistics.
 
     seeds == 1 is pipeline.diagnose itself, report and all."""
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, not {seeds}")
     if seeds == 1:
-        return pipeline.diagnose(spec, thresholds, scheme, max_memory, draws, histogram_bins)
+        return pipeline.diagnose(spec, thresholds, scheme, max_memory, draws, histogram_bins, baseline)
     runs = [pipeline.diagnose(spec.with_seed(seed), thresholds, scheme, max_memory, draws, histogram_bins)
             for seed in seed_list(spec.seed, seeds)]
-    combined = combine([run.report for run in runs])
+    combined = combine([run.report for run in runs], baseline)  # the baseline judges the combined figures
     return pipeline.Diagnosis(combined, runs[0].run, findings(combined))
 
 
-def combine(reports: list[dict]) -> dict:
+def combine(reports: list[dict], baseline=None) -> dict:
     """One report from the reports of the same spec under different seeds (in seed order); see the module."""
     if not reports:
         raise ValueError("no reports to combine")
@@ -72,7 +72,7 @@ def combine(reports: list[dict]) -> dict:
     kept, unstable = _findings(reports, seeds)
     combined["findings"] = kept
     combined["unstable_findings"] = unstable
-    combined["verdict"] = checks.verdict(findings(combined))
+    report.judge(combined, findings(combined), baseline)  # the verdict, once, from every finding
     return combined
 
 

@@ -41,8 +41,33 @@ class LayerStats(NamedTuple):
     def preact_second_moment(self) -> float:
         return self.preact_var + self.preact_mean**2
 
+    @property
+    def signal_second_moment(self) -> float:
+        """The scale the layer passes on (see signal_second_moment)."""
+        return signal_second_moment(self)
+
     def as_dict(self) -> dict:
         return self._asdict()
+
+
+def signal_second_moment(layer) -> float:
+    """The scale a layer passes on: its output's second moment, or its logits' for softmax,
+    whose probabilities always have second moment about 1/width whatever the logits do.
+
+    A statistic, computed here once: the drift checks judge it, and compare, recommend and the plots
+    read it from the LayerStats they are given."""
+    return layer.preact_second_moment if _logits(layer.activation) else layer.act_second_moment
+
+
+def trial_signal_second_moment(activation: str, z: np.ndarray, y: np.ndarray) -> float:
+    """signal_second_moment of one layer's forward pass (pre-activation z, output y) without the rest of its
+    statistics: recommend's single-layer trials and gain calibration measure this, the same rule."""
+    mean, var = mean_var(z if _logits(activation) else y)
+    return var + mean**2
+
+
+def _logits(activation: str) -> bool:
+    return activation.startswith("softmax")
 
 
 class RunStats(NamedTuple):

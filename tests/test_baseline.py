@@ -261,13 +261,34 @@ def test_new_spec_new_layer_and_changed_context():
     assert any("seed 0 \u2192 1" in f["message"] for f in reseeded)
 
 
-def test_apply_adds_the_findings_and_updates_the_verdict():
+def test_the_comparison_yields_findings_and_the_verdict_is_computed_once_from_them_all():
+    """statistics -> findings -> report, one way: the baseline's regressions are findings that report.judge
+    counts with the checks' when it sets the verdict; nothing rewrites a finished report's verdict."""
+    from initdiag import report as reporting
+
     base = baseline.snapshot([report()])
     rep = report()
     layer(rep, "dense_0")["act_var"] *= 5
-    new = baseline.apply(rep, base)
-    assert [(f.severity, f.code, f.layer, f.layer_index) for f in new] == [("warning", "regression", "dense_0", 0)]
+    rep["verdict"] = None  # as report.assemble leaves it
+    everything = reporting.judge(rep, [], baseline.Reference(base))
+    assert [(f.severity, f.code, f.layer, f.layer_index) for f in everything] == [("warning", "regression", "dense_0", 0)]
     assert rep["verdict"] == "warning" and rep["findings"][-1]["code"] == "regression"
+    assert not hasattr(baseline, "apply")  # no second writer of the verdict
+
+
+def test_a_diagnosis_against_a_baseline_has_its_regressions_among_its_findings_and_verdict():
+    from initdiag import pipeline
+
+    network_spec = spec.load(ROOT / MNIST)
+    healthy = pipeline.diagnose(network_spec)
+    base = baseline.snapshot([healthy.report])
+    entry = base["specs"][baseline.spec_key(healthy.report["spec"])]
+    first = next(iter(entry["layers"].values()))
+    first["act_var"] *= 100
+    judged = pipeline.diagnose(network_spec, baseline=baseline.Reference(base))
+    assert healthy.report["verdict"] == "healthy"
+    assert judged.report["verdict"] == "warning"
+    assert any(f.code == "regression" for f in judged.findings)
 
 
 # --- bad files --------------------------------------------------------------------------------

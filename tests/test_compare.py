@@ -162,3 +162,16 @@ def test_default_candidates_leave_out_inits_that_fit_only_their_own_layer(tmp_pa
     result = run_cli("compare", path, "--keep-overrides", "--format", "json")
     assert result.exit_code in (0, 1)
     assert "supplied" not in json.loads(result.stdout)["ranking"]
+
+
+def test_scores_come_from_the_statistics_not_from_the_report_read_back():
+    """Issue 9: compare._stats rebuilt LayerStats from report dicts. The typed statistics (Diagnosis.run) flow
+    forward instead: the score reads them, so a report's figures are only what is shown."""
+    net_spec = mlp("tanh", 4, 32)
+    (diagnosis,) = compare.run_all(net_spec, [initspec.parse("xavier", "t")], False, checks.Thresholds())
+    before = compare.summary(diagnosis)
+    for layer in diagnosis.report["layers"]:
+        layer["act_var"], layer["dead_fraction"] = 1e9, 1.0
+    assert compare.summary(diagnosis) == before
+    assert before["activation_profile"][0] == pytest.approx(
+        math.log10(diagnosis.run.layers[0].signal_second_moment / diagnosis.run.input_second_moment))

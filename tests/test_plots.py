@@ -51,17 +51,20 @@ def _checked(path: str, scheme: str | None = None, bins: int = 60):
     run = propagate.run(network.build(network_spec), histogram_bins=bins)
     findings = checks.find(run, network_spec)
     rep = report.build(network_spec, run, findings, network_spec.scheme_override.display if scheme else None)
-    return json.dumps(rep), run.histograms  # a fresh dict per caller: plots must not depend on mutation
+    return json.dumps(rep), run  # a fresh dict per caller: plots must not depend on mutation
 
 
 def checked(stem_or_path, scheme: str | None = None):
     path = str(stem_or_path) if str(stem_or_path).endswith(".yaml") else str(SAMPLES / f"{stem_or_path}.yaml")
-    text, histograms = _checked(path, scheme)
-    return json.loads(text), histograms
+    text, run = _checked(path, scheme)
+    return json.loads(text), run
 
 
-def compare_report(stem: str = "deep_tanh_xavier", schemes=COMPARE_SCHEMES, ranking=None) -> dict:
-    reports = [checked(stem, scheme)[0] for scheme in schemes]
+def compare_report(stem: str = "deep_tanh_xavier", schemes=COMPARE_SCHEMES, ranking=None) -> tuple[dict, dict]:
+    """A compare report and its schemes' statistics (what plot_compare draws the signal from)."""
+    checks_ = [checked(stem, scheme) for scheme in schemes]
+    reports = [rep for rep, _ in checks_]
+    runs = {rep["scheme"]: run for rep, run in checks_}
     names = [rep["scheme"] for rep in reports]
     return {
         "initdiag_version": reports[0]["initdiag_version"],
@@ -69,7 +72,7 @@ def compare_report(stem: str = "deep_tanh_xavier", schemes=COMPARE_SCHEMES, rank
         "seed": reports[0]["seed"],
         "reports": reports,
         "ranking": list(ranking) if ranking is not None else names,
-    }
+    }, runs
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -112,17 +115,17 @@ def deep_spec(directory: Path, layers: int = 30) -> Path:
 
 @pytest.mark.parametrize("suffix", ["png", "svg", "pdf"])
 def test_check_writes_the_format_its_extension_names(tmp_path, suffix):
-    rep, histograms = checked("mnist_relu_he")
+    rep, run = checked("mnist_relu_he")
     path = tmp_path / f"report.{suffix}"
     path.write_bytes(b"an older picture")  # replaced, not appended to
-    plots.plot_check(rep, histograms, path)
+    plots.plot_check(rep, run, path)
     assert_written(path, suffix)
 
 
 @pytest.mark.parametrize("suffix", ["png", "svg", "pdf"])
 def test_compare_writes_the_format_its_extension_names(tmp_path, suffix):
     path = tmp_path / f"compare.{suffix}"
-    plots.plot_compare(compare_report(), str(path))  # a str path works as well as a Path
+    plots.plot_compare(*compare_report(), str(path))  # a str path works as well as a Path
     assert_written(path, suffix)
 
 
@@ -139,11 +142,11 @@ def assert_written(path: Path, suffix: str) -> None:
 
 
 def test_an_unknown_extension_is_refused_before_anything_is_written(tmp_path):
-    rep, histograms = checked("mnist_relu_he")
+    rep, run = checked("mnist_relu_he")
     with pytest.raises(ValueError, match=r"\.txt.*\.png"):
-        plots.plot_check(rep, histograms, tmp_path / "report.txt")
+        plots.plot_check(rep, run, tmp_path / "report.txt")
     with pytest.raises(ValueError, match=r"\.docx"):
-        plots.plot_compare(compare_report(), tmp_path / "compare.docx")
+        plots.plot_compare(*compare_report(), tmp_path / "compare.docx")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -152,19 +155,19 @@ def test_an_unknown_extension_is_refused_before_anything_is_written(tmp_path):
 
 def test_overflow_plots_without_warnings(tmp_path):
     """inf and NaN in the report and an empty last histogram, through Agg."""
-    rep, histograms = checked("exploding_normal", "{normal: {std: 1000}}")
+    rep, run = checked("exploding_normal", "{normal: {std: 1000}}")
     assert not math.isfinite(rep["layers"][-1]["act_var"]) and not math.isfinite(rep["layers"][0]["grad_var"])
-    assert histograms[-1] == ([], [])  # the premise: the forward and the backward pass overflowed
-    plots.plot_check(rep, histograms, tmp_path / "report.png")
+    assert run.histograms[-1] == ([], [])  # the premise: the forward and the backward pass overflowed
+    plots.plot_check(rep, run, tmp_path / "report.png")
     assert_plausible_png(tmp_path / "report.png")
 
 
 def test_overflow_is_named_and_left_out(tmp_path):
     """Read back from strict JSON, where inf and NaN became null."""
-    rep, histograms = checked("exploding_normal", "{normal: {std: 1000}}")
+    rep, run = checked("exploding_normal", "{normal: {std: 1000}}")
     strict = json.loads(json_format.render(rep))
     assert strict["layers"][-1]["act_var"] is None and strict["layers"][0]["grad_var"] is None  # the premise
-    text = svg_text(lambda path: plots.plot_check(strict, histograms, path), tmp_path)
+    text = svg_text(lambda path: plots.plot_check(strict, run, path), tmp_path)
     assert "pre-act var, act var, E[y²] inf/NaN (overflow) at dense_8, dense_9: not drawn" in text.replace("\n", " ")
     assert "no positive finite gradient variance to draw" in text
     assert "no finite outputs" in text  # the last layer's histogram
@@ -177,9 +180,9 @@ def test_overflow_is_named_and_left_out(tmp_path):
 
 
 def test_zeros_on_log_axes_plot_without_warnings_and_are_named(tmp_path):
-    rep, histograms = checked("zero_init")
+    rep, run = checked("zero_init")
     assert rep["layers"][0]["act_var"] == 0 and rep["layers"][0]["weight_grad_var"] == 0  # the premise
-    text = svg_text(lambda path: plots.plot_check(rep, histograms, path), tmp_path)
+    text = svg_text(lambda path: plots.plot_check(rep, run, path), tmp_path)
     assert "exactly 0 at dense_0" in text
     assert "drawn on the bottom edge" in text
     for mark in ("▼ vanish", "▼ grad-vanish", "▼ dead, sym", "▼ sym"):
@@ -188,14 +191,14 @@ def test_zeros_on_log_axes_plot_without_warnings_and_are_named(tmp_path):
 
 def test_compare_with_overflow_and_zeros_plots_without_warnings(tmp_path):
     compare = compare_report("exploding_normal", ("relu", "zero", "{normal: {std: 1000}}"))
-    text = svg_text(lambda path: plots.plot_compare(compare, path), tmp_path)
+    text = svg_text(lambda path: plots.plot_compare(*compare, path), tmp_path)
     assert "exactly 0" in text and "inf/NaN (overflow)" in text
 
 
 def test_thirty_layers_show_twelve_evenly_spaced_histograms(tmp_path):
-    rep, histograms = checked(deep_spec(tmp_path))
+    rep, run = checked(deep_spec(tmp_path))
     assert len(rep["layers"]) == 30
-    text = svg_text(lambda path: plots.plot_check(rep, histograms, path), tmp_path)
+    text = svg_text(lambda path: plots.plot_check(rep, run, path), tmp_path)
     assert "12 of 30 layers, evenly spaced" in text
     titles = [line for line in text.splitlines() if " · relu" in line or " · softmax" in line]
     shown = [int(line.split(" · ")[0].removeprefix("dense_")) for line in titles]
@@ -206,8 +209,8 @@ def test_thirty_layers_show_twelve_evenly_spaced_histograms(tmp_path):
 
 
 def test_missing_histograms_are_said_not_fatal(tmp_path):
-    rep, _ = checked("mnist_relu_he")
-    text = svg_text(lambda path: plots.plot_check(rep, (), path), tmp_path)
+    rep, run = checked("mnist_relu_he")
+    text = svg_text(lambda path: plots.plot_check(rep, run._replace(histograms=()), path), tmp_path)
     assert "no activation histograms were given" in text
 
 
@@ -221,7 +224,7 @@ def test_compare_legend_follows_the_ranking_and_colours_do_not(tmp_path):
     for ranking in (names, [names[2], names[0], names[3], names[1]]):
         compare = compare_report(ranking=ranking)
         path = tmp_path / "compare.svg"
-        text = svg_text(lambda path: plots.plot_compare(compare, path), tmp_path, path.name)
+        text = svg_text(lambda path: plots.plot_compare(*compare, path), tmp_path, path.name)
         entries = [line for line in text.splitlines() if line[:1].isdigit() and ". " in line]
         assert [entry.split(". ", 1)[1].split("  (")[0] for entry in entries] == ranking
         assert [entry.split(".")[0] for entry in entries] == ["1", "2", "3", "4"]
@@ -289,7 +292,7 @@ def test_plotting_imports_matplotlib_so_the_import_check_can_see_it(tmp_path):
         f"""
         import sys
         from initdiag.reporters import plots
-        plots.plot_compare({{"spec": "x.yaml", "seed": 0, "reports": [], "ranking": []}}, {str(picture)!r})
+        plots.plot_compare({{"spec": "x.yaml", "seed": 0, "reports": [], "ranking": []}}, {{}}, {str(picture)!r})
         print("matplotlib" in sys.modules)
         """
     )

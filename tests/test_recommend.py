@@ -96,7 +96,7 @@ def mixed(tmp_path_factory):
 def signal_moments(path) -> list[float]:
     """Each layer's signal second moment as `check` measures it on the written spec."""
     run = propagate.run(network.build(spec.load(path)))
-    return [checks.signal_second_moment(layer) for layer in run.layers]
+    return [layer.signal_second_moment for layer in run.layers]
 
 
 # --------------------------------------------------------------------------- rules of thumb vs measured
@@ -331,7 +331,7 @@ def test_tanh_out_of_reach_target_is_capped_below_saturation(tmp_path):
     out.write_text(recommend.updated_text(path.read_text(), rec), encoding="utf-8")
     rerun = propagate.run(network.build(spec.load(out)))
     assert not [f for f in checks.find(rerun, spec.load(out)) if f.code == "saturation"]
-    assert [checks.signal_second_moment(layer) for layer in rerun.layers] == pytest.approx(
+    assert [layer.signal_second_moment for layer in rerun.layers] == pytest.approx(
         [result["second_moment"] for result in results], rel=1e-6)
 
 
@@ -393,3 +393,30 @@ def test_json_form_is_strict_and_complete():
     for key in ("rule", "measured", "agree", "rule_signal", "measured_signal", "reason", "calibration", "write"):
         assert key in layer
     assert set(layer["calibration"]) == {"measured", "rule"}
+
+
+# --------------------------------------------------------------------------- one pipeline
+
+
+def test_recommend_honours_the_specs_own_thresholds_as_check_and_compare_do(tmp_path):
+    """Issue 9: recommend ran its own copy of the pipeline, which ignored a spec's `thresholds:` block, so it
+    said warning where check and compare said healthy on the same spec and scheme. All three now go through
+    pipeline.diagnose."""
+    from typer.testing import CliRunner
+
+    from initdiag.cli import app
+
+    text = (SAMPLES / "deep_tanh_xavier.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "relaxed.yaml"
+    path.write_text(text + "thresholds:\n  drift_warning: 1000000\n", encoding="utf-8")
+
+    def verdicts(*args):
+        result = CliRunner().invoke(app, [*args, "--format", "json"])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        return json.loads(result.stdout)
+
+    assert verdicts("check", str(SAMPLES / "deep_tanh_xavier.yaml"))["verdict"] == "warning"  # the premise
+    checked = verdicts("check", str(path), "--scheme", "xavier")["verdict"]
+    compared = verdicts("compare", str(path), "--schemes", "xavier")["reports"][0]["verdict"]
+    recommended = verdicts("recommend", str(path))["scores"]["xavier"]["verdict"]
+    assert (checked, compared, recommended) == ("healthy", "healthy", "healthy")

@@ -134,6 +134,5 @@ def find(run, spec, thresholds: Thresholds = Thresholds(), phase=None) -> list[F
     return sorted(findings, key=lambda f: (order[f.severity], f.layer_index if f.layer_index is not None else -1))
 
 
-from initdiag.checks._architecture import signal_second_moment  # noqa: E402  (compare and recommend read the same scale)
 from initdiag.checks._suppression import suppress, suppress_later  # noqa: E402
 from initdiag.checks._names import spec_problems, spec_thresholds  # noqa: E402

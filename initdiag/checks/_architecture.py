@@ -31,12 +31,6 @@ WEIGHTLESS_PASS_KINDS = tuple(key for key, kind in LAYERS.items() if kind.weight
 OWN_SATURATION_KINDS = tuple(key for key, kind in LAYERS.items() if kind.saturation is not activation_saturation)
 
 
-def signal_second_moment(layer) -> float:
-    """The scale a layer passes on: its output's second moment, or its logits' for softmax,
-    whose probabilities always have second moment about 1/width whatever the logits do."""
-    return layer.preact_second_moment if layer.activation.startswith("softmax") else layer.act_second_moment
-
-
 def _normalizes(spec_layer) -> bool:
     kind = spec_layer.kind
     return kind in NORMALIZING_KINDS or (kind == "transformer" and spec_layer.config.get("norm") == "post")
@@ -94,16 +88,16 @@ def segments(run, spec) -> list:
             if judged and not stream:  # the chain before the stream is its own segment
                 last = judged[-1]
                 close()
-                reference, origin = signal_second_moment(last), f"{last.name}'s"
+                reference, origin = last.signal_second_moment, f"{last.name}'s"
             stream.append(stats)
             continue
         if stream:  # the stream ended: what follows is measured from its end
             end = stream[-1]
             close()
-            reference, origin = signal_second_moment(end), f"the stream's end ({end.name})"
+            reference, origin = end.signal_second_moment, f"the stream's end ({end.name})"
         if _normalizes(layer) or layer.kind in RECURRENT_KINDS or (LAYERS[layer.kind].reads_tokens and layer.index == 0):
             close()
-            reference, origin = signal_second_moment(stats), f"{stats.name}'s"
+            reference, origin = stats.signal_second_moment, f"{stats.name}'s"
             continue
         if layer.kind in WEIGHTLESS_PASS_KINDS or _feeds_normalization(spec, layer.index):
             continue

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from initdiag.checks import Check, FindingCode, Threshold
-from initdiag.checks._architecture import segments, signal_second_moment
+from initdiag.checks._architecture import segments
 from initdiag.checks._shared import better_scheme, finding, forward_finite, level
 from initdiag.numbers import compact
 
@@ -37,7 +37,7 @@ def drift(run, spec, t, phase=None) -> list:
 def _chain_drift(reference, origin, judged, spec, t) -> list:
     findings = []
     for code, grows in (("exploding-activations", True), ("vanishing-activations", False)):
-        ratios = [(layer, signal_second_moment(layer) / reference) for layer in judged]
+        ratios = [(layer, layer.signal_second_moment / reference) for layer in judged]
         ratios = [(layer, r) for layer, r in ratios if (r > 1) == grows and r != 1]
         if not grows:  # small logits are a calm start (zero-initialised heads train); vanishing features are judged below them
             ratios = [(layer, r) for layer, r in ratios if layer.index != len(spec.layers) - 1]
@@ -72,7 +72,7 @@ def _stream_growth(run, spec, stream, t) -> list:
     if begins == 0:
         return []  # the stream starts at the input: measured against the input by the chain rules' precision check
     start = run.layers[begins - 1]  # the first block's input
-    moments = [signal_second_moment(start)] + [signal_second_moment(block) for block in stream]
+    moments = [start.signal_second_moment] + [block.signal_second_moment for block in stream]
     if not all(math.isfinite(m) and m > 0 for m in moments):
         return []
     increments = [later - earlier for earlier, later in zip(moments, moments[1:])]
@@ -104,7 +104,7 @@ def _precision(run, spec) -> list:
     if not reference > 0:
         return []
     for layer in run.layers:
-        moment = signal_second_moment(layer)
+        moment = layer.signal_second_moment
         if moment > 0 and max(moment / reference, reference / moment) > PRECISION_LIMIT:
             grows = moment > reference
             return [finding("error", "exploding-activations" if grows else "vanishing-activations", layer,

@@ -8,13 +8,12 @@ unless `suppressed=True`, which includes them, marked as suppressed and never co
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from urllib.parse import quote
 
 from initdiag import __version__
 from initdiag.checks import CHECKS
+from initdiag.reporters import Reporter
 
 INFORMATION_URI = "https://pypi.org/project/initdiag/"
 INVALID = "invalid-spec"
@@ -71,6 +70,8 @@ def _invalid_fingerprint(item: dict) -> str:
 
 
 def _sha(*parts: str) -> str:
+    import hashlib  # here, not at the top: this module declares its formats at every start-up (REPORTERS)
+
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -172,6 +173,8 @@ def render_sarif(reports: list[dict], invalid: list[dict] = (), suppressed: bool
               "informationUri": INFORMATION_URI, "rules": [_rule(code) for code in codes]}
     log = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
            "runs": [{"tool": {"driver": driver}, "results": results}]}
+    import json
+
     return json.dumps(log, indent=2) + "\n"
 
 
@@ -227,6 +230,8 @@ def render_gitlab(reports: list[dict], invalid: list[dict] = (), suppressed: boo
         issues.append({"type": "issue", "description": item.get("message", ""), "check_name": INVALID,
                        "fingerprint": _invalid_fingerprint(item), "severity": GITLAB_SEVERITY[INVALID],
                        "location": {"path": _path(item.get("file")), "lines": {"begin": _position(item)[0]}}})
+    import json
+
     return json.dumps(issues, indent=2) + "\n"
 
 
@@ -267,3 +272,9 @@ def render_markdown(reports: list[dict], invalid: list[dict] = (), suppressed: b
 
 CI_FORMATS = {"junit": render_junit, "sarif": render_sarif, "github": render_github,
               "gitlab": render_gitlab, "markdown": render_markdown}
+
+_DESCRIPTIONS = {"junit": "JUnit XML, one test case per spec", "sarif": "SARIF 2.1.0, for code scanning",
+                 "github": "GitHub Actions annotations", "gitlab": "GitLab Code Quality report",
+                 "markdown": "a Markdown summary, e.g. for a pull request comment"}
+REPORTERS = tuple(Reporter(name, "run", ("check",), {"check": f"{__name__}:{render.__name__}"}, _DESCRIPTIONS[name])
+                  for name, render in CI_FORMATS.items())

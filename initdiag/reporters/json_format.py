@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import math
 
+from initdiag.reporters import Reporter
+
+REPORTERS = (
+    Reporter("json", "spec", ("check", "compare", "recommend"),
+             {command: "initdiag.reporters.json_format:render" for command in ("check", "compare", "recommend")},
+             "every figure, for scripts (strict JSON: inf and NaN as null)"),
+)
+
 
 def _strict(value):
     if isinstance(value, float) and not math.isfinite(value):

@@ -64,12 +64,12 @@ DPI = 100
 # --------------------------------------------------------------------------- the public API
 
 
-def plot_check(report: dict, histograms, path) -> None:
+def plot_check(report: dict, run, path) -> None:
     """Draw one check report, with per-layer output histograms, to `path` (format from its extension).
 
-    `report` is `initdiag.report.build(...)`'s dict (or its JSON read back); `histograms` is
-    `propagate.run(..., histogram_bins=N).histograms`: per layer, (counts, edges) of its outputs
-    (empty or None: the histogram panel says so). Raises ValueError for an extension matplotlib
+    `report` is `initdiag.report.build(...)`'s dict (or its JSON read back); `run` is its statistics,
+    `propagate.run(..., histogram_bins=N)` (stats.RunStats): each layer's signal second moment, and
+    its histograms: per layer, (counts, edges) of its outputs (empty: the histogram panel says so). Raises ValueError for an extension matplotlib
     cannot write, before drawing anything; the file is written atomically.
     """
     fmt = check_path(path)
@@ -91,22 +91,23 @@ def plot_check(report: dict, histograms, path) -> None:
     signal_ax, gradient_ax, units_ax = left.subplots(3, 1, sharex=True)
     panels = {"signal": signal_ax, "gradient": gradient_ax, "units": units_ax}
     rows = _mark_findings(panels, findings, names)
-    _signal_panel(signal_ax, report, layers, names, rows.get("signal", 0))
+    _signal_panel(signal_ax, report, run, layers, names, rows.get("signal", 0))
     _gradient_panel(gradient_ax, layers, names, rows.get("gradient", 0))
     _units_panel(units_ax, report, layers, names, rows.get("units", 0))
     _layer_axis(units_ax, names)
 
-    _histogram_grid(right, layers, histograms)
+    _histogram_grid(right, layers, run.histograms)
     _findings_list(bottom, listed, line_height)
     _save(fig, path, fmt)
 
 
-def plot_compare(compare: dict, path) -> None:
+def plot_compare(compare: dict, runs: dict, path) -> None:
     """Draw a compare report (one line per scheme, legend best first) to `path` (format from its extension).
 
     `compare` is `{"initdiag_version", "spec", "seed", "reports": [check reports, each with
     "scheme" set], "ranking": [scheme names, best first]}`. Raises ValueError for an extension
-    matplotlib cannot write, before drawing anything; the file is written atomically.
+    matplotlib cannot write, before drawing anything; the file is written atomically. `runs` maps each
+    scheme to its statistics (stats.RunStats), whose signal second moments are drawn.
     """
     fmt = check_path(path)
     from matplotlib.figure import Figure
@@ -129,7 +130,7 @@ def plot_compare(compare: dict, path) -> None:
                  "zorder": 3 + (len(reports) - rank) / 100}  # where lines coincide, the better scheme is on top
         rep_layers = rep.get("layers") or []
         rep_names = [str(layer.get("name", i)) for i, layer in enumerate(rep_layers)]
-        line, zeros, bad = _log_line(signal_ax, [_signal(layer) for layer in rep_layers], style)
+        line, zeros, bad = _log_line(signal_ax, _signals(runs.get(rep.get("scheme"))), style)
         _, grad_zeros, grad_bad = _log_line(gradient_ax, [_value(layer.get("grad_var")) for layer in rep_layers], style)
         zeros_seen = zeros_seen or bool(zeros or grad_zeros)
         for what, indices in (("E[y²]", bad), ("gradient", grad_bad)):
@@ -138,7 +139,7 @@ def plot_compare(compare: dict, path) -> None:
         line.set_label(_wrap(f"{rank}. {label}  ({rep.get('verdict', '?')})"))
         handles.append(line)
 
-    reference = _band(signal_ax, first)
+    reference = _band(signal_ax, first, runs.get(first.get("scheme")))
     signal_ax.set_title("activation second moment through depth", fontsize=12, loc="left")
     signal_ax.set_ylabel("E[y²] = var + mean² of each layer's output\n(logits for softmax; log scale)")
     gradient_ax.set_title("gradient through depth (backward pass)", fontsize=12, loc="left")
@@ -173,17 +174,17 @@ def plot_compare(compare: dict, path) -> None:
 # --------------------------------------------------------------------------- check panels
 
 
-def _signal_panel(ax, report: dict, layers: list, names: list, marker_rows: int) -> None:
+def _signal_panel(ax, report: dict, run, layers: list, names: list, marker_rows: int) -> None:
     series = (
         ("pre-activation variance", "preact", "pre-act var", [_value(layer.get("preact_var")) for layer in layers],
          {"linestyle": "--", "marker": "o", "markersize": 4}),
         ("activation (output) variance", "act", "act var", [_value(layer.get("act_var")) for layer in layers],
          {"linestyle": "-", "marker": "o", "markersize": 5}),
         ("activation E[y²] = var + mean², what the drift check measures (logits for softmax)", "second_moment", "E[y²]",
-         [_signal(layer) for layer in layers], {"linestyle": ":", "marker": "s", "markersize": 4}),
+         _signals(run), {"linestyle": ":", "marker": "s", "markersize": 4}),
     )
     measured = _log_series(ax, series)
-    reference = _band(ax, report)
+    reference = _band(ax, report, run)
     ax.set_yscale("log")
     ax.set_ylabel("variance (log scale)")
     ax.grid(True, which="major", alpha=0.3)
@@ -294,11 +295,12 @@ def _place_legend(ax, handles, labels) -> None:
             text.set_color(NOTE_COLOR)
 
 
-def _band(ax, report: dict) -> list:
-    """The healthy band (input E[x²] ×/÷ drift_warning, what the drift check allows) and the input's variance."""
-    mean, var = _value(report.get("input_mean")), _value(report.get("input_var"))
+def _band(ax, report: dict, run) -> list:
+    """The healthy band (input E[x²] ×/÷ drift_warning, what the drift check allows) and the input's variance;
+    E[x²] as the statistics stage computed it (RunStats.input_second_moment)."""
+    var = _value(report.get("input_var"))
     warning = _value((report.get("thresholds") or {}).get("drift_warning", 10.0))
-    second = var + mean**2
+    second = _value(run.input_second_moment) if run is not None else math.nan
     artists = []
     if math.isfinite(second) and second > 0 and math.isfinite(warning) and warning > 0:
         artists.append(ax.axhspan(second / warning, second * warning, color=COLORS["band"], alpha=0.12, zorder=0,
@@ -524,11 +526,9 @@ def _scheme_styles(labels: list) -> dict:
     return styles
 
 
-def _signal(layer: dict) -> float:
-    """What the drift check measures: the output's second moment, the logits' for softmax."""
-    prefix = "preact" if str(layer.get("activation", "")).startswith("softmax") else "act"
-    mean, var = _value(layer.get(f"{prefix}_mean")), _value(layer.get(f"{prefix}_var"))
-    return var + mean**2
+def _signals(run) -> list:
+    """What the drift check measures, as the statistics stage computed it (stats.signal_second_moment)."""
+    return [_value(layer.signal_second_moment) for layer in (run.layers if run is not None else ())]
 
 
 def _value(value) -> float:

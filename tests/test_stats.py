@@ -1,0 +1,46 @@
+"""The statistics stage (`initdiag.stats`): the signal second moment is one of its statistics, computed in one
+place for the checks, compare, recommend and the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from initdiag import network, propagate, spec, stats
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_specs"
+
+
+@pytest.fixture(scope="module")
+def run():
+    return propagate.run(network.build(spec.load(SAMPLES / "mnist_relu_he.yaml")))  # relu layers, a softmax head
+
+
+def test_the_signal_is_the_output_second_moment_and_the_logits_for_softmax(run):
+    hidden, head = run.layers[0], run.layers[-1]
+    assert head.activation.startswith("softmax")
+    assert hidden.signal_second_moment == hidden.act_var + hidden.act_mean**2
+    assert head.signal_second_moment == head.preact_var + head.preact_mean**2
+
+
+def test_a_single_layer_trial_measures_the_same_rule():
+    z = np.array([[3.0, -1.0], [2.0, 0.5]], dtype=np.float32)
+    y = np.array([[0.9, 0.1], [0.8, 0.2]], dtype=np.float32)
+    mean, var = stats.mean_var(z)
+    assert stats.trial_signal_second_moment("softmax", z, y) == var + mean**2
+    mean, var = stats.mean_var(y)
+    assert stats.trial_signal_second_moment("relu", z, y) == var + mean**2
+
+
+def test_run_statistics_pickle_for_jobs(run):
+    """compare --jobs and check --jobs send statistics across processes."""
+    import pickle
+
+    from initdiag import pipeline
+
+    diagnosis = pipeline.diagnose(spec.load(SAMPLES / "mnist_relu_he.yaml"))
+    again = pickle.loads(pickle.dumps(diagnosis))
+    assert again.run == diagnosis.run and again.findings == diagnosis.findings
+    assert again.run.layers[-1].signal_second_moment == diagnosis.run.layers[-1].signal_second_moment
