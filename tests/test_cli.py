@@ -20,25 +20,18 @@ import re
 import subprocess
 import sys
 import textwrap
-import traceback
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import initdiag
-from initdiag.cli import app
+from conftest import invoke, write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_specs"
 SAMPLE_FILES = sorted(SAMPLES.glob("*.yaml"))
-
-try:  # Click < 8.2 mixes stderr into stdout unless told not to; newer runners always separate them
-    RUNNER = CliRunner(mix_stderr=False)
-except TypeError:
-    RUNNER = CliRunner()
 
 # The issue's documented shape of the JSON report (more keys are allowed).
 TOP_KEYS = {"initdiag_version", "spec", "name", "scheme", "seed", "batch", "dtype", "verdict", "findings", "layers"}
@@ -83,15 +76,8 @@ ANSI = re.compile(r"\x1b\[")
 
 
 def run(*args, env: dict | None = None):
-    """Invoke the CLI in process at 80 columns without NO_COLOR; fail on any traceback."""
-    full_env = {"COLUMNS": "80", "NO_COLOR": None}
-    full_env.update(env or {})
-    result = RUNNER.invoke(app, [str(arg) for arg in args], env=full_env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        detail = "".join(traceback.format_exception(*result.exc_info))
-        pytest.fail(f"initdiag {' '.join(map(str, args))} raised instead of reporting:\n{detail}")
-    assert "Traceback" not in result.output
-    return result
+    """The CLI in process at 80 columns, colour allowed (conftest.invoke)."""
+    return invoke(*args, env=env, color=True)
 
 
 def err_lines(result) -> list[str]:
@@ -121,12 +107,6 @@ def report(*args) -> dict:
     code, out = cached("check", *args, "--format", "json")
     assert code in (0, 1), out
     return strict_json(out)
-
-
-def write_spec(directory: Path, text: str, name: str = "net.yaml") -> Path:
-    path = directory / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
 
 
 def check_invalid(tmp_path, monkeypatch, text: str, *extra_args, name: str = "net.yaml"):

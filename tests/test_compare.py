@@ -6,16 +6,10 @@ import textwrap
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from initdiag import checks, compare, initspec, network, spec, yamlsource
-from initdiag.cli import app
+from initdiag import checks, compare, initspec, network, spec
+from conftest import invoke, make_spec as make
 
-RUNNER = CliRunner()
-
-
-def make(text: str) -> spec.NetworkSpec:
-    return spec.parse(yamlsource.loads(text, "t.yaml"), base_dir=".", default_name="t")
 
 
 def mlp(activation: str, depth: int, width: int, init: str = "xavier", head: str | None = None) -> spec.NetworkSpec:
@@ -31,10 +25,7 @@ def ranked(net_spec, names: list[str]) -> list[str]:
     return compare.build(net_spec, compare.run_all(net_spec, inits, False, checks.Thresholds()))["ranking"]
 
 
-def run_cli(*args):
-    result = RUNNER.invoke(app, [str(a) for a in args], env={"COLUMNS": "80", "NO_COLOR": "1"})
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result
+run_cli = invoke  # the CLI in process at 80 columns without colour
 
 
 # --- rankings on networks whose best scheme is known ---------------------------------------

@@ -5,20 +5,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from initdiag import specfiles
-from initdiag.cli import app
+from conftest import invoke
 
-RUNNER = CliRunner()
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_specs"
 
 
-def run(*args):
-    result = RUNNER.invoke(app, [str(a) for a in args], env={"COLUMNS": "80", "NO_COLOR": "1"})
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    return result
+run = invoke  # the CLI in process at 80 columns without colour
 
 
 @pytest.fixture

@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 from gradcheck import numeric_gradient
 
-from initdiag import checks, losses, network, propagate, spec, stats, yamlsource
+from initdiag import checks, losses, network, propagate, stats
 from initdiag.yamlsource import SpecErrors
-
-
-def make(text: str, seed: int | None = None) -> spec.NetworkSpec:
-    parsed = spec.parse(yamlsource.loads(text, "t.yaml"), base_dir=".", default_name="t")
-    return parsed if seed is None else parsed.with_seed(seed)
+from conftest import make_spec as make
 
 
 def mlp(init: str, activation: str, depth: int, width: int, batch: int = 256, head: str | None = None) -> str:

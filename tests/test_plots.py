@@ -31,6 +31,7 @@ import pytest
 
 from initdiag import checks, initspec, network, propagate, report, spec
 from initdiag.reporters import json_format, plots
+from conftest import write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_specs"
@@ -96,12 +97,6 @@ def svg_text(draw, tmp_path: Path, name: str = "figure.svg") -> str:
         draw(path)
     root = ET.parse(path).getroot()
     return "\n".join("".join(element.itertext()) for element in root.iter() if element.tag.endswith("text"))
-
-
-def write_spec(directory: Path, text: str, name: str = "net.yaml") -> Path:
-    path = directory / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
 
 
 def deep_spec(directory: Path, layers: int = 30) -> Path:

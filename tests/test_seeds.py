@@ -12,34 +12,22 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import traceback
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from initdiag import checks, pipeline, seeds, spec
-from initdiag.cli import app
 from initdiag.reporters import text
+from conftest import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = "sample_specs/small_batch_tanh.yaml"  # batch 8: figures move from seed to seed
 MNIST = "sample_specs/mnist_relu_he.yaml"
 TANH = "sample_specs/deep_tanh_xavier.yaml"
 
-try:  # Click < 8.2 mixes stderr into stdout unless told not to
-    RUNNER = CliRunner(mix_stderr=False)
-except TypeError:
-    RUNNER = CliRunner()
 
-
-def run(*args, env: dict | None = None):
-    """The CLI in process at 80 columns without colour; fails on any traceback."""
-    result = RUNNER.invoke(app, [str(arg) for arg in args], env={"COLUMNS": "80", "NO_COLOR": "1", **(env or {})})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError("".join(traceback.format_exception(*result.exc_info)))
-    return result
+run = invoke  # the CLI in process at 80 columns without colour
 
 
 @lru_cache(maxsize=None)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from initdiag import activations, network, propagate, spec, theory, yamlsource
+from initdiag import activations, network, propagate, theory
 from initdiag.theory import LayerTheory, Phase, mean_field, phase
+from conftest import make_spec
 
 
-def make(text: str, seed: int = 0, base_dir=".", allow_custom: bool = False) -> spec.NetworkSpec:
-    parsed = spec.parse(yamlsource.loads(text, "t.yaml"), base_dir=base_dir, default_name="t", allow_custom=allow_custom)
-    return parsed.with_seed(seed)
+def make(text: str, seed: int = 0, base_dir=".", allow_custom: bool = False):
+    return make_spec(text, seed, base_dir, allow_custom)
 
 
 def mlp(init: str, activation: str, widths, input_width: int | None = None, batch: int = 256,

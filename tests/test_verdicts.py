@@ -7,14 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initdiag import checks, losses, network, pipeline, probes, propagate, spec, stats, yamlsource
+from initdiag import checks, losses, network, pipeline, probes, propagate, spec, stats
 from initdiag.checks import _architecture
+from conftest import make_spec as make
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_specs"
-
-
-def make(text: str) -> spec.NetworkSpec:
-    return spec.parse(yamlsource.loads(text, "t.yaml"), base_dir=".", default_name="t")
 
 
 def findings_of(text: str, code: str) -> list:

@@ -7,23 +7,13 @@ import textwrap
 import numpy as np
 import pytest
 from gradcheck import numeric_gradient
-from typer.testing import CliRunner
 
 from initdiag import checks, compare, initspec, pipeline, spec, yamlsource
-from initdiag.cli import app
-
-RUNNER = CliRunner()
+from conftest import invoke, make_spec as make
 
 
-def make(text: str) -> spec.NetworkSpec:
-    return spec.parse(yamlsource.loads(textwrap.dedent(text), "t.yaml"), base_dir=".", default_name="t")
 
-
-def run_cli(*args):
-    result = RUNNER.invoke(app, [str(a) for a in args], env={"COLUMNS": "80", "NO_COLOR": "1"})
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    return result
+run_cli = invoke  # the CLI in process at 80 columns without colour
 
 
 def test_fans_follow_pytorchs_rule_for_every_weighted_kind():

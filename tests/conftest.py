@@ -1,0 +1,55 @@
+"""What the test modules share: specs from YAML text, spec files on disk, and the CLI run in process.
+
+Test modules import these (`from conftest import make_spec, invoke, write_spec`): pytest puts this folder
+on the import path, as it does for gradcheck.py.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import traceback
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_specs"
+
+
+def make_spec(text: str, seed: int | None = None, base_dir=".", allow_custom: bool = False):
+    """The validated NetworkSpec of YAML `text` (dedented), named "t" as if read from t.yaml in `base_dir`."""
+    from initdiag import spec, yamlsource
+
+    parsed = spec.parse(yamlsource.loads(textwrap.dedent(text), "t.yaml"), base_dir=base_dir, default_name="t",
+                        allow_custom=allow_custom)
+    return parsed if seed is None else parsed.with_seed(seed)
+
+
+def write_spec(directory: Path, text: str, name: str = "net.yaml") -> Path:
+    """Write YAML `text` (dedented) as `directory/name` and return its path."""
+    path = Path(directory) / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def _runner():
+    from typer.testing import CliRunner
+
+    try:  # Click < 8.2 mixes stderr into stdout unless told not to; newer runners always separate them
+        return CliRunner(mix_stderr=False)
+    except TypeError:
+        return CliRunner()
+
+
+def invoke(*args, env: dict | None = None, color: bool = False):
+    """Run `initdiag ARGS` in process at 80 columns (NO_COLOR set unless `color`); fail the test on any
+    exception other than the CLI's own exit, and on any traceback in the output."""
+    from initdiag.cli import app
+
+    full_env = {"COLUMNS": "80", "NO_COLOR": None if color else "1", **(env or {})}
+    result = _runner().invoke(app, [str(arg) for arg in args], env=full_env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        detail = "".join(traceback.format_exception(*result.exc_info))
+        pytest.fail(f"initdiag {' '.join(map(str, args))} raised instead of reporting:\n{detail}")
+    assert "Traceback" not in result.output
+    return result
