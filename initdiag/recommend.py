@@ -134,16 +134,13 @@ class LayerDraws:
             self.cache.clear()
             self.index = layer.index
         definition = init.definition
-        shape = (layer.fan_in, layer.units)
+        geometry = weightgeometry.main(layer)  # the shape, role and fans network.build draws with
         if definition.family is not None:
             standard = self.cache.get(definition.family)
             if standard is None:
-                standard = schemes.FAMILY_SAMPLERS[definition.family](self._rng(layer), shape, self.dtype)
+                standard = schemes.FAMILY_SAMPLERS[definition.family](self._rng(layer), geometry.shape, self.dtype)
                 self.cache[definition.family] = standard
-            return schemes.initial_weights(definition, init.params, None, shape, self.dtype, standard)
-        # structured schemes see the layer's role as check does (identity: the Dirac kernel on a conv), on the
-        # (fan_in, units) matrix this class has always measured
-        geometry = weightgeometry.main(layer)._replace(shape=shape)
+            return schemes.initial_weights(definition, init.params, None, geometry, self.dtype, standard)
         if init.scheme == "orthogonal":
             unit = self.cache.get("orthogonal", self.known.get((layer.index, "orthogonal")))
             if unit is None:
