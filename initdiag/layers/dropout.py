@@ -13,7 +13,7 @@ import numpy as np
 
 from typing import NamedTuple
 
-from initdiag.layers.declare import LayerKind, Option
+from initdiag.layers.declare import LayerKind, Option, checked
 from initdiag.layers.norm import check_eval, own_options
 
 
@@ -114,12 +114,7 @@ def _normalize(raw) -> dict:
     return config
 
 
-def _parse(check, path, value):
-    try:
-        return _normalize(value if value not in (None, True) else {})
-    except ValueError as err:
-        check.problem(path, str(err))
-        return None
+_parse = checked(_normalize)
 
 
 def _build(spec, weights, bias, activation, context):

@@ -8,7 +8,7 @@ from numbers import Integral
 
 import numpy as np
 
-from initdiag.layers.declare import SEQUENCE, LayerKind, Option, Weight
+from initdiag.layers.declare import SEQUENCE, LayerKind, Option, Weight, checked
 from initdiag.layers.norm import Cache, _shape_str, own_options
 from initdiag.schemes import Fans
 
@@ -116,12 +116,7 @@ def _normalize(raw) -> dict:
     return config
 
 
-def _parse(check, path, value):
-    try:
-        return _normalize(value if value not in (None, True) else {})
-    except ValueError as err:
-        check.problem(path, str(err))
-        return None
+_parse = checked(_normalize)
 
 
 def _weights(input_shape, config) -> dict:
