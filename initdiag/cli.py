@@ -155,7 +155,9 @@ def _load(spec_path: Path, allow_custom: bool, seed: int | None, eval_mode: bool
     try:
         network_spec = spec.load(spec_path, allow_custom=allow_custom)
     except SpecErrors as errors:
-        raise _invalid(errors.problems) from None
+        from initdiag import checks
+
+        raise _invalid(checks.completed(errors).problems) from None
     network_spec = network_spec._replace(eval=eval_mode)
     return network_spec if seed is None else network_spec.with_seed(seed)
 
@@ -273,7 +275,7 @@ def check(
         try:
             result, run, findings, spec_fail_on = diagnose(files[0])
         except SpecErrors as errors:
-            raise _invalid(errors.problems) from None
+            raise _invalid(checks.completed(errors).problems) from None
         _emit(render(result, color=color, width=width, theory=theory, suppressed=show_suppressed), output, files[0],
               f"verdict: {result['verdict']}")
         if plot is not None:

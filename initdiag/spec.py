@@ -107,7 +107,7 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
                        thresholds=thresholds, ignore=ignore)
     problems = check.problems + shape_problems(spec)
     if problems:
-        raise SpecErrors(sorted(problems, key=_position))
+        raise SpecErrors(sorted(problems, key=_position), pending=check.pending)
     return spec
 
 

@@ -48,6 +48,7 @@ class Checker:
         self.base_dir = Path(base_dir)
         self.allow_custom = allow_custom
         self.problems: list[SpecProblem] = []
+        self.pending: list = []  # every Written this checker kept for a later stage to judge
 
     def problem(self, path: tuple, message: str, key: bool = False) -> None:
         self.problems.append(SpecProblem(self.doc.where(path, key), format_path(path), message, file=self.doc.file))
@@ -168,7 +169,9 @@ class Checker:
 
     def written(self, path: tuple, name, value) -> Written:
         """`name` (and `value`) at `path`, kept for the stage that knows the names."""
-        return Written(name, value, path, self.doc.where(path, key=True), self.doc.where(path), self.doc.file)
+        written = Written(name, value, path, self.doc.where(path, key=True), self.doc.where(path), self.doc.file)
+        self.pending.append(written)
+        return written
 
     def resolve(self, relative: str) -> Path:
         """Paths in a spec are relative to the spec file's folder."""

@@ -52,12 +52,15 @@ class SpecProblem(Exception):
 class SpecErrors(Exception):
     """Every independent problem found in one spec (reported together)."""
 
-    def __init__(self, problems: list[SpecProblem]):
+    def __init__(self, problems: list[SpecProblem], pending: tuple = ()):
         self.problems = problems
+        # names the spec stage keeps as written and a later stage judges (validate.Written: threshold names,
+        # finding codes), so that stage can add their problems to these and all come in one run
+        self.pending = tuple(pending)
         super().__init__("\n".join(map(str, problems)))
 
     def __reduce__(self):
-        return SpecErrors, (self.problems,)
+        return SpecErrors, (self.problems, self.pending)
 
 
 class Document:

@@ -1015,3 +1015,24 @@ def test_long_names_and_inits_fold_but_no_column_is_cropped(tmp_path, monkeypatc
         assert column in headers, column
     # every row's last figure is there: the expected std of both layers (0.178 and 0.0176)
     assert "0.178" in result.stdout and "0.0176" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["check", "compare", "recommend"])
+def test_a_structural_mistake_and_an_unknown_threshold_or_code_come_in_one_run(tmp_path, monkeypatch, command):
+    """The spec stage keeps threshold names and ignore codes for the checks to judge (it does not import them);
+    when the spec also has a structural mistake, both kinds of problem still come together, in file order."""
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path, """\
+        input: [8]
+        thresholds: {drfit_warning: 5}
+        ignore: [dead-unit]
+        layers:
+          - dense: 0
+        """)
+    result = run(command, "net.yaml")
+    assert result.exit_code == 2, result.output
+    assert err_lines(result) == [
+        "net.yaml:2:14: thresholds.drfit_warning: unknown threshold 'drfit_warning' (did you mean 'drift_warning'?)",
+        "net.yaml:3:10: ignore[0]: unknown finding code 'dead-unit' (did you mean 'dead-units'?)",
+        "net.yaml:5:12: layers[0].dense: the width must be positive, not 0",
+    ]

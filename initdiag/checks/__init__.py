@@ -135,4 +135,4 @@ def find(run, spec, thresholds: Thresholds = Thresholds(), phase=None) -> list[F
 
 
 from initdiag.checks._suppression import suppress, suppress_later  # noqa: E402
-from initdiag.checks._names import spec_problems, spec_thresholds  # noqa: E402
+from initdiag.checks._names import completed, spec_problems, spec_thresholds  # noqa: E402

@@ -35,19 +35,36 @@ def _threshold(entry, problems: list):
     return float(number)
 
 
-def spec_problems(spec) -> list:
-    """Every unknown threshold, bad threshold value and unknown finding code of the spec and its layers,
-    as located SpecProblems in the file's order."""
-    problems = []
-    for entry in getattr(spec, "thresholds", ()) or ():
-        _threshold(entry, problems)
-    ignores = [getattr(spec, "ignore", None)] + [getattr(layer, "ignore", None) for layer in spec.layers]
-    codes = list(CHECKS)
-    for entry in (written for ignore in ignores if ignore for written in ignore.written):
-        if not (isinstance(entry.name, str) and entry.name in CHECKS):
+def written_problems(entries) -> list:
+    """Every unknown threshold, bad threshold value and unknown finding code among `entries` (validate.Written,
+    as the spec stage kept them: a `thresholds:` entry's path starts with "thresholds", an `ignore:` code's
+    does not), as located SpecProblems in the file's order."""
+    problems, codes = [], list(CHECKS)
+    for entry in entries:
+        if entry.path[:1] == ("thresholds",):
+            _threshold(entry, problems)
+        elif not (isinstance(entry.name, str) and entry.name in CHECKS):
             problems.append(SpecProblem(entry.value_where, format_path(entry.path),
                                         f"unknown finding code '{entry.name}' ({_hint(entry.name, codes)})", file=entry.file))
-    return sorted(problems, key=lambda p: (p.location.line, p.location.column) if p.location else (0, 0))
+    return sorted(problems, key=_position)
+
+
+def _position(problem) -> tuple:
+    return (problem.location.line, problem.location.column) if problem.location else (0, 0)
+
+
+def spec_problems(spec) -> list:
+    """written_problems of a parsed spec's thresholds and the ignore lists of the spec and its layers."""
+    ignores = [getattr(spec, "ignore", None)] + [getattr(layer, "ignore", None) for layer in spec.layers]
+    return written_problems(tuple(getattr(spec, "thresholds", ()) or ()) +
+                            tuple(written for ignore in ignores if ignore for written in ignore.written))
+
+
+def completed(errors: SpecErrors) -> SpecErrors:
+    """A spec's problems together with those of the names it kept for the checks (errors.pending), in the
+    file's order: a spec with a structural mistake and an unknown threshold gets both in one run."""
+    extra = written_problems(errors.pending)
+    return SpecErrors(sorted(list(errors.problems) + extra, key=_position)) if extra else errors
 
 
 def spec_thresholds(spec) -> dict:
