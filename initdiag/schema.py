@@ -64,20 +64,10 @@ def _registered(what: str, registry: dict, aliases: dict, params_of, describe, k
 
 
 # ------------------------------------------------------------------ inits and activations
-SCHEME_PARAMS = {  # parameter -> (schema, meaning)
-    "gain": ({"type": "number", "exclusiveMinimum": 0}, "multiplies the standard deviation and the uniform bound"),
-    "mean": (_NUMBER, "the mean"), "std": ({"type": "number", "exclusiveMinimum": 0}, "the standard deviation"),
-    "low": (_NUMBER, "the lower bound"), "high": (_NUMBER, "the upper bound (above low)"),
-    "value": (_NUMBER, "the value of every weight"),
-    "path": (_NAME, "a .npy array of shape [fan_in, fan_out], relative to the spec's folder"),
-    "target": ({"type": "string", "pattern": r"^\s*[^:\s][^:]*:.*\S"}, "'package.module:function' (needs --allow-custom)"),
-}
-
-
 def _scheme_params(scheme: schemes.Scheme) -> dict:
     props = {}
     for key, default in scheme.params.items():
-        schema, meaning = SCHEME_PARAMS[key]
+        schema, meaning = schemes.PARAMETERS[key]
         props[key] = {**schema, "description": meaning + (f" (default {default})" if default is not None else "")}
     required = [key for key, default in scheme.params.items() if default is None]
     options = [{"type": "object", "properties": props, "additionalProperties": False, "required": required}]

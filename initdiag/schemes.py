@@ -84,6 +84,18 @@ def dense(shape) -> Geometry:
     return Geometry(tuple(shape), "dense", Fans(*shape))
 
 
+# Every scheme parameter's JSON Schema and meaning (the spec's editor schema and `initdiag schemes` read them):
+# a scheme with a new parameter declares it here, beside the scheme.
+PARAMETERS = {
+    "gain": ({"type": "number", "exclusiveMinimum": 0}, "multiplies the standard deviation and the uniform bound"),
+    "mean": ({"type": "number"}, "the mean"), "std": ({"type": "number", "exclusiveMinimum": 0}, "the standard deviation"),
+    "low": ({"type": "number"}, "the lower bound"), "high": ({"type": "number"}, "the upper bound (above low)"),
+    "value": ({"type": "number"}, "the value of every weight"),
+    "path": ({"type": "string", "pattern": r"\S"}, "a .npy array of shape [fan_in, fan_out], relative to the spec's folder"),
+    "target": ({"type": "string", "pattern": r"^\s*[^:\s][^:]*:.*\S"}, "'package.module:function' (needs --allow-custom)"),
+}
+
+
 class Scheme(NamedTuple):
     name: str
     formula: str  # the exact distribution, as printed by `initdiag schemes`

@@ -79,6 +79,8 @@ def contract_problems(name: str, scheme: schemes.Scheme) -> list[str]:
         problems.append(f"scheme '{name}' is variance-based but its family {scheme.family!r} is not one of "
                         f"{sorted(schemes.FAMILY_SAMPLERS)}")
     for key, default in scheme.params.items():
+        if key not in schemes.PARAMETERS:
+            problems.append(f"scheme '{name}' has parameter '{key}', which has no JSON Schema and meaning in schemes.PARAMETERS")
         if default is None and key not in PARAM_EXAMPLES:
             problems.append(f"scheme '{name}' requires parameter '{key}', which has no example in PARAM_EXAMPLES")
     return problems
@@ -186,8 +188,10 @@ def test_network_refuses_an_unfit_scheme_at_the_layers_init_when_the_spec_check_
     (schemes.Scheme("no_draw", "x", roles=schemes.ROLES), "exactly one of build"),
     (schemes.Scheme("no_family", "x", affine=lambda fans, p: (0, 1), roles=schemes.ROLES), "family None"),
     (schemes.Scheme("no_formula", "", build=lambda rng, g, p, d: None, roles=schemes.ROLES), "no formula"),
-    (schemes.Scheme("new_param", "x", {"radius": None}, build=lambda rng, g, p, d: None, roles=schemes.ROLES),
-     "'radius', which has no example"),
+    (schemes.Scheme("new_param", "x", {"radius": 1.0}, build=lambda rng, g, p, d: None, roles=schemes.ROLES),
+     "'radius', which has no JSON Schema"),
+    (schemes.Scheme("required_param", "x", {"mean": None}, build=lambda rng, g, p, d: None, roles=schemes.ROLES),
+     "'mean', which has no example"),
 ])
 def test_contract_names_the_missing_fact(monkeypatch, broken, fact):
     monkeypatch.setitem(schemes.SCHEMES, broken.name, broken)
