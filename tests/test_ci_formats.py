@@ -10,8 +10,9 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from initdiag import __version__, pipeline, spec
-from initdiag.reporters import ci_formats
-from initdiag.reporters.ci_formats import CI_FORMATS
+from initdiag.reporters import REPORTERS, ci_formats
+
+CI_FORMATS = {name: reporter.renderer() for name, reporter in REPORTERS.items() if reporter.scope == "run"}  # the whole-run formats
 
 SPECS = ("sample_specs/zero_init.yaml", "sample_specs/mnist_relu_he.yaml", "sample_specs/deep_tanh_xavier.yaml")
 TRICKY_MESSAGE = "100% of units, a:b; 50%25 literal\nsecond line | pipe <&> \"dq\" 'sq' \r end"
