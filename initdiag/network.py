@@ -146,7 +146,7 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
         return _recurrent_parameters(spec, layer, weights), None
     if layer_kinds.LAYERS[layer.kind].weights_from_init:
         return _block_parameters(spec, layer, weights), None
-    if layer.kind == "residual":  # a projection shortcut has weights and no bias
+    if layer_kinds.LAYERS[layer.kind].block:  # a residual projection shortcut has weights and no bias
         return weights, None
     bias = None
     if layer.bias:

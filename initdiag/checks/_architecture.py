@@ -32,12 +32,11 @@ OWN_SATURATION_KINDS = tuple(key for key, kind in LAYERS.items() if kind.saturat
 
 
 def _normalizes(spec_layer) -> bool:
-    kind = spec_layer.kind
-    return kind in NORMALIZING_KINDS or (kind == "transformer" and spec_layer.config.get("norm") == "post")
+    return LAYERS[spec_layer.kind].normalizes_output(spec_layer.config)
 
 
 def _stream_block(spec_layer) -> bool:
-    return spec_layer.kind == "residual" or (spec_layer.kind == "transformer" and spec_layer.config.get("norm") != "post")
+    return LAYERS[spec_layer.kind].in_stream(spec_layer.config)
 
 
 def branch_layers(spec) -> set:
@@ -64,7 +63,7 @@ def normalized(spec) -> bool:
     they are then scale-invariant, and training lowers their effective learning rate as their weights grow
     (Arora, Li & Lyu 2019), which heals a chaotic or gradient-exploding start (Yang et al. 2019) instead of
     stopping it: deep plain batchnorm CNNs train although their inputs decorrelate with depth."""
-    weighted = [layer for layer in spec.layers if layer.init is not None and layer.kind != "embedding"]
+    weighted = [layer for layer in spec.layers if layer.init is not None and not LAYERS[layer.kind].reads_tokens]
     feeding = [layer for layer in weighted if _feeds_normalization(spec, layer.index)]
     return bool(weighted) and 2 * len(feeding) >= len(weighted)
 

@@ -669,5 +669,8 @@ KINDS = (
                        Option("eps", "number", "the layer norms' eps", default=1e-5, minimum=0, exclusive=True), _BIAS),
               parse=checked(lambda raw: normalize_config("transformer", raw)),
               example=((3, 4), {"dim": 4, "heads": 2, "ffn": 6, "norm": "post"}), weights=_weights(TransformerBlock),
-              aliases=("transformer_block", "transformer_encoder"), **_FACTS),
+              aliases=("transformer_block", "transformer_encoder"),
+              output_normalized=lambda config: config.get("norm") == "post",  # its output is a layer norm's
+              adds_to_stream=lambda config: config.get("norm") != "post",  # pre-norm: x + f(norm(x)), a stream
+              **_FACTS),
 )

@@ -97,7 +97,11 @@ class LayerKind:
     layout: str | None = None  # what a 2-D output is (SEQUENCE, CHANNELS); None: the input's
     assumes_layout: str | None = None  # how it reads a 2-D input no layer has laid out yet
     pools_layout: bool = False  # its config learns whether the input is a sequence (config["sequence"])
-    normalizes: bool = False  # resets the signal's scale (batchnorm, layernorm)
+    normalizes: bool = False  # a normalization layer: resets the signal's scale (batchnorm, layernorm)
+    # config -> whether its output is normalized (a post-norm transformer block); None: `normalizes`
+    output_normalized: Callable | None = None
+    # config -> whether it adds to a residual stream (a residual block's end; a pre-norm transformer block)
+    adds_to_stream: Callable | None = None
     params_dict: bool = False  # built from several named parameters (recurrent, attention, embedding)
     weights_from_init: bool = False  # every weight matrix is drawn from `init` (attention, transformer)
     inner_activation: str | None = None  # the default activation acting inside (recurrent: tanh); None: `activation` key
@@ -110,6 +114,12 @@ class LayerKind:
     block: bool = False  # a block of nested layers (residual), parsed by its own grammar
     reads_tokens: bool = False  # takes integer tokens: the first layer, on input_distribution: tokens (embedding)
     extra: dict = field(default_factory=dict)
+
+    def normalizes_output(self, config) -> bool:
+        return self.output_normalized(config) if self.output_normalized is not None else self.normalizes
+
+    def in_stream(self, config) -> bool:
+        return bool(self.adds_to_stream(config)) if self.adds_to_stream is not None else False
 
     @property
     def weightless(self) -> bool:

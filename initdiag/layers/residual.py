@@ -106,6 +106,6 @@ KINDS = (LayerKind(
                     choices=SHORTCUTS)),
     parse=_parse, takes=("name", "ignore"), build=_build,
     example=((5,), {"scale": 0.5, "shortcut": "dense", "stride": 1, "units": 3}), torch=_torch,
-    output_shape=_output_shape, weights=_weights, block=True,
+    output_shape=_output_shape, weights=_weights, block=True, adds_to_stream=lambda config: True,
     memory_doc="its input (the skip) and output", saturation_doc="none: a sum has no activation",
 ),)
