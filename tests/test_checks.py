@@ -1,4 +1,4 @@
-"""Issue 8: verdicts that follow the architecture. Each test can fail on the rule it names."""
+"""The checks' rules (initdiag/checks/), each test able to fail on the rule it names: verdicts that follow the architecture."""
 
 from __future__ import annotations
 
