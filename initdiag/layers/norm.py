@@ -229,6 +229,15 @@ class _AffineNorm:
         size = cls._size(input_shape)
         return {"gamma": np.ones(size, dtype=dtype), "beta": np.zeros(size, dtype=dtype)}
 
+    def _incoming(self, dy, cache: NormCache, dz) -> np.ndarray:
+        """dLoss/dy as an array of the output's shape; a normalization is never a fused loss's output."""
+        if dz is not None:
+            raise ValueError(f"{self.kind} '{self.name}' cannot be the output of a fused loss (dz)")
+        dy = np.asarray(dy)
+        if dy.shape != cache.y.shape:
+            raise ValueError(f"{self.kind} '{self.name}': dy has shape {dy.shape}, the output {cache.y.shape}")
+        return dy
+
 
 class BatchNorm(_AffineNorm):
     """Batch normalisation per feature / channel (nn.BatchNorm1d / 2d); see the module docstring."""
@@ -301,11 +310,7 @@ class BatchNorm(_AffineNorm):
 
     def backward(self, dy: np.ndarray, cache: NormCache, need_dx: bool = True, *, dz=None):
         """dy (batch, C, *spatial) -> (dx or None, {"gamma": dgamma, "beta": dbeta})."""
-        if dz is not None:
-            raise ValueError(f"{self.kind} '{self.name}' cannot be the output of a fused loss (dz)")
-        dy = np.asarray(dy)
-        if dy.shape != cache.y.shape:
-            raise ValueError(f"{self.kind} '{self.name}': dy has shape {dy.shape}, the output {cache.y.shape}")
+        dy = self._incoming(dy, cache, dz)
         axes, bshape = self._axes_and_shape(dy)
         gamma = self.params["gamma"].astype(cache.y.dtype, copy=False).reshape(bshape)
         dgamma, dbeta, dxhat = _affine_backward(dy, cache, gamma, axes)
@@ -384,11 +389,7 @@ class LayerNorm(_AffineNorm):
 
     def backward(self, dy: np.ndarray, cache: NormCache, need_dx: bool = True, *, dz=None):
         """dy (batch, ..., features) -> (dx or None, {"gamma": dgamma, "beta": dbeta})."""
-        if dz is not None:
-            raise ValueError(f"{self.kind} '{self.name}' cannot be the output of a fused loss (dz)")
-        dy = np.asarray(dy)
-        if dy.shape != cache.y.shape:
-            raise ValueError(f"{self.kind} '{self.name}': dy has shape {dy.shape}, the output {cache.y.shape}")
+        dy = self._incoming(dy, cache, dz)
         axes = tuple(range(dy.ndim - 1))
         gamma = self.params["gamma"].astype(cache.y.dtype, copy=False)
         dgamma, dbeta, dxhat = _affine_backward(dy, cache, gamma, axes)
