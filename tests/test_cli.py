@@ -892,6 +892,19 @@ def test_schemes_listing_fits_80_columns_with_whole_names():
     assert not broken, f"scheme names folded across lines: {broken}\n{result.stdout}"
 
 
+@pytest.mark.parametrize("listing", ["schemes", "activations"])
+@pytest.mark.parametrize("width", [40, 60, 80, 100, 160])
+def test_listings_fold_but_never_lose_a_character(listing, width):
+    """Folding only moves text to the next line: the non-space characters at any width are those of a width
+    where nothing folds, and no line is wider than the terminal (rich crops what is, dropping characters)."""
+    from initdiag.reporters import listings
+
+    render = getattr(listings, listing)
+    folded, whole = render(False, width), render(False, 2000)
+    assert max(len(line) for line in folded.splitlines()) <= width
+    assert "".join(folded.split()) and sorted("".join(folded.split())) == sorted("".join(whole.split()))
+
+
 def test_activations_listing_fits_80_columns_with_whole_names():
     from initdiag.activations import ACTIVATIONS, ALIASES
 
