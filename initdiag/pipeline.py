@@ -27,7 +27,8 @@ def diagnose(spec, thresholds=None, scheme: str | None = None, max_memory=None, 
     `baseline` (baseline.Reference) adds the comparison with a recorded baseline to the findings before the
     verdict; `built` is `network.build(spec, max_memory, draws)` when the caller needs the network itself
     (recommend keeps its drawn weights)."""
-    thresholds = (thresholds or checks.Thresholds()).override(checks.spec_thresholds(spec))  # the spec's own win (names checked against the declared checks)
+    # the spec's own thresholds win; their names (and its ignore: codes) are checked against the declared checks
+    thresholds = (thresholds or checks.Thresholds()).override(checks.spec_thresholds(spec))
     run = propagate.run(built if built is not None else network.build(spec, max_memory, draws), histogram_bins)
     moments = [layer.weight_std**2 + layer.weight_mean**2 if layer.weight_std is not None else None for layer in run.layers]
     predicted = theory.mean_field(spec, run.input_second_moment, moments)
