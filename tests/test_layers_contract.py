@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gradcheck import FD_TOL, numeric_gradient
-from initdiag import layers, network, spec, yamlsource
+from initdiag import layers, network, pipeline, spec, yamlsource
 from initdiag.layers import LAYERS
 from initdiag.layers.declare import COMMON_KEYS, ROLES
 
@@ -184,6 +184,22 @@ def test_every_kind_builds_and_its_backward_agrees_with_finite_differences(key):
             np.testing.assert_allclose(d_array, numeric_gradient(loss, array), **FD_TOL, err_msg=f"{key}: input {position}")
     for name, array in _parameters(layer).items():
         np.testing.assert_allclose(grads[name], numeric_gradient(loss, array), **FD_TOL, err_msg=f"{key}: {name}")
+
+
+@pytest.mark.parametrize("key", KINDS)
+def test_every_kind_runs_through_the_whole_check(key):
+    """Beyond its own forward and backward, what `check` does with a layer: statistics read its cache, the
+    checks its declared facts, the report its fans. A kind whose cache lacks what the statistics read fails here."""
+    kind = LAYERS[key]
+    parsed = _parse(_spec(kind, _layer(kind)))
+    assert not isinstance(parsed, list), f"{key}: its example does not parse: {parsed}"
+    try:
+        diagnosis = pipeline.diagnose(parsed)
+    except Exception as err:  # noqa: BLE001  (the contract names the kind and what broke)
+        pytest.fail(f"{key}: check on its example raised {type(err).__name__}: {err}")
+    rows = {row["name"]: row for row in diagnosis.report["layers"]}
+    assert parsed.layers[-1].name in rows, f"{key}: no report row for the layer"
+    assert diagnosis.report["verdict"] in ("healthy", "warning", "failing")
 
 
 @pytest.mark.parametrize("key", KINDS)
