@@ -283,6 +283,35 @@ class HardSigmoid(Activation):
 
 
 @_register
+class ReLU6(Activation):
+    name, formula, recommended, kinks = "relu6", "min(max(x, 0), 6)", ("relu",), (0.0, 6.0)
+    saturation_rule = "x >= 6"  # the flat top passes no gradient (the flat bottom is dead-units' story)
+
+    def forward(self, z):
+        return np.clip(z, 0.0, 6.0)
+
+    def backward(self, z, y, dy):
+        return dy * ((z > 0.0) & (z < 6.0))  # 0 at x = 0 and 6, as PyTorch
+
+    def saturation(self, z, y):
+        return _fraction(z >= 6.0)
+
+
+@_register
+class HardSwish(Activation):
+    name, recommended, kinks = "hardswish", ("relu",), (-3.0, 3.0)
+    formula = "x*relu6(x + 3)/6 (MobileNetV3; PyTorch's hardswish)"
+
+    def forward(self, z):
+        x = np.maximum(z, -3.0)  # the same -0.0 below -3, and no -inf * 0 at -inf
+        return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0  # PyTorch's order of operations
+
+    def backward(self, z, y, dy):
+        # PyTorch: 0 up to and at -3, x/3 + 1/2 below 3, 1 from 3 on
+        return dy * np.where(z <= -3.0, 0.0, np.where(z < 3.0, z / 3.0 + 0.5, 1.0))
+
+
+@_register
 class Hardtanh(Activation):
     name, formula, recommended, kinks = "hardtanh", "clip(x, -1, 1)", ("xavier",), (-1.0, 1.0)
     saturation_rule = "|x| >= 1"
@@ -415,6 +444,8 @@ ALIASES: dict[str, str] = {
     "hardsigmoid": "hard_sigmoid",
     "hard_tanh": "hardtanh",
     "silu": "swish",
+    "hard_swish": "hardswish",
+    "hard_silu": "hardswish",
 }
 
 

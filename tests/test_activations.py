@@ -57,6 +57,8 @@ REFERENCE = {
     "sigmoid": lambda x, p: special.expit(x),
     "hard_sigmoid": lambda x, p: np.clip(x / 6 + 0.5, 0, 1),
     "hardtanh": lambda x, p: np.clip(x, -1, 1),
+    "relu6": lambda x, p: np.minimum(np.maximum(x, 0.0), 6.0),
+    "hardswish": lambda x, p: x * np.minimum(np.maximum(x + 3, 0.0), 6.0) / 6,
     "softplus": lambda x, p: np.logaddexp(0, x),
     "softsign": lambda x, p: x / (1 + np.abs(x)),
     "gelu": lambda x, p: x * special.ndtr(x),
@@ -155,6 +157,8 @@ KINK_DERIVATIVES = {
                  ({}, 1.5, 0.0)],
     "hard_sigmoid": [({}, -3.0, 0.0), ({}, 3.0, 0.0), ({}, -3.0 + 1e-12, 1 / 6),
                      ({}, 3.0 - 1e-12, 1 / 6), ({}, -4.0, 0.0), ({}, 4.0, 0.0)],
+    "relu6": [({}, 0.0, 0.0), ({}, 6.0, 0.0), ({}, 1e-12, 1.0), ({}, 6.0 - 1e-12, 1.0), ({}, 7.0, 0.0)],
+    "hardswish": [({}, -3.0, 0.0), ({}, 3.0, 1.0), ({}, 0.0, 0.5), ({}, -3.0 + 2**-40, (-3.0 + 2**-40) / 3 + 0.5), ({}, 4.0, 1.0)],
 }
 
 
@@ -279,6 +283,7 @@ SATURATION_CASES = {  # name: (z, exact fraction); elementwise cases are 8 value
     "sigmoid": ([-10, -4, 0, 4, 6, 20, 1, -7], 4 / 8),  # iff |z| > ln 99 = 4.595
     "hard_sigmoid": ([-3, -2.9, 0, 2.9, 2.95, 100, 1, -1], 3 / 8),  # iff |z| > 2.94
     "hardtanh": ([-1, 1, 0.999, -0.5, 2, 0, -3, 0.25], 4 / 8),  # |z| >= 1, boundary included
+    "relu6": ([6, 5.999, 100, -1, 0, 3, 7, 2], 3 / 8),  # z >= 6, boundary included
     "softsign": ([100, -100, 98, -50, 0, 1e6, 1, -1], 3 / 8),  # iff |z| > 99
     # rows: p_max = 0.99991, 1/3, 0.9867, ~1
     "softmax": ([[10, 0, 0], [0, 0, 0], [5, 0, 0], [0, -20, 30]], 2 / 4),
@@ -306,7 +311,7 @@ def test_saturation_fraction(name):
 RECOMMENDED = {
     "relu": ("relu",), "leaky_relu": ("relu",), "elu": ("relu",), "softplus": ("relu",),
     "tanh": ("xavier",), "sigmoid": ("xavier",), "hard_sigmoid": ("xavier",),
-    "hardtanh": ("xavier",), "softsign": ("xavier",), "softmax": ("xavier",),
+    "hardtanh": ("xavier",), "softsign": ("xavier",), "softmax": ("xavier",), "relu6": ("relu",), "hardswish": ("relu",),
     "identity": ("xavier",), "selu": ("lecun_normal",),
     "gelu": ("xavier", "relu"), "mish": ("xavier", "relu"), "swish": ("xavier", "relu"),
 }

@@ -16,11 +16,12 @@ ACTIVATIONS = {
     "swish": F.silu, "mish": F.mish, "softplus": F.softplus, "softsign": F.softsign, "elu": F.elu,
     "hardtanh": F.hardtanh, "hard_sigmoid": F.hardsigmoid, "identity": lambda z: z,
     "leaky_relu": lambda z: F.leaky_relu(z, 0.2), "softmax": lambda z: torch.softmax(z, dim=-1),
+    "relu6": F.relu6, "hardswish": F.hardswish,
 }
 
 SPECS = {
     "cross_entropy": ("relu", "tanh", "gelu", "leaky_relu", "softmax"),
-    "mse": ("selu", "swish", "mish", "elu", "identity"),
+    "mse": ("selu", "swish", "mish", "elu", "relu6", "hardswish", "identity"),
     "binary_cross_entropy": ("softplus", "softsign", "hardtanh", "hard_sigmoid", "sigmoid"),
 }
 
