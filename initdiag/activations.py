@@ -133,6 +133,7 @@ def _register(cls):
 class Activation:
     name: str = ""
     params: dict[str, float] = {}      # on the class: defaults; on an instance: bound values
+    choices: dict[str, tuple] = {}     # parameters that name a variant (gelu's approximate): their values
     formula: str = ""
     recommended: tuple[str, ...] = ()
     saturation_rule: str = ""
@@ -148,8 +149,11 @@ class Activation:
             valid = ", ".join(defaults) or "none"
             raise TypeError(f"activation '{self.name}' got unknown parameter(s) "
                             f"{', '.join(unknown)}; valid parameters: {valid}")
+        for key, allowed in self.choices.items():
+            if key in params and params[key] not in allowed:
+                raise ValueError(f"activation '{self.name}': {key} must be one of {', '.join(allowed)}, not {params[key]!r}")
         # float() matters: a numpy float64 parameter would upcast float32 arrays.
-        self.params = {k: float(params.get(k, d)) for k, d in defaults.items()}
+        self.params = {k: params.get(k, d) if k in self.choices else float(params.get(k, d)) for k, d in defaults.items()}
         for k, v in self.params.items():
             setattr(self, k, v)
 
@@ -162,10 +166,20 @@ class Activation:
     def saturation(self, z: np.ndarray, y: np.ndarray) -> float:
         return 0.0
 
+    def _shown(self) -> dict:
+        # a variant is named only when it is not the default (gelu stays "gelu"; its tanh form shows)
+        return {k: v for k, v in self.params.items() if k not in self.choices or v != type(self).params[k]}
+
+    def written(self):
+        """How a spec writes this activation: its name, or {name: params}."""
+        shown = self._shown()
+        return {self.name: shown} if shown else self.name
+
     def __repr__(self) -> str:
-        if not self.params:
+        shown = self._shown()
+        if not shown:
             return self.name
-        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 # Rules of thumb from the Deeplearning4j table. It omits hard_sigmoid, hardtanh and softsign
@@ -357,24 +371,37 @@ class Softsign(Activation):
 
 
 _SQRT_HALF = math.sqrt(0.5)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 @_register
 class GELU(Activation):
     name, recommended = "gelu", ("xavier", "relu")
-    formula = "x*Phi(x) = 0.5*x*(1 + erf(x/sqrt(2))) (exact erf form, not the tanh approximation)"
+    params, choices = {"approximate": "none"}, {"approximate": ("none", "tanh")}
+    formula = ("x*Phi(x) = 0.5*x*(1 + erf(x/sqrt(2))); approximate=tanh: "
+               "0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x^3))), as PyTorch's gelu(approximate=)")
 
-    # Phi(x) = erfc(-x/sqrt(2))/2 keeps relative accuracy in the far negative tail,
-    # where 1 + erf(x/sqrt(2)) would cancel to 0.
     def forward(self, z):
         x = np.maximum(z, _FLOOR)
+        if self.approximate == "tanh":
+            return (0.5 * x) * (1.0 + np.tanh(self._inner(x)))
+        # Phi(x) = erfc(-x/sqrt(2))/2 keeps relative accuracy in the far negative tail,
+        # where 1 + erf(x/sqrt(2)) would cancel to 0.
         return (0.5 * x) * erfc(x * -_SQRT_HALF)
 
     def backward(self, z, y, dy):
-        x = np.clip(z, -40.0, 40.0)  # beyond, Phi is exactly 0 or 1 and x*phi(x) exactly 0
+        x = np.clip(z, -40.0, 40.0)  # beyond, Phi (and the tanh form) is exactly 0 or 1, x*phi(x) exactly 0
+        if self.approximate == "tanh":  # PyTorch's GeluBackward with approximate="tanh"
+            t = np.tanh(self._inner(x))
+            return dy * (0.5 * (1.0 + t) + (0.5 * x) * ((1.0 - t * t) * (_SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x))))
         cdf = 0.5 * erfc(x * -_SQRT_HALF)
         return dy * (cdf + x * (np.exp(-0.5 * x * x) * _INV_SQRT_2PI))
+
+    @staticmethod
+    def _inner(x):
+        x = np.clip(x, -40.0, 40.0)  # tanh is exactly +-1 long before: no overflow in x^3
+        return _SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
 
 
 @_register

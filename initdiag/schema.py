@@ -79,7 +79,8 @@ def _scheme_params(scheme: schemes.Scheme) -> dict:
 
 
 def _activation_params(cls) -> dict:
-    props = {key: {**_NUMBER, "description": f"{key} (default {default})"} for key, default in cls.params.items()}
+    props = {key: {**({"enum": list(cls.choices[key])} if key in cls.choices else _NUMBER),
+                   "description": f"{key} (default {default})"} for key, default in cls.params.items()}
     return {"anyOf": [{"type": "object", "properties": props, "additionalProperties": False}, {"type": "null"}]}
 
 

@@ -74,6 +74,11 @@ def parse_activation(check: Checker, path: tuple, value) -> ActivationSpec | Non
         if key not in cls.params:
             check.unknown_key(params_path + (key,), key, cls.params, f"{cls.name} parameter" if cls.params else f"parameter ({cls.name} takes none)")
             continue
+        if key in cls.choices:  # a variant's name (gelu's approximate), not a number
+            chosen = check.choice(params_path + (key,), raw, cls.choices[key], f"{cls.name} {key}")
+            if chosen is not None:
+                values[key] = chosen
+            continue
         number = check.number(params_path + (key,), raw)
         if number is not None:
             values[key] = number

@@ -22,8 +22,10 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def _non_default(cls):
-    explicit = {"leaky_relu": {"alpha": 0.2}, "elu": {"alpha": 0.5}}
-    return explicit.get(cls.name, {k: 2.0 * v + 0.1 for k, v in cls.params.items()})
+    explicit = {"leaky_relu": {"alpha": 0.2}, "elu": {"alpha": 0.5}, "gelu": {"approximate": "tanh"}}
+    if cls.name in explicit:
+        return explicit[cls.name]
+    return {k: 2.0 * v + 0.1 for k, v in cls.params.items()}
 
 
 # Every activation with its defaults, plus every parametrised one with other values.
@@ -61,7 +63,8 @@ REFERENCE = {
     "hardswish": lambda x, p: x * np.minimum(np.maximum(x + 3, 0.0), 6.0) / 6,
     "softplus": lambda x, p: np.logaddexp(0, x),
     "softsign": lambda x, p: x / (1 + np.abs(x)),
-    "gelu": lambda x, p: x * special.ndtr(x),
+    "gelu": lambda x, p: (0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+                          if p.get("approximate") == "tanh" else x * special.ndtr(x)),
     "swish": lambda x, p: x * special.expit(x),
     "mish": lambda x, p: x * np.tanh(np.logaddexp(0, x)),
     "softmax": lambda x, p: special.softmax(x, axis=-1),
@@ -325,7 +328,7 @@ def test_metadata(name):
     for text in (cls.formula, cls.saturation_rule):
         assert isinstance(text, str) and "\n" not in text
     assert cls.formula
-    assert all(isinstance(v, float) for v in cls.params.values())
+    assert all(isinstance(v, float) or v in cls.choices.get(k, ()) for k, v in cls.params.items())
 
 
 def test_params_defaults_binding_and_repr():
@@ -365,3 +368,10 @@ def test_unknown_name_suggests_close_match():
     with pytest.raises(UnknownNameError) as info:
         act.make("foo")
     assert info.value.suggestion is None
+
+
+def test_a_variant_parameter_takes_only_its_choices():
+    assert repr(act.make("gelu", {"approximate": "tanh"})) == "gelu(approximate='tanh')"
+    assert act.make("gelu").approximate == "none"
+    with pytest.raises(ValueError, match="approximate must be one of none, tanh"):
+        act.make("gelu", {"approximate": "sigmoid"})

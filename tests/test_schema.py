@@ -85,6 +85,8 @@ BAD = {
     "positional value on a scheme without one": mlp("{dense: 4, init: {xavier: 2}}"),
     "unknown activation": mlp("{dense: 4, activation: rleu}"),
     "unknown activation parameter": mlp("{dense: 4, activation: {leaky_relu: {beta: 1}}}"),
+    "unknown gelu variant": mlp("{dense: 4, activation: {gelu: {approximate: sigmoid}}}"),
+    "numeric gelu variant": mlp("{dense: 4, activation: {gelu: {approximate: 1}}}"),
     "conv2d without filters": "input: [3, 8, 8]\nlayers:\n  - conv2d: {kernel: 3}\n",
     "conv2d with a softmax": "input: [3, 8, 8]\nlayers:\n  - {conv2d: {filters: 4, kernel: 3}, activation: softmax}\n",
     "unknown conv option": "input: [3, 8, 8]\nlayers:\n  - conv2d: {filters: 4, kernel: 3, padd: same}\n",
@@ -154,6 +156,9 @@ def test_activations_in_any_case_and_form(activation):
 # A handful of specs for the consistency check: initdiag and the schema must agree on each.
 AGREE = {
     "mlp": mlp("{dense: 4, activation: relu, init: He_Normal, bias_init: 0.1, name: head}"),
+    "gelu's tanh form": mlp("{dense: 4, activation: {gelu: {approximate: tanh}}}"),
+    "gelu's tanh form, misspelt": mlp("{dense: 4, activation: {gelu: {approximate: tahn}}}"),
+    "relu6 and hardswish": mlp("{dense: 4, activation: relu6}\n  - {dense: 4, activation: hard_swish}"),
     "defaults in any case": "input: [8]\ndtype: Float64\nloss: MSE\ndefaults: {init: ORTHOGONAL, activation: Tanh}\nlayers:\n  - dense: 8\n",
     "cnn": textwrap.dedent("""\
         input: [4, 8, 8]

@@ -16,12 +16,12 @@ ACTIVATIONS = {
     "swish": F.silu, "mish": F.mish, "softplus": F.softplus, "softsign": F.softsign, "elu": F.elu,
     "hardtanh": F.hardtanh, "hard_sigmoid": F.hardsigmoid, "identity": lambda z: z,
     "leaky_relu": lambda z: F.leaky_relu(z, 0.2), "softmax": lambda z: torch.softmax(z, dim=-1),
-    "relu6": F.relu6, "hardswish": F.hardswish,
+    "relu6": F.relu6, "hardswish": F.hardswish, "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
 }
 
 SPECS = {
     "cross_entropy": ("relu", "tanh", "gelu", "leaky_relu", "softmax"),
-    "mse": ("selu", "swish", "mish", "elu", "relu6", "hardswish", "identity"),
+    "mse": ("selu", "swish", "mish", "elu", "relu6", "hardswish", "gelu_tanh", "identity"),
     "binary_cross_entropy": ("softplus", "softsign", "hardtanh", "hard_sigmoid", "sigmoid"),
 }
 
@@ -29,7 +29,7 @@ SPECS = {
 def _spec(activation_names, init="relu_uniform"):
     layers = "".join(
         f"  - dense: {7 if i == len(activation_names) - 1 else 33}\n    activation: "
-        + ("{leaky_relu: {alpha: 0.2}}\n" if name == "leaky_relu" else f"{name}\n")
+        + ({"leaky_relu": "{leaky_relu: {alpha: 0.2}}", "gelu_tanh": "{gelu: {approximate: tanh}}"}.get(name, name) + "\n")
         for i, name in enumerate(activation_names)
     )
     text = f"input: [19]\nbatch: 64\nseed: 3\ndtype: float64\ndefaults: {{init: {init}, bias_init: 0.1}}\nlayers:\n{layers}"
@@ -43,7 +43,8 @@ def _torch_stats(built, net_spec, targets, loss_name):
         w = torch.tensor(layer.weights.T.copy(), requires_grad=True)  # PyTorch's (out, in) layout
         b = torch.tensor(layer.bias)
         z = F.linear(x, w, b)
-        y = ACTIVATIONS[layer_spec.activation.name](z)
+        tanh_form = layer_spec.activation.params.get("approximate") == "tanh"
+        y = ACTIVATIONS[layer_spec.activation.name + ("_tanh" if tanh_form else "")](z)
         y.retain_grad()
         weights.append(w), preacts.append(z), outputs.append(y)
         x = y

@@ -190,7 +190,7 @@ def normalize_config(kind: str, raw) -> dict:
         except (ValueError, TypeError, KeyError) as err:
             raise ValueError(f"transformer: bad activation {value!r} ({err}); "
                              f"valid: {', '.join(activations.ACTIVATIONS)}") from None
-        config["activation"] = act.name if not act.params else {act.name: dict(act.params)}
+        config["activation"] = act.written()
         norm = raw.get("norm", "pre")
         if not isinstance(norm, str) or norm.strip().lower() not in NORM_ORDERS:
             raise ValueError(f"transformer: norm must be one of {', '.join(NORM_ORDERS)}, got {norm!r}")

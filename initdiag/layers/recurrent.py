@@ -635,7 +635,7 @@ def normalize_config(kind: str, raw) -> dict:
             act = _activation_of(value)
         except (ValueError, TypeError, KeyError) as err:
             raise ValueError(f"rnn: bad activation {value!r} ({err}); valid: {', '.join(activations.ACTIVATIONS)}") from None
-        result["activation"] = act.name if not act.params else {act.name: dict(act.params)}
+        result["activation"] = act.written()
     if key == "lstm":
         bias = config.get("forget_bias", 1.0)
         if isinstance(bias, bool) or not isinstance(bias, Real) or not math.isfinite(bias):
