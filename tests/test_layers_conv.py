@@ -67,7 +67,13 @@ POOL_CASES = {
     "max-k3-stride2-overlap": ("maxpool2d", (2, 7, 9), {"kernel": 3, "stride": 2}),
     "max-k2x3-stride1x2": ("maxpool2d", (2, 5, 8), {"kernel": [2, 3], "stride": [1, 2]}),
     "max-k2-floor": ("maxpool2d", (2, 7, 5), {"kernel": 2}),
+    "max-resnet-stem-3-2-1": ("maxpool2d", (2, 8, 7), {"kernel": 3, "stride": 2, "padding": 1}),
+    "max-ceil-odd": ("maxpool2d", (2, 7, 9), {"kernel": 2, "ceil_mode": True}),
+    "max-pad-ceil": ("maxpool2d", (2, 6, 5), {"kernel": [3, 2], "stride": 2, "padding": [1, 1], "ceil_mode": True}),
     "avg-k2": ("avgpool2d", (3, 6, 8), {"kernel": 2}),
+    "avg-pad1": ("avgpool2d", (2, 7, 6), {"kernel": 3, "stride": 2, "padding": 1}),
+    "avg-ceil-odd": ("avgpool2d", (2, 7, 9), {"kernel": 2, "ceil_mode": True}),
+    "avg-pad-ceil-partial": ("avgpool2d", (2, 6, 5), {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
     "avg-k3-stride2-overlap": ("avgpool2d", (2, 7, 9), {"kernel": 3, "stride": 2}),
     "avg-k3x2-stride1": ("avgpool2d", (2, 5, 6), {"kernel": [3, 2], "stride": 1}),
     "gap-2d": ("global_avgpool", (4, 5, 7), {}),
@@ -119,10 +125,10 @@ def torch_conv(torch, layer, x):
 
 def torch_weightless(torch, layer, x):
     functional = torch.nn.functional
-    if layer.kind == "maxpool2d":
-        return functional.max_pool2d(x, layer.config["kernel"], layer.config["stride"])
-    if layer.kind == "avgpool2d":
-        return functional.avg_pool2d(x, layer.config["kernel"], layer.config["stride"])
+    if layer.kind in ("maxpool2d", "avgpool2d"):
+        pool = functional.max_pool2d if layer.kind == "maxpool2d" else functional.avg_pool2d
+        return pool(x, layer.config["kernel"], layer.config["stride"], layer.config["padding"],
+                    ceil_mode=layer.config["ceil_mode"])
     if layer.kind == "global_avgpool":
         pool = functional.adaptive_avg_pool2d if x.dim() == 4 else functional.adaptive_avg_pool1d
         return torch.flatten(pool(x, 1), 1)
@@ -502,8 +508,10 @@ def test_normalize_config_fills_defaults_and_broadcasts():
     conv1d = normalize_config("conv1d", {"filters": 2, "kernel": 5, "padding": 2})
     assert conv1d["kernel"] == (5,) and conv1d["padding"] == (2,) and conv1d["stride"] == (1,)
     assert normalize_config("conv2d", {"filters": 2, "kernel": 3, "padding": [1, 0]})["padding"] == (1, 0)
-    assert normalize_config("maxpool2d", {"kernel": 2}) == {"kernel": (2, 2), "stride": (2, 2)}
-    assert normalize_config("avgpool2d", {"kernel": [2, 3], "stride": 1}) == {"kernel": (2, 3), "stride": (1, 1)}
+    assert normalize_config("maxpool2d", {"kernel": 2}) == {"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0),
+                                                            "ceil_mode": False}
+    assert normalize_config("avgpool2d", {"kernel": [2, 3], "stride": 1, "padding": [1, 0], "ceil_mode": True}) == {
+        "kernel": (2, 3), "stride": (1, 1), "padding": (1, 0), "ceil_mode": True}
     assert normalize_config("flatten", {}) == normalize_config("global_avgpool", None) == {}
     for kind, raw in [("conv2d", {"filters": 8, "kernel": [3, 5], "padding": "same", "groups": 2}),
                       ("conv1d", {"filters": 8, "kernel": 3, "padding": 1}), ("maxpool2d", {"kernel": 3})]:
@@ -528,7 +536,9 @@ def test_normalize_config_fills_defaults_and_broadcasts():
     ("maxpool2d", {}, ["maxpool2d needs kernel"]),
     ("conv2d", {"filters": 8, "kernel": 3, "filter": 2}, ["unknown option(s) filter",
                                                           "filters, kernel, stride, padding, dilation, groups, bias"]),
-    ("maxpool2d", {"kernel": 2, "padding": 1}, ["unknown option(s) padding", "valid options: kernel, stride"]),
+    ("maxpool2d", {"kernel": 2, "dilation": 1}, ["unknown option(s) dilation", "valid options: kernel, stride, padding, ceil_mode"]),
+    ("maxpool2d", {"kernel": 2, "padding": 2}, ["padding (2, 2) must be at most half the kernel (2, 2)"]),
+    ("avgpool2d", {"kernel": 2, "ceil_mode": "yes"}, ["ceil_mode must be true or false"]),
     ("flatten", {"kernel": 2}, ["unknown option(s) kernel", "valid options: none"]),
     ("conv3d", {}, ["unknown layer kind 'conv3d'"]),
 ])

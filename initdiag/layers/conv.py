@@ -145,6 +145,15 @@ def normalize_config(kind: str, raw: Mapping | None) -> dict:
     config = {"kernel": _int_tuple("kernel", raw["kernel"], ndim, 1)}
     config["stride"] = _int_tuple("stride", raw["stride"], ndim, 1) if "stride" in raw else (
         config["kernel"] if kind in ("maxpool2d", "avgpool2d") else (1,) * ndim)
+    if kind in ("maxpool2d", "avgpool2d"):  # PyTorch's pool padding (at most half the window) and ceil_mode
+        config["padding"] = _int_tuple("padding", raw.get("padding", 0), ndim, 0)
+        if any(2 * p > k for p, k in zip(config["padding"], config["kernel"])):
+            raise ValueError(f"padding {_shape_str(config['padding'])} must be at most half the kernel "
+                             f"{_shape_str(config['kernel'])} on each axis (as PyTorch requires)")
+        ceil_mode = raw.get("ceil_mode", False)
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise ValueError(f"ceil_mode must be true or false, got {ceil_mode!r}")
+        config["ceil_mode"] = bool(ceil_mode)
     if kind in ("conv1d", "conv2d"):
         config["filters"] = _positive_int("filters", raw["filters"])
         config["padding"] = _padding(raw.get("padding", "valid"), ndim)

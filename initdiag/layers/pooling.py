@@ -1,8 +1,8 @@
 """Pooling (max, average, global average) and flatten: weightless layers in the Dense contract.
 
 Arrays are (batch, channels, *spatial), as PyTorch's NCHW; see conv.py for the window machinery
-(im2col views, col2im scatter, the workspace) they share with the convolutions. Pools have no
-padding and floor their output size (PyTorch's defaults, ceil_mode=False). Max-pool backward sends
+(im2col views, col2im scatter, the workspace) they share with the convolutions. Pools take PyTorch's
+`padding` (default 0) and `ceil_mode` (default false: the output size is floored). Max-pool backward sends
 each window's gradient to its first maximum in row-major window order (PyTorch's CPU kernel keeps
 the first of tied maxima), accumulating where windows overlap. Weightless layers have weights =
 bias = None, an identity `activation` (z is y) and return {} as grads.
@@ -54,9 +54,14 @@ class _Weightless:
 
 
 class _Pool2d(_Weightless):
+    pad_value = 0.0  # what the padding holds: zeros for the average (counted, as count_include_pad), -inf for the max
+
     @classmethod
     def _geometry(cls, input_shape, config) -> _Geometry:
-        return _geometry(cls.kind, input_shape, config, 2, "channels, height, width", pads=((0, 0), (0, 0)))
+        size = tuple(input_shape[1:]) if len(input_shape) == 3 else (0, 0)  # (a wrong rank: _geometry names it)
+        pads = tuple(_pool_pads(n, k, s, p, config.get("ceil_mode", False))
+                     for n, k, s, p in zip(size, config["kernel"], config["stride"], config.get("padding", (0, 0))))
+        return _geometry(cls.kind, input_shape, config, 2, "channels, height, width", pads=pads if len(pads) == 2 else None)
 
     @classmethod
     def output_shape(cls, input_shape, config) -> tuple:
@@ -71,31 +76,49 @@ class _Pool2d(_Weightless):
     def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
         g = cls._geometry(input_shape, config)
         windows = batch * g.channels * math.prod(g.kernel)
-        roles = {"col2im": windows * math.prod(g.size), "cols": windows * math.prod(g.out)}
+        roles = {"col2im": windows * math.prod(g.padded), "cols": windows * math.prod(g.out)}
+        if g.padded != g.size:
+            roles["pad"] = batch * g.channels * math.prod(g.padded)
         if cls.kind == "maxpool2d":
             roles["gemm"] = roles["cols"]
         return {role: count * itemsize for role, count in roles.items()}
 
+    def _padded(self, x: np.ndarray) -> np.ndarray:
+        (top, bottom), (left, right) = self.geometry.pads
+        if not (top or bottom or left or right):
+            return x
+        n, c, h, w = x.shape
+        xp = _WORKSPACE.get("pad", (n, c, h + top + bottom, w + left + right), x.dtype)
+        xp.fill(self.pad_value)
+        xp[:, :, top:top + h, left:left + w] = x
+        return xp
+
     def _taps(self, x: np.ndarray) -> np.ndarray:
-        """The windows of x as (kh·kw, N, C, Ho, Wo) on the workspace: a reduction over taps is then
-        elementwise over whole arrays, about ten times faster than reducing a strided view."""
+        """The windows of x (padded) as (kh·kw, N, C, Ho, Wo) on the workspace: a reduction over taps is
+        then elementwise over whole arrays, about ten times faster than reducing a strided view."""
         g = self.geometry
-        windows = _windows(x, g).transpose(4, 5, 0, 1, 2, 3)  # (kh, kw, N, C, Ho, Wo), a view
+        windows = _windows(self._padded(x), g).transpose(4, 5, 0, 1, 2, 3)  # (kh, kw, N, C, Ho, Wo), a view
         taps = _WORKSPACE.get("cols", windows.shape, x.dtype)
         np.copyto(taps, windows)
         return taps.reshape((-1,) + taps.shape[2:])
 
     def _scatter(self, d: np.ndarray, x_shape) -> np.ndarray:
-        """Window gradients d (kh·kw, N, C, Ho, Wo) summed back onto the input."""
+        """Window gradients d (kh·kw, N, C, Ho, Wo) summed back onto the input (the padding's share dropped)."""
         g = self.geometry
         d6 = d.reshape(g.kernel + d.shape[1:]).transpose(2, 3, 0, 1, 4, 5)  # (N, C, kh, kw, Ho, Wo)
-        return _col2im(d6, g.size, g).reshape(x_shape)
+        dxp = _col2im(d6, g.padded, g)
+        (top, _), (left, _) = g.pads
+        if dxp.shape[2:] == tuple(g.size):
+            return dxp.reshape(x_shape)
+        return np.ascontiguousarray(dxp[:, :, top:top + g.size[0], left:left + g.size[1]]).reshape(x_shape)
 
 
 class MaxPool2d(_Pool2d):
-    """Max over kh×kw windows moved by stride; no padding, floor output size; NaN propagates."""
+    """Max over kh×kw windows moved by stride, over an input padded with -inf (`padding`; floor output size,
+    or ceil with `ceil_mode`, as PyTorch); NaN propagates."""
 
     kind = "maxpool2d"
+    pad_value = -np.inf  # padding never wins a window
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
         y = np.maximum.reduce(self._taps(x), axis=0)
@@ -115,14 +138,26 @@ class MaxPool2d(_Pool2d):
 
 
 class AvgPool2d(_Pool2d):
-    """Mean over kh×kw windows moved by stride; no padding, floor output size."""
+    """Mean over kh×kw windows moved by stride, zero `padding` counted in the mean (PyTorch's
+    count_include_pad); with `ceil_mode` a last window that runs past the padded input is divided by the
+    positions it covers there, as PyTorch does."""
 
     kind = "avgpool2d"
+
+    def _divisor(self):
+        """kh·kw, or (Ho, Wo) counts where ceil_mode's last windows run past the input and its padding."""
+        g = self.geometry
+        counts = [np.minimum(np.arange(out) * s + k, n + 2 * lo) - np.arange(out) * s
+                  for out, s, k, n, (lo, _) in zip(g.out, g.stride, g.kernel, g.size, g.pads)]
+        if all((count == k).all() for count, k in zip(counts, g.kernel)):
+            return math.prod(g.kernel)
+        return np.multiply.outer(counts[0], counts[1])
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
         taps = self._taps(x)
         y = np.add.reduce(taps, axis=0)
-        y /= taps.shape[0]  # the sum, then one division, as PyTorch
+        divisor = self._divisor()
+        y /= divisor if isinstance(divisor, int) else divisor.astype(y.dtype)  # the sum, then one division, as PyTorch
         return y, Cache(x, y, y)
 
     def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
@@ -130,8 +165,22 @@ class AvgPool2d(_Pool2d):
             dz = dy
         if not need_dx:
             return None, {}
-        share = dz / math.prod(self.geometry.kernel)
+        divisor = self._divisor()
+        share = dz / (divisor if isinstance(divisor, int) else divisor.astype(dz.dtype))
         return self._scatter(np.broadcast_to(share, (math.prod(self.geometry.kernel),) + share.shape), cache.x.shape), {}
+
+
+def _pool_pads(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> tuple[int, int]:
+    """(before, after) padding of one axis: `padding` on both sides, and with ceil_mode what the last window
+    needs beyond it. PyTorch's output size: floor or ceil of (size + 2p - k)/s, plus 1, less 1 when the last
+    window would start past the input and its left padding."""
+    span = size + 2 * padding - kernel
+    if span < 0:
+        return padding, padding  # the kernel does not fit: _geometry says so
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return padding, padding + max(0, (out - 1) * stride + kernel - (size + 2 * padding))
 
 
 class GlobalAvgPool(_Weightless):
@@ -202,6 +251,15 @@ def _build(spec, weights, bias, activation, context):
     return {kind.key: kind.cls for kind in KINDS}[spec.kind](spec.name, spec.input_shape, spec.config)
 
 
+def _torch_pool(module_name: str):
+    def make(input_shape, config):
+        import torch
+
+        return getattr(torch.nn, module_name)(config["kernel"], config["stride"], config["padding"],
+                                              ceil_mode=config["ceil_mode"]), {}
+    return make
+
+
 def _torch(module_name: str, *args):
     def make(input_shape, config):
         import torch
@@ -211,7 +269,11 @@ def _torch(module_name: str, *args):
 
 
 _POOL_OPTIONS = (Option("kernel", "ints", "the window: an int, or one per spatial axis", required=True, minimum=1),
-                 Option("stride", "ints", "the step: an int, or one per axis (default: the kernel)", minimum=1))
+                 Option("stride", "ints", "the step: an int, or one per axis (default: the kernel)", minimum=1),
+                 Option("padding", "ints", "on both sides of each axis, at most half the kernel (max: -inf, average: "
+                        "zeros counted in the mean)", default=0, minimum=0),
+                 Option("ceil_mode", "bool", "ceil the output size instead of flooring it (a last, partial window)",
+                        default=False))
 
 
 def _kind(kind_class, summary: str, options: tuple, example: tuple, torch, **facts) -> LayerKind:
@@ -222,10 +284,12 @@ def _kind(kind_class, summary: str, options: tuple, example: tuple, torch, **fac
 
 
 KINDS = (
-    _kind(MaxPool2d, "the max over each window (no padding, floor size)", _POOL_OPTIONS, ((2, 6, 5), {"kernel": 2}),
-          _torch("MaxPool2d", "kernel", "stride"), extra={"ndim": 2}),
-    _kind(AvgPool2d, "the mean over each window (no padding, floor size)", _POOL_OPTIONS,
-          ((2, 7, 5), {"kernel": 3, "stride": [2, 1]}), _torch("AvgPool2d", "kernel", "stride"), extra={"ndim": 2}),
+    _kind(MaxPool2d, "the max over each window (nn.MaxPool2d)", _POOL_OPTIONS,
+          ((2, 6, 5), {"kernel": 3, "stride": 2, "padding": 1}),
+          _torch_pool("MaxPool2d"), extra={"ndim": 2}),
+    _kind(AvgPool2d, "the mean over each window (nn.AvgPool2d)", _POOL_OPTIONS,
+          ((2, 7, 5), {"kernel": 3, "stride": [2, 1], "padding": 1, "ceil_mode": True}),
+          _torch_pool("AvgPool2d"), extra={"ndim": 2}),
     _kind(GlobalAvgPool, "the mean over every position of a feature map, or over a sequence's steps", (),
           ((3, 4, 5), {}), _torch("AdaptiveAvgPool2d", 1), pools_layout=True),
     _kind(Flatten, "[channels, *spatial] → [channels·positions], as torch.flatten(x, 1)", (), ((2, 3, 4), {}),
