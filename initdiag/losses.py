@@ -1,6 +1,8 @@
 """Losses that start the backward pass, with PyTorch's default reductions.
 
-cross_entropy: mean over the batch (nn.CrossEntropyLoss / NLLLoss on log-probabilities);
+cross_entropy: mean over the batch (nn.CrossEntropyLoss / NLLLoss on log-probabilities); on a sequence
+(batch, steps, classes), one label per token and the mean over every token, as a language model's
+F.cross_entropy(logits.view(-1, classes), labels.view(-1));
 binary_cross_entropy and mse: mean over every output element (nn.BCELoss, nn.MSELoss);
 unit: N(0,1) noise as dLoss/dy, to probe the backward pass without a loss.
 """
@@ -41,26 +43,27 @@ class Loss(NamedTuple):
         """Targets for an output of `shape`: one-hot labels over its last axis for cross-entropy
         (a flat (batch, classes) output), random 0/1 for binary cross-entropy, N(0,1) otherwise."""
         if self.name == "cross_entropy":
-            if len(shape) != 2:
-                raise ValueError(f"cross_entropy needs a flat (batch, classes) output, not {shape}")
-            batch, classes = shape
-            labels = rng.integers(0, classes, size=batch)
-            return np.eye(classes, dtype=dtype)[labels]
+            if len(shape) not in (2, 3):
+                raise ValueError(f"cross_entropy needs a (batch, classes) or (batch, steps, classes) output, not {shape}")
+            labels = rng.integers(0, shape[-1], size=shape[:-1])
+            one_hot = np.zeros(shape, dtype=dtype)  # (no classes x classes identity: a 50k vocabulary would need GBs)
+            np.put_along_axis(one_hot, labels[..., None], 1, axis=-1)
+            return one_hot
         if self.name == "binary_cross_entropy":
             return rng.integers(0, 2, size=shape).astype(dtype)
         return sampling.standard_normal(rng, shape, dtype)
 
     def output_gradient(self, y: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """dLoss/dy for the network output y (batch, outputs)."""
-        batch = y.shape[0]
+        """dLoss/dy for the network output y (batch, outputs) or (batch, steps, outputs)."""
         if self.name == "cross_entropy":
+            rows = y.size // y.shape[-1]  # samples, or every sample's tokens: the mean is over them
             if self.output_activation == "softmax":
                 # Only the label's probability enters -log(y_label); elsewhere the gradient is exactly 0.
-                rows, labels = np.arange(batch), targets.argmax(axis=1)
+                labels = targets.argmax(axis=-1)[..., None]
                 gradient = np.zeros_like(y)
-                gradient[rows, labels] = -1 / (batch * y[rows, labels])
+                np.put_along_axis(gradient, labels, -1 / (rows * np.take_along_axis(y, labels, axis=-1)), axis=-1)
                 return gradient
-            return (_softmax(y) - targets) / batch  # y are logits, as nn.CrossEntropyLoss takes them
+            return (_softmax(y) - targets) / rows  # y are logits, as nn.CrossEntropyLoss takes them
         if self.name == "binary_cross_entropy":
             if self.output_activation == "sigmoid":
                 return (y - targets) / np.maximum(y * (1 - y), BCE_EPSILON) / y.size
@@ -71,7 +74,7 @@ class Loss(NamedTuple):
 
     def logit_gradient(self, y: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """dLoss/dz through the output activation, for fused pairs only."""
-        scale = y.shape[0] if self.name == "cross_entropy" else y.size
+        scale = y.size // y.shape[-1] if self.name == "cross_entropy" else y.size
         return (y - targets) / scale
 
 

@@ -98,8 +98,8 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
                        else "input_distribution: tokens (integer ids) needs an embedding layer first")
             check.problem(("layers", layer.index), message)
             break
-    if loss == "cross_entropy" and layers and len(layers[-1].output_shape) != 1:
-        check.problem(("loss",), f"cross_entropy needs a flat [classes] output, but the last layer's is "
+    if loss == "cross_entropy" and layers and len(layers[-1].output_shape) != 1 and not _per_token(layers[-1]):
+        check.problem(("loss",), f"cross_entropy needs a flat [classes] output (or a sequence's [steps, classes]), but the last layer's is "
                       f"{list(layers[-1].output_shape)}: end with flatten or global_avgpool and a dense layer")
     thresholds = _thresholds(check, data.get("thresholds", {}))
     ignore = check.ignore(("ignore",), data["ignore"]) if "ignore" in data else None
@@ -109,6 +109,11 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     if problems:
         raise SpecErrors(sorted(problems, key=_position), pending=check.pending)
     return spec
+
+
+def _per_token(layer) -> bool:
+    """Whether the layer's output is a sequence [steps, classes] (a per-token dense, a sequence layer)."""
+    return len(layer.output_shape) == 2 and (LAYERS[layer.kind].layout == "sequence" or bool(layer.config.get("sequence")))
 
 
 def _thresholds(check: Checker, value) -> tuple:

@@ -279,7 +279,7 @@ def _geometry(check: Checker, path: tuple, kind, value, shape, layout=None):
     config = kind.parse(check, path, value)
     if config is None or shape is None:
         return None
-    if kind.pools_layout:  # a sequence is pooled over its steps, a feature map over its positions
+    if kind.reads_layout:  # whether its input is a sequence: pooled over its steps, a dense applied per token
         config = {**config, "sequence": layout == SEQUENCE}
     try:
         output_shape = kind.shape_of(shape, config)

@@ -96,7 +96,7 @@ class LayerKind:
     unit_axis: int = 1  # the batch array's axis of units (1: features / channels; -1: a sequence's features)
     layout: str | None = None  # what a 2-D output is (SEQUENCE, CHANNELS); None: the input's
     assumes_layout: str | None = None  # how it reads a 2-D input no layer has laid out yet
-    pools_layout: bool = False  # its config learns whether the input is a sequence (config["sequence"])
+    reads_layout: bool = False  # its config learns whether the input is a sequence (config["sequence"])
     normalizes: bool = False  # a normalization layer: resets the signal's scale (batchnorm, layernorm)
     # config -> whether its output is normalized (a post-norm transformer block); None: `normalizes`
     output_normalized: Callable | None = None

@@ -21,10 +21,11 @@ class DenseCache(NamedTuple):
 
 
 class Dense:
-    """y = φ(x @ W + b); W: (fan_in, fan_out), b: (fan_out,) or None."""
+    """y = φ(x @ W + b); W: (fan_in, fan_out), b: (fan_out,) or None. x is (batch, fan_in), or a sequence
+    (batch, steps, fan_in) whose every token goes through the same W (nn.Linear on the last axis)."""
 
     kind = "dense"
-    unit_axis = 1
+    unit_axis = -1  # the last axis: a flat output's features, a sequence's per-token features
 
     @staticmethod
     def output_shape(input_shape, config) -> tuple:
@@ -56,9 +57,11 @@ class Dense:
         """
         if dz is None:
             dz = self.activation.backward(cache.z, cache.y, dy)
-        grads = {"weights": cache.x.T @ dz}
+        fan_in, fan_out = self.weights.shape
+        rows = dz.reshape(-1, fan_out)  # a sequence's tokens are rows like a batch's samples
+        grads = {"weights": cache.x.reshape(-1, fan_in).T @ rows}
         if self.bias is not None:
-            grads["bias"] = dz.sum(axis=0)
+            grads["bias"] = rows.sum(axis=0)
         dx = dz @ self.weights.T if need_dx else None
         return dx, grads
 
@@ -74,26 +77,29 @@ def _parse(check, path, value):
 
 
 def _output_shape(input_shape, config) -> tuple:
+    if len(input_shape) == 2 and config.get("sequence"):  # per token, as nn.Linear on [steps, features]
+        return (input_shape[0], config["units"])
     if len(input_shape) != 1:
-        raise InputError(f"dense takes a flat input [features], but its input is {list(input_shape)}: "
-                         "add a layer '- flatten: {}' (or global_avgpool) before it")
+        raise InputError(f"dense takes a flat input [features] or a sequence [steps, features], but its input is "
+                         f"{list(input_shape)}: add a layer '- flatten: {{}}' (or global_avgpool) before it")
     return (config["units"],)
 
 
 def _weights(input_shape, config) -> dict:
-    return {"weights": Weight((input_shape[0], config["units"]), "dense", (input_shape[0], config["units"]))}
+    return {"weights": Weight((input_shape[-1], config["units"]), "dense", (input_shape[-1], config["units"]))}
 
 
 def _torch(input_shape, config):
     import torch
 
-    return torch.nn.Linear(input_shape[0], config["units"]), {"weights": "weight"}
+    return torch.nn.Linear(input_shape[-1], config["units"]), {"weights": "weight"}
 
 
 KINDS = (LayerKind(
-    "dense", Dense, "a fully connected layer: y = φ(x @ W + b)",
+    "dense", Dense, "a fully connected layer: y = φ(x @ W + b); on a sequence [steps, features], per token",
     options=(Option("units", "int", "the output width (written as the bare value: dense: 256)", required=True, minimum=1),),
     parse=_parse, takes=("name", "activation", "init", "bias_init", "bias", "ignore"),
     build=lambda spec, weights, bias, activation, context: Dense(spec.name, weights, bias, activation),
     example=((6,), 4), torch=_torch, output_shape=_output_shape, weights=_weights, bare="units",
+    unit_axis=-1, reads_layout=True,
 ),)

@@ -291,7 +291,7 @@ KINDS = (
           ((2, 7, 5), {"kernel": 3, "stride": [2, 1], "padding": 1, "ceil_mode": True}),
           _torch_pool("AvgPool2d"), extra={"ndim": 2}),
     _kind(GlobalAvgPool, "the mean over every position of a feature map, or over a sequence's steps", (),
-          ((3, 4, 5), {}), _torch("AdaptiveAvgPool2d", 1), pools_layout=True),
+          ((3, 4, 5), {}), _torch("AdaptiveAvgPool2d", 1), reads_layout=True),
     _kind(Flatten, "[channels, *spatial] → [channels·positions], as torch.flatten(x, 1)", (), ((2, 3, 4), {}),
           _torch("Flatten")),
 )
