@@ -93,6 +93,33 @@ def test_attention_matches_torch(torch, dim, heads, bias):
         np.testing.assert_allclose(grads[name], value, **TORCH_TOL, err_msg=name)
 
 
+def test_causal_attention_matches_torch_with_a_causal_mask(torch):
+    rng = np.random.default_rng(11)
+    batch, steps, dim, heads = 2, 6, 8, 2
+    shapes = MultiHeadAttention.parameter_shapes((steps, dim), {"dim": dim, "heads": heads})
+    layer = MultiHeadAttention("mha", random_params(shapes, rng, scale=0.7), heads, causal=True)
+    module = torch.nn.MultiheadAttention(dim, heads, batch_first=True, dtype=torch.float64)
+    _copy_attention(torch, module, layer.params)
+    x = rng.standard_normal((batch, steps, dim))
+    y, cache = layer.forward(x)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(steps, dtype=torch.float64)
+    tx = torch.tensor(x, requires_grad=True)
+    ty, tweights = module(tx, tx, tx, attn_mask=mask, need_weights=True, average_attn_weights=False)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(cache.attention, tweights.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert (np.triu(cache.attention[0, 0], 1) == 0).all() and cache.attention[..., 0, 0].min() == 1.0
+    dy = rng.standard_normal(y.shape)
+    dx, grads = layer.backward(dy, cache)
+    (ty * torch.tensor(dy)).sum().backward()
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **TORCH_TOL)
+    for name, value in _attention_grads_from_torch(module).items():
+        np.testing.assert_allclose(grads[name], value, **TORCH_TOL, err_msg=name)
+    assert_layer_gradients(layer, x, rng)
+    # the first query sees only itself: certain by construction, not saturated
+    assert layer.saturation(cache) == MultiHeadAttention("mha", layer.params, heads).saturation(
+        cache._replace(scores=cache.scores[..., 1:, :], attention=cache.attention[..., 1:, :]))
+
+
 @pytest.mark.parametrize("features, dim, heads, bias", [(4, 4, 2, True), (3, 4, 2, True), (5, 6, 3, False)])
 def test_attention_backward_matches_finite_differences(features, dim, heads, bias):
     rng = np.random.default_rng(2)
@@ -189,12 +216,14 @@ def test_fans_match_torch(torch):
 
 
 def test_normalize_config_and_shapes():
-    assert normalize_config("MHA", {"dim": 8, "heads": 2}) == {"dim": 8, "heads": 2, "bias": True}
-    assert normalize_config("transformer", {"dim": 8, "heads": 2, "ffn": 32}) == {
-        "dim": 8, "heads": 2, "ffn": 32, "bias": True, "activation": "gelu", "norm": "pre", "eps": 1e-5}
+    assert normalize_config("MHA", {"dim": 8, "heads": 2}) == {"dim": 8, "heads": 2, "bias": True, "causal": False}
+    assert normalize_config("transformer", {"dim": 8, "heads": 2, "ffn": 32, "causal": True}) == {
+        "dim": 8, "heads": 2, "ffn": 32, "bias": True, "causal": True, "activation": "gelu", "norm": "pre", "eps": 1e-5}
+    with pytest.raises(ValueError, match="causal must be true or false"):
+        normalize_config("attention", {"dim": 8, "heads": 2, "causal": "yes"})
     with pytest.raises(ValueError, match="unknown layer kind 'conv'"):
         normalize_config("conv", {})
-    with pytest.raises(ValueError, match="valid options: dim, heads, bias"):
+    with pytest.raises(ValueError, match="valid options: dim, heads, bias, causal"):
         normalize_config("attention", {"dim": 8, "heads": 2, "dropout": 0.1})
     with pytest.raises(ValueError, match="needs ffn"):
         normalize_config("transformer", {"dim": 8, "heads": 2})
@@ -268,6 +297,22 @@ def test_transformer_block_matches_torch(torch, norm):
     assert set(grads) == set(expected) == set(layer.params)
     for name, value in expected.items():
         np.testing.assert_allclose(grads[name], np.asarray(value), **TORCH_TOL, err_msg=name)
+
+
+def test_causal_transformer_block_matches_torch(torch):
+    rng = np.random.default_rng(12)
+    config = {"dim": 8, "heads": 2, "ffn": 16, "norm": "pre", "activation": "gelu", "bias": True, "causal": True}
+    layer = TransformerBlock.from_config("block", random_params(TransformerBlock.parameter_shapes((5, 8), config), rng), config)
+    module = _torch_encoder_layer(torch, layer)
+    x = rng.standard_normal((3, 5, 8))
+    y, cache = layer.forward(x)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(5, dtype=torch.float64)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = module(tx, src_mask=mask, is_causal=True)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    dx, _ = layer.backward(np.ones_like(y), cache)
+    ty.sum().backward()
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **TORCH_TOL)
 
 
 @pytest.mark.parametrize("norm, activation", [("pre", "gelu"), ("post", "gelu"), ("pre", "tanh")])

@@ -183,6 +183,10 @@ def normalize_config(kind: str, raw) -> dict:
     if not isinstance(bias, (bool, np.bool_)):
         raise ValueError(f"{key}: bias must be true or false, got {bias!r}")
     config["bias"] = bool(bias)
+    causal = raw.get("causal", False)
+    if not isinstance(causal, (bool, np.bool_)):
+        raise ValueError(f"{key}: causal must be true or false, got {causal!r}")
+    config["causal"] = bool(causal)
     if key == "transformer":
         value = raw.get("activation", "gelu")
         try:
@@ -258,13 +262,14 @@ class MultiHeadAttention:
     @classmethod
     def from_config(cls, name: str, params: dict, config, input_shape=None):
         config = normalize_config(cls.kind, config)
-        layer = cls(name, params, config["heads"])
+        layer = cls(name, params, config["heads"], causal=config["causal"])
         if layer.dim != config["dim"]:
             raise ValueError(f"attention '{name}': config has dim={config['dim']}, parameters {layer.dim}")
         return layer
 
-    def __init__(self, name: str, params: dict, heads: int):
+    def __init__(self, name: str, params: dict, heads: int, causal: bool = False):
         self.name = name
+        self.causal = bool(causal)  # a query attends to its own and earlier positions only (a decoder's mask)
         allowed = set(self.WEIGHTS) | set(self.BIASES)
         unknown = sorted(set(params) - allowed)
         if unknown:
@@ -327,6 +332,8 @@ class MultiHeadAttention:
         q, k, v = projected
         scores = q @ k.swapaxes(-1, -2)
         scores *= 1.0 / math.sqrt(self.head_dim)
+        if self.causal:  # -inf above the diagonal: those keys get weight 0 and pass no gradient
+            scores[..., np.triu(np.ones(scores.shape[-2:], dtype=bool), 1)] = -np.inf
         attention = _SOFTMAX.forward(scores)
         context = self._merge(attention @ v)
         y = context @ self._param("output_weights", dtype)
@@ -372,7 +379,10 @@ class MultiHeadAttention:
         return (dx.reshape(cache.x.shape) if need_dx else None), grads
 
     def saturation(self, cache: AttentionCache) -> float:
-        """Fraction of attention rows (batch × heads × query positions) whose largest weight > 0.99."""
+        """Fraction of attention rows (batch × heads × query positions) whose largest weight > 0.99; a causal
+        layer's first query, which sees only itself, is certain by construction and not counted."""
+        if self.causal:
+            return _SOFTMAX.saturation(cache.scores[..., 1:, :], cache.attention[..., 1:, :])
         return _SOFTMAX.saturation(cache.scores, cache.attention)
 
     def __repr__(self) -> str:
@@ -447,13 +457,14 @@ class TransformerBlock:
     def from_config(cls, name: str, params: dict, config, input_shape=None):
         config = normalize_config(cls.kind, config)
         layer = cls(name, params, config["heads"], activation=config["activation"], norm=config["norm"],
-                    eps=config["eps"])
+                    eps=config["eps"], causal=config["causal"])
         if (layer.dim, layer.ffn) != (config["dim"], config["ffn"]):
             raise ValueError(f"transformer '{name}': config has dim={config['dim']}, ffn={config['ffn']}; "
                              f"parameters dim={layer.dim}, ffn={layer.ffn}")
         return layer
 
-    def __init__(self, name: str, params: dict, heads: int, activation="gelu", norm: str = "pre", eps: float = 1e-5):
+    def __init__(self, name: str, params: dict, heads: int, activation="gelu", norm: str = "pre", eps: float = 1e-5,
+                 causal: bool = False):
         self.name = name
         prefixes = ("attention.", "ffn.", "norm1.", "norm2.")
         unknown = sorted(k for k in params if not k.startswith(prefixes)
@@ -470,7 +481,7 @@ class TransformerBlock:
         if not isinstance(norm, str) or norm.strip().lower() not in NORM_ORDERS:
             raise ValueError(f"transformer '{name}': norm must be one of {', '.join(NORM_ORDERS)}, got {norm!r}")
         self.norm = norm.strip().lower()
-        self.attention = MultiHeadAttention(f"{name}.attention", part("attention."), heads)
+        self.attention = MultiHeadAttention(f"{name}.attention", part("attention."), heads, causal=causal)
         self.dim, self.heads = self.attention.dim, self.attention.heads
         if self.attention.features != self.dim:
             raise ValueError(f"transformer '{name}': attention weights must be (dim, dim) for the residual "
@@ -652,13 +663,14 @@ def _torch(input_shape, config):
 _DIM = Option("dim", "int", "the model width (divisible by heads)", required=True, minimum=1)
 _HEADS = Option("heads", "int", "attention heads", required=True, minimum=1)
 _BIAS = Option("bias", "bool", "false drops every bias", default=True)
+_CAUSAL = Option("causal", "bool", "a decoder's mask: each position attends to itself and earlier ones", default=False)
 _FACTS = dict(takes=("name", "init", "bias_init", "ignore"), build=_build, torch=_torch, unit_axis=-1, layout=SEQUENCE,
               params_dict=True, weights_from_init=True, inner_activation="identity", cache_elements=_cache_elements,
               saturation=_saturation, saturation_doc="attention rows whose largest weight exceeds 0.99",
               memory_doc="Q, K, V, the scores and weights (batch · heads · steps²) and the block's activations")
 KINDS = (
     LayerKind("attention", MultiHeadAttention, "multi-head scaled dot-product self-attention (nn.MultiheadAttention)",
-              options=(_DIM, _HEADS, _BIAS), parse=checked(lambda raw: normalize_config("attention", raw)),
+              options=(_DIM, _HEADS, _BIAS, _CAUSAL), parse=checked(lambda raw: normalize_config("attention", raw)),
               example=((4, 6), {"dim": 4, "heads": 2}), weights=_weights(MultiHeadAttention),
               aliases=("multihead_attention", "multi_head_attention", "mha", "self_attention"), **_FACTS),
     LayerKind("transformer", TransformerBlock, "a transformer encoder block (nn.TransformerEncoderLayer, no dropout)",
@@ -666,7 +678,8 @@ KINDS = (
                        Option("activation", "activation", "the FFN's nonlinearity", default="gelu"),
                        Option("norm", "choice", "layer norm before (pre) or after (post) each sublayer", default="pre",
                               choices=NORM_ORDERS),
-                       Option("eps", "number", "the layer norms' eps", default=1e-5, minimum=0, exclusive=True), _BIAS),
+                       Option("eps", "number", "the layer norms' eps", default=1e-5, minimum=0, exclusive=True), _BIAS,
+                       _CAUSAL),
               parse=checked(lambda raw: normalize_config("transformer", raw)),
               example=((3, 4), {"dim": 4, "heads": 2, "ffn": 6, "norm": "post"}), weights=_weights(TransformerBlock),
               aliases=("transformer_block", "transformer_encoder"),
