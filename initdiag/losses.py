@@ -41,7 +41,8 @@ class Loss(NamedTuple):
 
     def targets(self, rng: np.random.Generator, shape: tuple, dtype) -> np.ndarray:
         """Targets for an output of `shape`: one-hot labels over its last axis for cross-entropy
-        (a flat (batch, classes) output), random 0/1 for binary cross-entropy, N(0,1) otherwise."""
+        (a flat (batch, classes) output, or one label per token of a (batch, steps, classes) one),
+        random 0/1 for binary cross-entropy, N(0,1) otherwise."""
         if self.name == "cross_entropy":
             if len(shape) not in (2, 3):
                 raise ValueError(f"cross_entropy needs a (batch, classes) or (batch, steps, classes) output, not {shape}")
