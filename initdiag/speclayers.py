@@ -280,7 +280,7 @@ def _geometry(check: Checker, path: tuple, kind, value, shape, layout=None):
     if config is None or shape is None:
         return None
     if kind.reads_layout:  # whether its input is a sequence: pooled over its steps, a dense applied per token
-        config = {**config, "sequence": layout == SEQUENCE}
+        config = {**config, "sequence": (layout or kind.assumes_layout) == SEQUENCE}
     try:
         output_shape = kind.shape_of(shape, config)
     except InputError as err:

@@ -77,3 +77,9 @@ def test_cross_entropy_on_a_sequence_is_per_token_and_on_a_feature_map_an_error(
     make_spec("input: [5, 8]\nloss: cross_entropy\nlayers:\n  - layernorm: {}\n  - dense: 4\n    activation: softmax\n")
     with pytest.raises(SpecErrors, match=r"cross_entropy needs a flat \[classes\] output \(or a sequence's"):
         make_spec("input: [3, 8]\nloss: cross_entropy\nlayers:\n  - conv1d: {filters: 4, kernel: 3}\n")
+
+
+def test_a_two_axis_input_read_first_by_a_dense_is_a_sequence():
+    spec = make_spec("input: [5, 8]\nlayers:\n  - dense: 4\n  - layernorm: {}\n")
+    assert spec.layers[0].output_shape == (5, 4) and spec.layers[0].config["sequence"]
+    assert spec.layers[1].output_shape == (5, 4)  # the layernorm then normalises each token's 4 features

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from initdiag.activations import Activation
-from initdiag.layers.declare import InputError, LayerKind, Option, Weight
+from initdiag.layers.declare import SEQUENCE, InputError, LayerKind, Option, Weight
 
 
 class DenseCache(NamedTuple):
@@ -101,5 +101,5 @@ KINDS = (LayerKind(
     parse=_parse, takes=("name", "activation", "init", "bias_init", "bias", "ignore"),
     build=lambda spec, weights, bias, activation, context: Dense(spec.name, weights, bias, activation),
     example=((6,), 4), torch=_torch, output_shape=_output_shape, weights=_weights, bare="units",
-    unit_axis=-1, reads_layout=True,
+    unit_axis=-1, reads_layout=True, assumes_layout=SEQUENCE,  # a 2-D input no layer has laid out: [steps, features]
 ),)
