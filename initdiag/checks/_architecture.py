@@ -63,7 +63,7 @@ def normalized(spec) -> bool:
     they are then scale-invariant, and training lowers their effective learning rate as their weights grow
     (Arora, Li & Lyu 2019), which heals a chaotic or gradient-exploding start (Yang et al. 2019) instead of
     stopping it: deep plain batchnorm CNNs train although their inputs decorrelate with depth."""
-    weighted = [layer for layer in spec.layers if layer.init is not None and not LAYERS[layer.kind].reads_tokens]
+    weighted = [layer for layer in spec.layers if layer.init is not None and not LAYERS[layer.kind].table]
     feeding = [layer for layer in weighted if _feeds_normalization(spec, layer.index)]
     return bool(weighted) and 2 * len(feeding) >= len(weighted)
 

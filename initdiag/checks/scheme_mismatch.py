@@ -13,7 +13,7 @@ def mismatches(run, spec, t=None, phase=None) -> list:
     groups: dict = {}
     for layer in spec.layers:
         init = layer.init
-        if init is None or init.scheme in ("supplied", "custom") or LAYERS[layer.kind].reads_tokens:
+        if init is None or init.scheme in ("supplied", "custom") or LAYERS[layer.kind].table:
             continue  # embeddings are a lookup, outside the rules-of-thumb table (torch's default is N(0, 1))
         if init.params.get("gain", 1.0) != 1.0:
             continue  # a chosen gain is a calibration (recommend --calibrate writes them), not a rule of thumb missed

@@ -113,6 +113,7 @@ class LayerKind:
     saturation_doc: str = "the activation's rule on its pre-activation"
     block: bool = False  # a block of nested layers (residual), parsed by its own grammar
     reads_tokens: bool = False  # takes integer tokens: the first layer, on input_distribution: tokens (embedding)
+    table: bool = False  # a learned lookup table (token and position embeddings): outside the rules-of-thumb schemes
     extra: dict = field(default_factory=dict)
 
     def normalizes_output(self, config) -> bool:

@@ -145,6 +145,6 @@ OPTIONS = (Option("vocab", "int", "the vocabulary size", required=True, minimum=
 KINDS = (LayerKind(
     "embedding", Embedding, "a table lookup of integer tokens (nn.Embedding); the first layer, on input_distribution: tokens",
     options=OPTIONS, parse=_parse, takes=("name", "init", "ignore"), build=_build, example=((5,), {"vocab": 7, "dim": 3}),
-    torch=_torch, weights=_weights, unit_axis=-1, layout=SEQUENCE, params_dict=True, reads_tokens=True, inner_activation="identity",
+    torch=_torch, weights=_weights, unit_axis=-1, layout=SEQUENCE, params_dict=True, reads_tokens=True, table=True, inner_activation="identity",
     memory_doc="its tokens and output", saturation_doc="none (no activation)",
 ),)
