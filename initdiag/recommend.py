@@ -57,7 +57,7 @@ import math
 
 import numpy as np
 
-from initdiag import activations, checks, compare, initspec, network, pipeline, schemes, stats, weightgeometry
+from initdiag import activations, compare, initspec, network, pipeline, schemes, stats, weightgeometry
 from initdiag.checks import Thresholds
 from initdiag.numbers import compact
 from initdiag.spec import NetworkSpec

@@ -14,7 +14,8 @@ import pytest
 from gradcheck import FD_TOL, numeric_gradient
 from initdiag import layers, network, pipeline, spec, yamlsource
 from initdiag.layers import LAYERS
-from initdiag.layers.declare import COMMON_KEYS, ROLES
+from initdiag.layers.declare import COMMON_KEYS
+from initdiag.schemes import ROLES
 
 README = Path(__file__).parent.parent / "README.md"
 OPTION_TYPES = ("int", "ints", "number", "bool", "choice", "activation", "padding")

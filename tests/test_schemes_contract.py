@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from initdiag import network, schemes, speclayers, spec, weightgeometry, yamlsource
+from initdiag import network, schemes, spec, weightgeometry, yamlsource
 from initdiag.schemes import Fans, Geometry
 from initdiag.yamlsource import SpecErrors
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from initdiag.schemes import ROLES  # noqa: F401  (how a scheme reads a weight; declared where schemes use it)
 
 SEQUENCE, CHANNELS = "sequence", "channels"  # what a 2-D per-sample shape is: [steps, features] or [channels, length]
 COMMON_KEYS = ("name", "activation", "init", "recurrent_init", "bias_init", "bias", "ignore")

@@ -144,6 +144,10 @@ class AvgPool2d(_Pool2d):
 
     kind = "avgpool2d"
 
+    def __init__(self, name: str, input_shape, config: dict):
+        super().__init__(name, input_shape, config)
+        self.divisor = self._divisor()  # fixed by the geometry: computed once, not on every pass
+
     def _divisor(self):
         """kh·kw, or (Ho, Wo) counts where ceil_mode's last windows run past the input and its padding."""
         g = self.geometry
@@ -153,11 +157,14 @@ class AvgPool2d(_Pool2d):
             return math.prod(g.kernel)
         return np.multiply.outer(counts[0], counts[1])
 
+    def _divisor_in(self, dtype):
+        """The divisor as a Python int (the usual kh·kw) or as counts in `dtype`, so float32 stays float32."""
+        return self.divisor if isinstance(self.divisor, int) else self.divisor.astype(dtype, copy=False)
+
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
         taps = self._taps(x)
         y = np.add.reduce(taps, axis=0)
-        divisor = self._divisor()
-        y /= divisor if isinstance(divisor, int) else divisor.astype(y.dtype)  # the sum, then one division, as PyTorch
+        y /= self._divisor_in(y.dtype)  # the sum, then one division, as PyTorch
         return y, Cache(x, y, y)
 
     def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
@@ -165,8 +172,7 @@ class AvgPool2d(_Pool2d):
             dz = dy
         if not need_dx:
             return None, {}
-        divisor = self._divisor()
-        share = dz / (divisor if isinstance(divisor, int) else divisor.astype(dz.dtype))
+        share = dz / self._divisor_in(dz.dtype)
         return self._scatter(np.broadcast_to(share, (math.prod(self.geometry.kernel),) + share.shape), cache.x.shape), {}
 
 
