@@ -80,7 +80,7 @@ def input_contrast(network, readout: int) -> Contrast | None:
     batch and their near copies, in one forward pass together: a batchnorm then normalizes both with the
     same batch statistics, as it would any one batch (two passes would differ by their statistics alone,
     which compounds over depth). None for token inputs or batches under 8."""
-    from initdiag.propagate import forward_pass
+    from initdiag.propagate import forward_pass, sources
 
     x = network.inputs
     if x.dtype.kind in "iu" or x.shape[0] < 8:
@@ -91,10 +91,12 @@ def input_contrast(network, readout: int) -> Contrast | None:
     reference, _, _ = _near_far(x, near)
     if not reference > 0:
         return None
+    joint = np.concatenate([x, near])
+    source = sources(network.spec)[readout][0]  # what the readout reads (the layer above it, in a chain)
     with np.errstate(all="ignore"):
-        features = None
-        for i, y, _ in forward_pass(network._replace(inputs=np.concatenate([x, near]))):
-            if i == readout - 1:
+        features = joint if source < 0 else None
+        for i, y, _ in forward_pass(network._replace(inputs=joint)) if source >= 0 else ():
+            if i == source:
                 features = y
                 break
     gap, error, fraction = _near_far(features[:n], features[n:])

@@ -11,42 +11,52 @@ from initdiag.schemes import Fans
 from initdiag.stats import LayerStats, RunStats
 
 
+def sources(spec) -> list:
+    """Per layer, the indices of the layers it reads (-1: the network's input), in the order it takes them.
+    A residual end reads its branch's last layer and its skip (see speclayers._residual)."""
+    def read(i, layer):
+        if layer.inputs:
+            return tuple(layer.inputs)
+        return (i - 1, layer.config["start"] - 1) if LAYERS[layer.kind].block else (i - 1,)
+    return [read(i, layer) for i, layer in enumerate(spec.layers)]
+
+
 def forward_pass(network: Network):
     """Yield (index, output, cache) for every layer, in run order, from the network's input batch.
 
-    Residual blocks keep their input, which the block's end adds to its branch's output."""
-    starts = _block_starts(network.spec)
-    x, block_inputs = network.inputs, {}
+    An output is kept until the last layer that reads it has run (a skip connection keeps its block's input)."""
+    reads = sources(network.spec)
+    last_reader = {source: i for i, read in enumerate(reads) for source in read}
+    outputs = {-1: network.inputs}
     for i, layer in enumerate(network.layers):
-        if i in starts.values():
-            block_inputs[i] = x
-        x, cache = layer.forward(x, block_inputs[starts[i]]) if i in starts else layer.forward(x)
-        yield i, x, cache
+        xs = [outputs[source] for source in reads[i]]
+        for source in set(reads[i]):
+            if last_reader[source] == i:
+                del outputs[source]
+        y, cache = layer.forward(*xs)
+        outputs[i] = y
+        yield i, y, cache
 
 
 def backward_pass(network: Network, caches: list, dy, dz=None):
-    """Yield (index, dLoss/d(layer output), grads) from the last layer to the first. `dz`, for a fused
-    loss, is dLoss/d(logits) of the last layer. Each layer's cache is released once it is used."""
-    starts = _block_starts(network.spec)
-    skips: dict = {}
+    """Yield (index, dLoss/d(layer output), grads, cache) from the last layer to the first. `dz`, for a fused
+    loss, is dLoss/d(logits) of the last layer. A layer read by several others gets the sum of their
+    gradients. Each layer's cache is released once it is used."""
+    reads = sources(network.spec)
+    last = len(network.layers) - 1
+    pending = {last: dy}
     for i in reversed(range(len(network.layers))):
-        layer, output_gradient = network.layers[i], dy
-        if i in starts:  # the sum's gradient goes into the branch and, through the shortcut, to the block's input
-            dx, skip, grads = layer.backward(dy, caches[i])
-            skips[starts[i]] = skips[starts[i]] + skip if starts[i] in skips else skip
+        layer, output_gradient = network.layers[i], pending.pop(i, None)
+        if len(reads[i]) > 1 or LAYERS[layer.kind].joins:  # a join (a residual end): one gradient per input
+            *dxs, grads = layer.backward(output_gradient, caches[i])
         else:
-            dx, grads = layer.backward(dy, caches[i], dz=dz, need_dx=i > 0)
-        if i in skips:
-            skip = skips.pop(i)
-            dx = dx + skip if dx is not None else None
+            dx, grads = layer.backward(output_gradient, caches[i], dz=dz if i == last else None, need_dx=reads[i][0] >= 0)
+            dxs = [dx]
+        for source, dx in zip(reads[i], dxs):
+            if source >= 0 and dx is not None:
+                pending[source] = pending[source] + dx if source in pending else dx
         yield i, output_gradient, grads, caches[i]
         caches[i] = None  # free activations as soon as their gradients are done
-        dy, dz = dx, None
-
-
-def _block_starts(spec) -> dict:
-    """Residual ends by position -> the position of their block's first layer."""
-    return {i: layer.config["start"] for i, layer in enumerate(spec.layers) if LAYERS[layer.kind].block}
 
 
 def run(network: Network, histogram_bins: int = 0) -> RunStats:

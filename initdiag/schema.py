@@ -105,6 +105,7 @@ def _option(kind, option) -> dict:
     schema = {
         "int": lambda: {"type": "integer", **bounds}, "number": lambda: {"type": "number", **bounds},
         "bool": lambda: _BOOL, "ints": lambda: _ints(ndim, option.minimum),
+        "numbers": lambda: {"type": "array", "minItems": 1, "items": {"type": "number", **bounds}},
         "padding": lambda: {"anyOf": [_choice(option.choices, option.name, strip=True), _ints(ndim, option.minimum)]},
         "choice": lambda: _choice(option.choices, option.name, strip=True),
         "activation": lambda: {"$ref": "#/$defs/elementwise_activation"},
@@ -132,7 +133,9 @@ LAYER_KEY_DOCS = {
     "init": "the weight init (default: defaults.init)", "recurrent_init": "the hidden-to-hidden weights' init (default orthogonal)",
     "bias_init": "the constant every bias starts at (default: defaults.bias_init, else 0)", "bias": "false drops the bias (default true)",
     "ignore": "finding codes to suppress on this layer", "scale": "α in y = shortcut(x) + α·f(x) (default 1)",
-    "residual": "the block's inner layers f, any kinds", "shortcut": "project the skip path: dense (flat input) or conv (strided 1x1)",
+    "residual": "the block's inner layers f, any kinds",
+    "shortcut": "project the skip path: dense (flat input), conv (strided 1x1), or a list of layers (a 1x1 conv and a batchnorm)",
+    "inputs": "the layers it reads, by name ('input': the spec's input); default: the layer above",
 }
 
 
@@ -141,7 +144,9 @@ def _layer_key(kind, key: str) -> dict:
               "bias": _BOOL, "ignore": {"$ref": "#/$defs/ignore"}, "scale": _NUMBER,
               "activation": {"$ref": "#/$defs/" + ("elementwise_activation" if kind.elementwise_activation else "activation")},
               "residual": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}},
-              "shortcut": _choice(speclayers.SHORTCUTS, "shortcut")}[key]
+              "shortcut": {"anyOf": [_choice(speclayers.SHORTCUTS, "shortcut"),
+                                     {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}}]},
+              "inputs": {"anyOf": [_NAME, {"type": "array", "minItems": 1, "items": _NAME}]}}[key]
     return {**schema, "description": LAYER_KEY_DOCS[key]}
 
 
@@ -153,7 +158,7 @@ def _layer(kind) -> dict:
         own = _options(kind)
     spellings = (kind.key,) + kind.aliases
     layer = {"type": "object", "minProperties": 1, "additionalProperties": False,
-             "properties": {key: _layer_key(kind, key) for key in _plus_ignore(kind.takes)},
+             "properties": {key: _layer_key(kind, key) for key in _plus_ignore(kind.takes, *speclayers.GRAPH_KEYS)},
              "patternProperties": {_anycase(spellings, strip=True): own},
              "description": f"a {kind.key} layer" + (f" (aliases: {', '.join(kind.aliases)})" if kind.aliases else "")}
     layer["not"] = {"propertyNames": {"enum": list(layer["properties"])}}  # one key is the kind's (no common key names one)

@@ -1,7 +1,8 @@
 """The layers of a spec: their kinds, options and shapes, parsed into plain LayerSpec records.
 
 A layer's kind decides which keys it takes and how its options become a config, an output shape
-and PyTorch's fans; residual blocks nest layers and are flattened into run order here.
+and PyTorch's fans; residual blocks nest layers and are flattened into run order here. A layer reads
+the layer above it, or the layers its `inputs:` name (a graph: specgraph.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from initdiag import activations
 from initdiag.layers import ALIASES, LAYERS, lookup
 from initdiag.layers.declare import CHANNELS, COMMON_KEYS, SEQUENCE, InputError
 from initdiag.initspec import InitSpec, parse_init
+from initdiag.specgraph import GRAPH_KEYS, INPUT, INPUT_NAME, Graph
 from initdiag.validate import Checker, format_path
 from initdiag.yamlsource import Location
 
@@ -49,6 +51,7 @@ class LayerSpec(NamedTuple):
     recurrent_init: InitSpec | None = None  # rnn/lstm/gru: the hidden-to-hidden weights' scheme
     written_at: str = ""  # where in the spec, e.g. "layers[2].residual[0]"
     ignore: object = None  # validate.Ignore: finding codes this layer suppresses
+    inputs: tuple = ()  # the layers it reads, by index (specgraph.INPUT: the spec's input); () = the layer above
 
     @property
     def path(self) -> str:
@@ -95,8 +98,10 @@ def parse_layers(check: Checker, data: dict, input_shape, default_init, default_
         check.problem(("layers",), f"expected a non-empty list of layers, not {what}")
         return []
     layers: list = []
-    _sequence(check, raw_layers, ("layers",), input_shape, None, (default_init, default_activation, default_bias), {},
-              layers, [0])
+    graph, counter = Graph(input_shape), [0]
+    _sequence(check, raw_layers, ("layers",), INPUT if input_shape is not None else None,
+              (default_init, default_activation, default_bias), {}, graph, layers, counter)
+    graph.finish(check, layers, complete=len(layers) == counter[0])
     return layers
 
 
@@ -114,37 +119,40 @@ def _kind_keys(raw: dict) -> list:
             and (key.strip().lower() in KIND_NAMES or key.strip().lower() in ALIASES)]
 
 
-def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, layout, defaults, names: dict, layers: list,
-              counter: list):
-    """Parse the layers of `raw_layers` (the spec's, or a residual block's) into `layers`, in run order;
-    `counter` numbers every layer, nested ones included. Returns the shape after them (None if unknown)
-    and its layout (see _layout)."""
+def _sequence(check: Checker, raw_layers: list, list_path: tuple, source, defaults, names: dict, graph: Graph,
+              layers: list, counter: list):
+    """Parse the layers of `raw_layers` (the spec's, a residual block's or its shortcut's) into `layers`, in run
+    order; `counter` numbers every layer, nested ones included. `source` is what the first layer reads by
+    default (a layer index, INPUT, or None when unknown); returns the last layer's index (None if it failed)."""
     for position, raw in enumerate(raw_layers):
         path = list_path + (position,)
         if isinstance(raw, dict) and "residual" in raw:
-            shape, layout = _residual(check, raw, path, shape, layout, defaults, names, layers, counter)
+            source = _residual(check, raw, path, source, defaults, names, graph, layers, counter)
             continue
         index = counter[0]
         counter[0] += 1
         if not isinstance(raw, dict):
             check.problem(path, f"expected a layer mapping such as {{dense: 256}}, not {check.show(raw)}")
-            shape = layout = None
+            source = None
             continue
         written = _kind_keys(raw)
         if len(written) != 1:
-            check.known_keys(path, raw, KIND_NAMES + tuple(ALIASES) + COMMON_KEYS + ("residual",))
+            check.known_keys(path, raw, KIND_NAMES + tuple(ALIASES) + COMMON_KEYS + GRAPH_KEYS + ("residual",))
             found = " and ".join(written) if written else "none"
             check.problem(path, f"a layer names exactly one kind ({', '.join(KIND_NAMES + ('residual',))}); found {found}")
-            shape = layout = None
+            source = None
             continue
         key = written[0]
         kind = LAYERS[lookup(key)]
-        check.known_keys(path, raw, (key,) + kind.takes)
+        check.known_keys(path, raw, (key,) + kind.takes + GRAPH_KEYS)
         name = _name(check, path, raw, f"{kind.key}_{index}", names)
-        geometry = _geometry(check, path + (key,), kind, raw[key], shape, layout)
+        graph.declare(index, name, path)
+        sources = graph.resolve(check, path, raw, source, name, index)
+        shape, layout, joined = graph.input_of(check, path, kind, sources, named="inputs" in raw)
+        geometry = _geometry(check, path + (key,), kind, raw[key], shape, layout, joined)
         activation, init, bias, bias_init, recurrent_init = _common(check, path, raw, kind, geometry, defaults)
         if geometry is None:
-            shape = layout = None
+            source = None
             continue
         units, fan_in, fan_out, output_shape, config = geometry
         complete = init is not None or kind.weightless
@@ -153,9 +161,12 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, layout,
         if None not in (activation, name, bias) and complete:
             layers.append(LayerSpec(index, name, kind.key, units, fan_in, activation, init, bias, bias_init,
                                     check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init,
-                                    format_path(path), _ignore(check, path, raw)))
-        shape, layout = output_shape, _layout(kind, layout, output_shape)
-    return shape, layout
+                                    format_path(path), _ignore(check, path, raw), sources))
+            graph.built(index, sources, output_shape, _layout(kind, layout, output_shape))
+            source = index
+        else:
+            source = None
+    return source
 
 
 def _common(check: Checker, path: tuple, raw: dict, kind, geometry, defaults) -> tuple:
@@ -195,71 +206,103 @@ def _name(check: Checker, path: tuple, raw: dict, default: str, names: dict):
     name = check.string(path + ("name",), raw.get("name", default))
     if name in names:
         check.problem(path + ("name",), f"'{name}' is already the name of {names[name]}")
+    if name == INPUT_NAME:
+        check.problem(path + ("name",), f"'{INPUT_NAME}' names the spec's input (in other layers' inputs:): choose another name")
+        return None
     names.setdefault(name, format_path(path))
     return name
 
 
-RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut", "ignore")
+RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut", "ignore") + GRAPH_KEYS
 SHORTCUTS = next(option.choices for option in LAYERS["residual"].options if option.name == "shortcut")
 
 
-def _residual(check: Checker, raw: dict, path: tuple, shape, layout, defaults, names: dict, layers: list, counter: list):
-    """`residual: [layers...]`: y = shortcut(x) + scale · f(x). Its inner layers come first in `layers`,
-    then a row for the block's output (kind "residual", config["start"] = its first inner layer's index,
-    config["sequence"]: the output is a sequence [steps, features], whose units are the last axis).
-    Returns the block's output shape and layout, as _sequence."""
+def _residual(check: Checker, raw: dict, path: tuple, source, defaults, names: dict, graph: Graph, layers: list,
+              counter: list):
+    """`residual: [layers...]`: y = shortcut(x) + scale · f(x). Its inner layers come first in `layers`, then
+    the shortcut's when it is a list of layers (a 1x1 conv and a batchnorm, as in ResNet), then a row for the
+    block's output (kind "residual", reading (the branch's end, the skip: the block's input or the shortcut
+    list's end); config["start"] = its first inner layer's index, config["sequence"]: the output is a
+    sequence [steps, features], whose units are the last axis). Returns the block's index, as _sequence."""
     check.known_keys(path, raw, RESIDUAL_KEYS)
     inner = raw["residual"]
     if not isinstance(inner, list) or not inner:
         what = "an empty list" if inner == [] else check.show(inner)
         check.problem(path + ("residual",), f"expected a non-empty list of layers, not {what}")
-        return None, None
+        return None
+    if "inputs" in raw:  # the block's input, named
+        read = graph.resolve(check, path, raw, source, None, counter[0])
+        if read is not None and len(read) != 1:
+            check.problem(path + ("inputs",), f"a residual block reads one input, not {len(read)}")
+            read = None
+        source = read[0] if read is not None else None
     start = counter[0]
-    out_shape, out_layout = _sequence(check, inner, path + ("residual",), shape, layout, defaults, names, layers, counter)
+    branch_end = _sequence(check, inner, path + ("residual",), source, defaults, names, graph, layers, counter)
+    shortcut = raw.get("shortcut")
+    shortcut_end = None
+    if isinstance(shortcut, list):
+        if not shortcut:
+            check.problem(path + ("shortcut",), "expected a non-empty list of layers (e.g. a 1x1 conv2d and a batchnorm), not an empty list")
+            return None
+        shortcut_end = _sequence(check, shortcut, path + ("shortcut",), source, defaults, names, graph, layers, counter)
+    elif shortcut is not None:
+        shortcut = check.choice(path + ("shortcut",), shortcut, SHORTCUTS, "shortcut")
     index = counter[0]
     counter[0] += 1
     name = _name(check, path, raw, f"residual_{index}", names)
+    graph.declare(index, name, path)
+    if name is not None:
+        graph.reads[name] = [graph.name_of(i) for i in (branch_end, source if shortcut_end is None else shortcut_end) if i is not None]
     scale = check.number(path + ("scale",), raw.get("scale", 1.0))
-    shortcut = raw.get("shortcut")
-    if shortcut is not None:
-        shortcut = check.choice(path + ("shortcut",), shortcut, SHORTCUTS, "shortcut")
-    if shape is None or out_shape is None or name is None or scale is None:
-        return None, None
-    config = {"start": start, "scale": scale, "shortcut": shortcut, "stride": 1}
+    unknown = (source, branch_end) + ((shortcut_end,) if isinstance(shortcut, list) else ())
+    if any(i is None or i not in graph.outputs for i in unknown) or name is None or scale is None:
+        return None
+    shape, layout = graph.outputs[source]
+    out_shape, out_layout = graph.outputs[branch_end]
+    config = {"start": start, "scale": scale, "shortcut": None if isinstance(shortcut, list) else shortcut, "stride": 1}
     fan_in = fan_out = init = None
-    if shortcut is None and out_shape != shape:
+    skip = source
+    if isinstance(shortcut, list):
+        skip = shortcut_end
+        if graph.outputs[skip][0] != out_shape:
+            check.problem(path + ("shortcut",), f"the shortcut's output {list(graph.outputs[skip][0])} differs from the "
+                          f"block's {list(out_shape)}: the two are added")
+            return None
+    elif shortcut is None and out_shape != shape:
         check.problem(path, f"the block's output {list(out_shape)} differs from its input {list(shape)}: "
-                      "add shortcut: dense (flat inputs) or shortcut: conv (a 1x1 convolution)")
-        return None, None
+                      "add shortcut: dense (flat inputs), shortcut: conv (a 1x1 convolution) or a list of layers")
+        return None
     if shortcut == "dense":
         if len(shape) != 1 or len(out_shape) != 1:
             check.problem(path + ("shortcut",), f"shortcut: dense needs flat input and output, not {list(shape)} → {list(out_shape)}")
-            return None, None
+            return None
         fan_in, fan_out = shape[0], out_shape[0]
     if shortcut == "conv":
         if out_layout == SEQUENCE:  # (a conv1d branch reads a sequence as [channels, length], and so does the shortcut)
             check.problem(path + ("shortcut",), f"shortcut: conv projects conv feature maps [channels, ...], but the "
                           f"block's layers end in a sequence [steps, features]: {list(shape)} → {list(out_shape)}")
-            return None, None
+            return None
         # a 1x1 convolution at stride s gives ceil(size / s) positions: s = ceil(size / out) if any s fits
         stride = -(-shape[1] // out_shape[1]) if len(shape) >= 2 and len(out_shape) == len(shape) and out_shape[1] else 0
         if not stride or any(-(-size // stride) != out for size, out in zip(shape[1:], out_shape[1:])):
             check.problem(path + ("shortcut",), f"shortcut: conv (1x1, strided) cannot map {list(shape)} to {list(out_shape)}")
-            return None, None
+            return None
         # torch's fans of the Conv(in, out, kernel 1) weight (out, in, 1[, 1]): in and out channels
         fan_in, fan_out, config["stride"] = shape[0], out_shape[0], stride
         out_layout = CHANNELS if len(out_shape) == 2 else None
-    if shortcut is not None:
+    if config["shortcut"] is not None:
         config["units"] = fan_out  # the projection's output width (the residual kind's declared weights read it)
         init = defaults[0]
         if init is None:
-            return None, None
+            return None
     config["sequence"] = out_layout == SEQUENCE
     units = out_shape[-1] if config["sequence"] else out_shape[0]  # features of a sequence, else channels (or width)
+    sources = (branch_end, skip)
     layers.append(LayerSpec(index, name, "residual", units, fan_in, ActivationSpec("identity", {}), init, False, None,
                             check.doc.where(path), fan_out, shape, out_shape, config, None, format_path(path),
-                            _ignore(check, path, raw)))
-    return out_shape, out_layout
+                            _ignore(check, path, raw), sources))
+    graph.built(index, sources, out_shape, out_layout)
+    return index
 
 
 def _inner_activation(kind, config: dict) -> ActivationSpec:
@@ -272,13 +315,15 @@ def _inner_activation(kind, config: dict) -> ActivationSpec:
     return ActivationSpec(written, {})
 
 
-def _geometry(check: Checker, path: tuple, kind, value, shape, layout=None):
+def _geometry(check: Checker, path: tuple, kind, value, shape, layout=None, joined=None):
     """(units, fan_in, fan_out, output shape, config) of a layer of `kind` (a LayerKind, written at `path`)
     on inputs of `shape` (a 2-D one laid out as `layout`); None, and a located problem, when its options
     or its input's shape do not work. The fans are its first weight matrix's (None without weights)."""
     config = kind.parse(check, path, value)
     if config is None or shape is None:
         return None
+    if joined:  # a merge: its inputs' shapes and names (specgraph.Graph.input_of)
+        config = {**config, **joined}
     if kind.reads_layout:  # whether its input is a sequence: pooled over its steps, a dense applied per token
         config = {**config, "sequence": (layout or kind.assumes_layout) == SEQUENCE}
     try:

@@ -18,7 +18,7 @@ from initdiag.layers.declare import COMMON_KEYS
 from initdiag.schemes import ROLES
 
 README = Path(__file__).parent.parent / "README.md"
-OPTION_TYPES = ("int", "ints", "number", "bool", "choice", "activation", "padding")
+OPTION_TYPES = ("int", "ints", "number", "numbers", "bool", "choice", "activation", "padding")
 UNKNOWN = "zz_not_an_option"
 
 
@@ -31,6 +31,9 @@ def _layer(kind, key: str | None = None, value=...) -> dict:
     if kind.block:  # residual: [inner layers], its options beside the key
         inner = [{"dense": value.get("units", shape[0])}]
         return {key: inner, **{o.name: value[o.name] for o in kind.options if o.name in value}}
+    if kind.joins:  # a merge joins the spec's input with itself (one input per example scale, at least two)
+        joined = len(value.get("scales") or ()) if isinstance(value, dict) else 0
+        return {key: value, "inputs": ["input"] * max(2, joined)}
     return {key: value}
 
 
@@ -165,6 +168,8 @@ def test_every_kind_builds_and_its_backward_agrees_with_finite_differences(key):
     rng = np.random.default_rng(0)
     if kind.block:  # the block's end: its branch's output beside the block's input
         inputs = (rng.standard_normal((x.shape[0],) + tuple(layer_spec.output_shape)), x)
+    elif kind.joins:  # a merge: independent inputs of the shapes it joins
+        inputs = tuple(rng.standard_normal((x.shape[0],) + tuple(shape)) for shape in layer_spec.config["shapes"])
     else:
         inputs = (x,)
     seeded = hasattr(layer, "rng")  # dropout: the same mask on every pass

@@ -39,23 +39,56 @@ def _stream_block(spec_layer) -> bool:
     return LAYERS[spec_layer.kind].in_stream(spec_layer.config)
 
 
+def reads(spec) -> list:
+    """Per layer, the indices of the layers it reads (-1: the input): a chain's layer reads the one above it."""
+    from initdiag.propagate import sources  # (the graph's convention lives beside the pass that walks it)
+
+    return sources(spec)
+
+
+def _ancestors(read: list, index: int) -> set:
+    found, stack = set(), [index]
+    while stack:
+        for source in read[stack.pop()]:
+            if source >= 0 and source not in found:
+                found.add(source)
+                stack.append(source)
+    return found
+
+
 def branch_layers(spec) -> set:
-    """Indices of the layers inside residual branches."""
-    inside = set()
+    """Indices of the layers inside residual branches: the layers between a stream join (a residual end, an
+    add) and the point its inputs fork from, i.e. what only some of its inputs come through."""
+    read, inside = reads(spec), set()
     for layer in spec.layers:
         if LAYERS[layer.kind].block:
             inside.update(range(layer.config["start"], layer.index))
+        elif LAYERS[layer.kind].joins and _stream_block(layer):
+            lines = [_ancestors(read, source) | {source} for source in read[layer.index] if source >= 0]
+            inside.update(set().union(*lines) - set.intersection(*lines) if len(lines) > 1 else set())
     return inside
 
 
+def stream_input(spec, layer) -> int:
+    """The index of what a stream block adds to (-1: the input): a residual end's or an add's earliest input
+    (its skip), a pre-norm transformer block's input."""
+    return min(reads(spec)[layer.index])
+
+
 def _feeds_normalization(spec, index: int) -> bool:
-    """Whether the layer's output goes (through weightless layers) into a normalization."""
-    for later in spec.layers[index + 1:]:
-        if _normalizes(later):
-            return True
-        if later.kind not in WEIGHTLESS_PASS_KINDS:
+    """Whether the layer's output goes (through weightless layers) into a normalization: the first layer
+    that reads it (in run order) does, or passes it on to one."""
+    read = reads(spec)
+    while True:
+        readers = [later for later in spec.layers[index + 1:] if index in read[later.index]]
+        if not readers:
             return False
-    return False
+        first = readers[0]
+        if _normalizes(first):
+            return True
+        if first.kind not in WEIGHTLESS_PASS_KINDS:
+            return False
+        index = first.index
 
 
 def normalized(spec) -> bool:

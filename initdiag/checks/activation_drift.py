@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 
 from initdiag.checks import Check, FindingCode, Threshold
-from initdiag.checks._architecture import segments
+from initdiag.checks._architecture import segments, stream_input
 from initdiag.checks._shared import better_scheme, finding, forward_finite, level
-from initdiag.layers import LAYERS
 from initdiag.numbers import compact
 
 PRECISION_LIMIT = 1e30  # a second moment this far from its reference leaves float32's range within a few layers
@@ -68,11 +67,10 @@ def _stream_growth(run, spec, stream, t) -> list:
     constant when it grows additively; when each is a steady factor g larger than the last, the stream
     grows multiplicatively, g^blocks over its blocks, judged with stream_warning / stream_error. g is
     fitted to the logarithms of all the increments (least squares), so one noisy block does not decide."""
-    first_block = spec.layers[stream[0].index]
-    begins = first_block.config["start"] if LAYERS[first_block.kind].block else first_block.index
-    if begins == 0:
+    begins = stream_input(spec, spec.layers[stream[0].index])
+    if begins < 0:
         return []  # the stream starts at the input: measured against the input by the chain rules' precision check
-    start = run.layers[begins - 1]  # the first block's input
+    start = run.layers[begins]  # the first block's input
     moments = [start.signal_second_moment] + [block.signal_second_moment for block in stream]
     if not all(math.isfinite(m) and m > 0 for m in moments):
         return []

@@ -22,7 +22,7 @@ class Option:
     """One of a kind's own options (`conv2d: {filters: 8, kernel: 3}`).
 
     `type`: "int" (with `minimum`), "ints" (an int or one per spatial axis, `minimum`), "number"
-    (`minimum`/`maximum`, `exclusive` for a strict lower bound), "bool", "choice" (`choices`),
+    (`minimum`/`maximum`, `exclusive` for a strict lower bound), "numbers" (a list of them), "bool", "choice" (`choices`),
     "activation" (an elementwise activation), "padding". Validation (with its error messages) is the
     kind's `parse`; these fields describe the option for the schema and the README.
     """
@@ -111,6 +111,9 @@ class LayerKind:
     saturation: Callable = activation_saturation  # (layer, cache) -> the saturated fraction the statistics report
     saturation_doc: str = "the activation's rule on its pre-activation"
     block: bool = False  # a block of nested layers (residual), parsed by its own grammar
+    # a merge: reads two or more layers (`inputs: [a, b]`); the parser puts their shapes and names in its
+    # config ("shapes", "sources"); forward(*xs) -> (y, cache), backward(dy, cache) -> (*dxs, grads)
+    joins: bool = False
     reads_tokens: bool = False  # takes integer tokens: the first layer, on input_distribution: tokens (embedding)
     table: bool = False  # a learned lookup table (token and position embeddings): outside the rules-of-thumb schemes
     extra: dict = field(default_factory=dict)
