@@ -225,7 +225,7 @@ def test_bad_options_name_the_problem(kind, raw, message):
                                                                    "(channels, length)"),
     ("- {upsample: {mode: linear}}", "layers[0]", "use mode bilinear"),
     ("- {flatten: }\n- {upsample: 2}", "layers[1]", "upsample expects a per-sample input of shape"),
-    ("- {upsample: {scale: [2, 2, 2]}}", "layers[0]", "scale must be a positive integer or a list"),
+    ("- {upsample: {scale: [2, 2, 2]}}", "layers[0]", "scale must be a positive integer, or a list of two"),
     ("- {conv_transpose2d: {filters: 4, kernel: 3}, init: {identity: }}", "layers[0].init",
      "identity (the Dirac kernel) needs filters equal to the input channels"),
 ])
@@ -241,6 +241,8 @@ def test_bad_layers_are_located_spec_problems(layers, path, message):
 def test_the_wrong_interpolating_mode_names_the_right_one():
     with pytest.raises(SpecErrors, match="use mode linear"):
         make_spec("input: [3, 8]\nlayers:\n  - {upsample: {mode: bilinear}}\n")
+    with pytest.raises(SpecErrors, match="has one spatial axis: give an int"):
+        make_spec("input: [3, 8]\nlayers:\n  - {upsample: [2, 2]}\n")
 
 
 # ------------------------------------------------------------------ inits on a transposed conv's kernel

@@ -304,10 +304,10 @@ def _upsample_config(raw) -> dict:
     if unknown:
         raise ValueError(f"upsample: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(valid)}")
     scale = raw.get("scale", 2)
-    ok = _is_int(scale) or (isinstance(scale, Sequence) and not isinstance(scale, str) and len(scale) in (1, 2)
+    ok = _is_int(scale) or (isinstance(scale, Sequence) and not isinstance(scale, str) and len(scale) == 2
                             and all(_is_int(s) for s in scale))
     if not ok or min((scale,) if _is_int(scale) else scale) < 1:
-        raise ValueError(f"upsample: scale must be a positive integer or a list of one per spatial axis, got {scale!r}")
+        raise ValueError(f"upsample: scale must be a positive integer, or a list of two for [height, width], got {scale!r}")
     mode = raw.get("mode", "nearest")
     if not isinstance(mode, str) or mode.strip().lower() not in MODES:
         raise ValueError(f"upsample: mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -359,8 +359,8 @@ class Upsample:
         scale, spatial = config["scale"], len(input_shape) - 1
         scales = (scale,) * spatial if _is_int(scale) else tuple(scale)
         if len(scales) != spatial:
-            raise ValueError(f"upsample: scale {list(scales)} needs one value per spatial axis of the input "
-                             f"{_shape_str(input_shape)}")
+            raise ValueError(f"upsample: scale {list(scales)} is one per axis of a [channels, height, width] map; "
+                             f"the input {_shape_str(input_shape)} has one spatial axis: give an int")
         return scales
 
     @classmethod
@@ -477,7 +477,7 @@ CONV_TRANSPOSE_OPTIONS = (
     Option("bias", "bool", "false drops the bias", default=True),
 )
 UPSAMPLE_OPTIONS = (
-    Option("scale", "ints", "the factor: an int, or one per spatial axis (also as the bare value: upsample: 2)",
+    Option("scale", "ints", "the factor: an int, or [height, width] (also as the bare value: upsample: 2)",
            default=2, minimum=1),
     Option("mode", "choice", "nearest (repeat), linear ([channels, length]) or bilinear ([channels, height, width])",
            default="nearest", choices=MODES),
