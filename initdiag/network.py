@@ -48,7 +48,7 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     batch = spec.batch
     per_layer = {}
     for layer in spec.layers:
-        params = (layer.fan_in * layer.units + (layer.units if layer.bias else 0)) if layer.init is not None else 0
+        params = (_weight_elements(layer) + (layer.units if layer.bias else 0)) if layer.init is not None else 0
         outputs = int(np.prod(layer.output_shape))
         per_layer[layer.index] = itemsize * (2 * params + 2 * batch * outputs)
     widest = max(max(int(np.prod(layer.output_shape)), int(np.prod(layer.input_shape))) for layer in spec.layers)
@@ -62,6 +62,14 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     probe = itemsize * max(_cache_elements(layer, batch) + 3 * batch * int(np.prod(layer.output_shape)) for layer in spec.layers)
     total = sum(per_layer.values()) + itemsize * batch * int(np.prod(spec.input_shape)) + transient + kept + probe
     return MemoryEstimate(total, largest, per_layer[largest.index])
+
+
+def _weight_elements(layer: LayerSpec) -> int:
+    """The weights counted for a layer: fan_in × units, or the drawn matrix where its shape is not that (a
+    transposed conv's fan_in is PyTorch's, filters/groups · taps, while it draws in/groups · taps rows)."""
+    if layer_kinds.LAYERS[layer.kind].params_dict:
+        return layer.fan_in * layer.units
+    return int(np.prod(weightgeometry.main(layer).shape))
 
 
 def _cache_elements(layer: LayerSpec, batch: int) -> int:
@@ -120,10 +128,11 @@ def _standard_draw(spec: NetworkSpec, layer: LayerSpec, draws: dict | None):
     if draws is None or family is None:
         return None
     dtype = np.dtype(spec.dtype)
-    key = (spec.seed, layer.index, family, layer.matrix, dtype.str)
+    shape = weightgeometry.main(layer).shape  # layer.matrix, (fan_in, units), but for a transposed conv
+    key = (spec.seed, layer.index, family, shape, dtype.str)
     if key not in draws:
         rng = stream(spec.seed, STREAM_WEIGHTS, layer.index)
-        draws[key] = schemes.FAMILY_SAMPLERS[family](rng, layer.matrix, dtype)
+        draws[key] = schemes.FAMILY_SAMPLERS[family](rng, shape, dtype)
     return draws[key]
 
 

@@ -53,8 +53,11 @@ class Fans(NamedTuple):
 
 # What a drawn parameter is for. Recurrent layers' input weights are "dense" (a plain x @ W of the
 # step's input), their hidden-to-hidden weights "recurrent"; a residual block's shortcut matrix is a
-# "projection"; every matrix of an attention or transformer layer is "attention".
-ROLES = ("dense", "conv", "recurrent", "embedding", "projection", "attention")
+# "projection"; every matrix of an attention or transformer layer is "attention". A transposed
+# convolution's kernel ("conv_transpose") is stored as a conv's, one column per output channel, but
+# PyTorch flattens it the other way, (in_channels, filters/groups · taps): orthogonal follows PyTorch.
+ROLES = ("dense", "conv", "recurrent", "embedding", "projection", "attention", "conv_transpose")
+KERNELS = ("conv", "conv_transpose")  # the roles laid out as (in_channels/groups · taps, filters)
 
 
 class Geometry(NamedTuple):
@@ -150,7 +153,7 @@ def _constant(value_of: Callable[[dict], float]):
 
 def _identity_fit(geometry: Geometry, params: dict) -> str | None:
     rows, cols = geometry.shape
-    if geometry.role == "conv":
+    if geometry.role in KERNELS:
         channels = rows // geometry.taps * geometry.groups
         if cols != channels:
             return (f"identity (the Dirac kernel) needs filters equal to the input channels, but this conv has "
@@ -167,7 +170,7 @@ def _identity(rng, geometry, params, dtype):
     filters == in_channels every group maps its in_channels/groups channels to themselves.
     With padding "same" (the smaller half before) an even kernel's Dirac shifts the input by one
     position, as in PyTorch; an odd kernel passes it through unchanged."""
-    if geometry.role != "conv":
+    if geometry.role not in KERNELS:
         return np.eye(*geometry.shape, dtype=dtype)
     rows, filters = geometry.shape
     taps, per_group = geometry.taps, rows // geometry.taps
@@ -194,8 +197,17 @@ def _orthogonal_matrix(rng, rows: int, cols: int, gain: float, dtype) -> np.ndar
 
 def _orthogonal(rng, geometry, params, dtype):
     """W^T W = gain² I (tall or square) or W W^T = gain² I (wide), on the stored matrix. On a conv
-    that is PyTorch's (out, in/groups · taps) matrix over all taps: torch.nn.init.orthogonal_."""
-    return _orthogonal_matrix(rng, *geometry.shape, params["gain"], dtype)
+    that is PyTorch's (out, in/groups · taps) matrix over all taps: torch.nn.init.orthogonal_. On a
+    transposed conv PyTorch's weight is (in, filters/groups, *kernel), flattened (in, filters/groups · taps):
+    that matrix is made orthogonal, then laid out as the stored (in/groups · taps, filters)."""
+    if geometry.role != "conv_transpose":
+        return _orthogonal_matrix(rng, *geometry.shape, params["gain"], dtype)
+    rows, filters = geometry.shape
+    taps, groups = geometry.taps, geometry.groups
+    per_in, per_out = rows // taps, filters // groups
+    torch_matrix = _orthogonal_matrix(rng, per_in * groups, per_out * taps, params["gain"], dtype)
+    stacked = torch_matrix.reshape(groups, per_in, per_out, taps).transpose(1, 3, 0, 2)
+    return np.ascontiguousarray(stacked).reshape(rows, filters)
 
 
 def _delta_orthogonal(rng, geometry, params, dtype):
@@ -318,11 +330,12 @@ SCHEMES: dict[str, Scheme] = {
         # An embedding table is a lookup, not a map of its input: "identity" would mean nothing there.
         Scheme("identity", "the identity matrix, square layers only; on a conv, the Dirac kernel (as many filters as "
                "input channels)",
-               build=_identity, roles=("dense", "conv", "recurrent", "projection", "attention"), fit=_identity_fit),
+               build=_identity, roles=("dense", "conv", "recurrent", "projection", "attention", "conv_transpose"),
+               fit=_identity_fit),
         Scheme("orthogonal", "a Haar-random orthogonal matrix × gain", {"gain": 1.0}, build=_orthogonal, roles=ROLES),
         Scheme(
             "delta_orthogonal", "conv kernels: 0 except the centre tap, a Haar-random orthogonal [in, filters] matrix × gain "
-            "(per group)", {"gain": 1.0}, build=_delta_orthogonal, roles=("conv",),
+            "(per group)", {"gain": 1.0}, build=_delta_orthogonal, roles=KERNELS,
             note="as JAX's delta_orthogonal and TensorFlow 1's convolutional_delta_orthogonal, which refuses more "
                  "input channels than filters; initdiag then makes the centre semi-orthogonal (orthonormal columns)",
         ),
@@ -379,7 +392,7 @@ def problem(scheme: Scheme, params: dict, geometry: Geometry) -> str | None:
 
 _ROLE_WORDS = {"dense": "dense matrices", "conv": "conv kernels", "recurrent": "recurrent (hidden-to-hidden) matrices",
                "embedding": "embedding tables", "projection": "residual shortcut projections",
-               "attention": "attention and transformer matrices"}
+               "attention": "attention and transformer matrices", "conv_transpose": "transposed-conv kernels"}
 
 
 def initial_weights(scheme: Scheme, params: dict, rng, geometry, dtype, standard: np.ndarray | None = None) -> np.ndarray:

@@ -31,6 +31,7 @@ GEOMETRIES = {
     "embedding": Geometry((64, 200), "embedding", Fans(64, 200)),
     "projection": Geometry((80, 80), "projection", Fans(80, 80)),
     "attention": Geometry((64, 64), "attention", Fans(64, 64)),
+    "conv_transpose": Geometry((32 * 9, 32), "conv_transpose", Fans(32 * 9, 32 * 9), (3, 3), 1),
 }
 
 # One small spec per role, (head, layers): `{init}` is the scheme under test, the last layer's (for
@@ -42,6 +43,7 @@ ROLE_LAYERS = {
     "embedding": ("input: [5]\ninput_distribution: tokens", "- {embedding: {vocab: 20, dim: 8}, init: {init}}"),
     "projection": ("input: [8]\ndefaults: {init: {init}}", "- residual:\n    - {dense: 6, init: xavier}\n  shortcut: dense"),
     "attention": ("input: [5, 8]", "- {attention: {heads: 2, dim: 8}, init: {init}}"),
+    "conv_transpose": ("input: [4, 3, 3]", "- {conv_transpose2d: {filters: 4, kernel: 3, stride: 2}, init: {init}}"),
 }
 
 
