@@ -10,7 +10,8 @@ Where the scale is judged (drift):
 - A layer is judged against its segment's start (the input, the first normalized point, the
   stream's end): only layers that set a scale (weights, residual sums) and whose output does not
   feed a normalization, which undoes it on the next row; weightless layers (pooling, flatten) pass
-  the scale on, except those declared to set it (`rescales`: layer_scale, a standalone activation). Layers inside a residual branch are judged through the stream they add to.
+  the scale on, except those declared to set it (`rescales`: layer_scale, a standalone activation).
+  Layers inside a residual branch are judged through the stream they add to.
 - A residual stream (consecutive residual ends and pre-norm transformer blocks) is judged by how
   it grows per block: additively (each block adds about as much as the one before: BN ResNets,
   pre-norm transformers, GPT-2 at 48 blocks) is how trainable streams grow; multiplicatively (each
@@ -28,7 +29,8 @@ NORMALIZING_KINDS = tuple(key for key, kind in LAYERS.items() if kind.normalizes
 RECURRENT_KINDS = tuple(key for key, kind in LAYERS.items() if "recurrent_init" in kind.takes)  # state bounded by its cell
 # weightless kinds that pass the scale on (pooling, flatten, dropout, stochastic depth), and those that set it
 # (layer_scale's gamma, a standalone activation): the latter are judged like layers with weights
-WEIGHTLESS_PASS_KINDS = tuple(key for key, kind in LAYERS.items() if kind.weightless and not kind.normalizes and not kind.rescales)
+WEIGHTLESS_PASS_KINDS = tuple(key for key, kind in LAYERS.items()
+                              if kind.weightless and not kind.normalizes and not kind.rescales)
 RESCALING_KINDS = tuple(key for key, kind in LAYERS.items() if kind.weightless and kind.rescales)
 # kinds whose saturation is not their activation's (attention rows whose largest weight > 0.99)
 OWN_SATURATION_KINDS = tuple(key for key, kind in LAYERS.items() if kind.saturation is not activation_saturation)

@@ -25,7 +25,8 @@ def _dead(run, layer, layer_spec, t) -> list:
     if layer.kind in RESCALING_KINDS and layer.activation == "identity":  # a layer scale: no unit dies there
         return []
     previous = run.layers[layer.index - 1] if layer.index > 0 else None
-    if layer.kind in NORMALIZING_KINDS + RESCALING_KINDS and previous is not None and previous.dead_fraction >= layer.dead_fraction:
+    if (layer.kind in NORMALIZING_KINDS + RESCALING_KINDS and previous is not None
+            and previous.dead_fraction >= layer.dead_fraction):
         return []
     samples = f" of {run.probe_samples} inputs" if run.probe_samples else ""
     return [finding(level, "dead-units", layer,

@@ -23,8 +23,8 @@ class Option:
 
     `type`: "int" (with `minimum`), "ints" (an int or one per spatial axis, `minimum`), "number"
     (`minimum`/`maximum`, `exclusive` for a strict lower bound), "bool", "choice" (`choices`),
-    "activation" (an elementwise activation), "any_activation" (softmax too), "padding". Validation (with its error messages) is the
-    kind's `parse`; these fields describe the option for the schema and the README.
+    "activation" (an elementwise activation), "any_activation" (softmax too), "padding". Validation (with its
+    error messages) is the kind's `parse`; these fields describe the option for the schema and the README.
     """
 
     name: str

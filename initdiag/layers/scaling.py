@@ -124,7 +124,8 @@ def _scale_torch(input_shape, config):
     return LayerScaleModule(input_shape[0] if channels_first else input_shape[-1]), {}
 
 
-SCALE_OPTIONS = (Option("value", "number", "gamma's initial value (ConvNeXt's 1e-6; CaiT's 1e-5 to 1e-4 by depth)", default=1e-6),)
+SCALE_OPTIONS = (Option("value", "number", "gamma's initial value (ConvNeXt's 1e-6; CaiT's 1e-5 to 1e-4 by depth)",
+                        default=1e-6),)
 
 
 # ------------------------------------------------------------------------------- stochastic depth
