@@ -109,6 +109,7 @@ def _option(kind, option) -> dict:
         "padding": lambda: {"anyOf": [_choice(option.choices, option.name, strip=True), _ints(ndim, option.minimum)]},
         "choice": lambda: _choice(option.choices, option.name, strip=True),
         "activation": lambda: {"$ref": "#/$defs/elementwise_activation"},
+        "any_activation": lambda: {"$ref": "#/$defs/activation"},
     }[option.type]()
     default = "" if option.required or option.default is None else f" (default {option.default})"
     return {**schema, "description": option.doc + default}

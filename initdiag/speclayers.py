@@ -114,9 +114,11 @@ def _layout(kind, layout, output_shape) -> str | None:
 
 
 def _kind_keys(raw: dict) -> list:
-    """The keys of `raw` that name a layer kind (or an alias), as written."""
-    return [key for key in raw if isinstance(key, str) and key not in COMMON_KEYS
+    """The keys of `raw` that name a layer kind (or an alias), as written; a mapping that names none but has an
+    `activation` is a standalone activation layer (`- activation: relu`: the kind "activation")."""
+    keys = [key for key in raw if isinstance(key, str) and key not in COMMON_KEYS
             and (key.strip().lower() in KIND_NAMES or key.strip().lower() in ALIASES)]
+    return keys or [key for key in raw if key == "activation"]
 
 
 def _sequence(check: Checker, raw_layers: list, list_path: tuple, source, defaults, names: dict, graph: Graph,
@@ -172,8 +174,10 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, source, defaul
 def _common(check: Checker, path: tuple, raw: dict, kind, geometry, defaults) -> tuple:
     """(activation, init, bias, bias_init, recurrent_init) of a layer: what `kind.takes`, from `raw` or `defaults`."""
     default_init, default_activation, default_bias = defaults
-    if kind.weightless:
-        return ActivationSpec("identity", {}), None, False, None, None
+    if kind.weightless:  # identity, but a standalone activation layer's is its own (in its config)
+        config = geometry[4] if geometry else {}
+        activation = _inner_activation(kind, config) if "activation" in config else ActivationSpec("identity", {})
+        return activation, None, False, None, None
     if kind.inner_activation is not None:  # it acts inside the block (a cell, an FFN), from the kind's own options
         activation = _inner_activation(kind, geometry[4] if geometry else {})
         if not activations.make(activation.name, activation.params).elementwise:

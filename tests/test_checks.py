@@ -167,3 +167,54 @@ def test_a_deep_plain_batchnorm_cnn_decorrelates_but_is_not_failing():
     # the same stack without its batchnorms is judged on the contrast alone
     assert not _architecture.normalized(make(text.replace("  - batchnorm: {}\n", "")))
     assert _architecture.normalized(make(text))
+
+
+def test_dead_relus_after_an_identity_layer_are_reported_at_the_activation_layer():
+    """dense (identity) → activation: relu is dense with relu: the units die at the activation layer, judged there."""
+    dead = findings_of("""\
+        input: [16]
+        layers:
+          - dense: 32
+            init: {normal: {std: 0.01}}
+            bias_init: -10
+          - activation: relu
+          - dense: 4
+            init: xavier
+        """, "dead-units")
+    assert ("dead-units", "activation_1") in codes(dead, "error")
+    assert ("dead-units", "dense_0") not in codes(dead)
+
+
+def test_a_healthy_conv_batchnorm_relu_net_gets_no_finding_from_its_activation_layers():
+    """conv → batchnorm → activation: relu, He-initialised: no dead units, no drift, and no scheme mismatch for the
+    convs' identity (the relu after the batchnorm is their activation); a layer scale and stochastic depth pass."""
+    findings = pipeline.diagnose(make("""\
+        input: [3, 16, 16]
+        batch: 64
+        defaults: {init: relu}
+        layers:
+          - conv2d: {filters: 8, kernel: 3, padding: same}
+          - batchnorm: {}
+          - activation: relu
+          - conv2d: {filters: 8, kernel: 3, padding: same}
+          - batchnorm: {}
+          - activation: relu
+          - stochastic_depth: 0.1
+          - global_avgpool: {}
+          - dense: 10
+            init: xavier
+            activation: softmax
+        """)).findings
+    assert findings == [], findings
+
+
+def test_the_architecture_tells_scale_setting_weightless_kinds_from_those_passing_it_on():
+    assert {"layer_scale", "activation"} <= set(_architecture.RESCALING_KINDS)
+    assert not {"layer_scale", "activation"} & set(_architecture.WEIGHTLESS_PASS_KINDS)
+    assert {"dropout", "stochastic_depth", "flatten"} <= set(_architecture.WEIGHTLESS_PASS_KINDS)
+
+
+def test_a_small_layer_scale_on_the_main_chain_is_judged_as_setting_the_scale():
+    vanishing = findings_of("input: [16]\nlayers:\n  - dense: 16\n  - layer_scale: {value: 1e-6}\n  - dense: 16\n",
+                            "vanishing-activations")
+    assert ("vanishing-activations", "layer_scale_1") in codes(vanishing, "error")

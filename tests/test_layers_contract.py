@@ -18,7 +18,7 @@ from initdiag.layers.declare import COMMON_KEYS
 from initdiag.schemes import ROLES
 
 README = Path(__file__).parent.parent / "README.md"
-OPTION_TYPES = ("int", "ints", "number", "numbers", "bool", "choice", "activation", "padding")
+OPTION_TYPES = ("int", "ints", "number", "numbers", "bool", "choice", "activation", "any_activation", "padding")
 UNKNOWN = "zz_not_an_option"
 
 

@@ -10,7 +10,8 @@ Where the scale is judged (drift):
 - A layer is judged against its segment's start (the input, the first normalized point, the
   stream's end): only layers that set a scale (weights, residual sums) and whose output does not
   feed a normalization, which undoes it on the next row; weightless layers (pooling, flatten) pass
-  the scale on. Layers inside a residual branch are judged through the stream they add to.
+  the scale on, except those declared to set it (`rescales`: layer_scale, a standalone activation).
+  Layers inside a residual branch are judged through the stream they add to.
 - A residual stream (consecutive residual ends and pre-norm transformer blocks) is judged by how
   it grows per block: additively (each block adds about as much as the one before: BN ResNets,
   pre-norm transformers, GPT-2 at 48 blocks) is how trainable streams grow; multiplicatively (each
@@ -26,7 +27,11 @@ from initdiag.layers.declare import activation_saturation
 # Kind facts, from each kind's declaration (initdiag.layers): the ones the checks reason with.
 NORMALIZING_KINDS = tuple(key for key, kind in LAYERS.items() if kind.normalizes)
 RECURRENT_KINDS = tuple(key for key, kind in LAYERS.items() if "recurrent_init" in kind.takes)  # state bounded by its cell
-WEIGHTLESS_PASS_KINDS = tuple(key for key, kind in LAYERS.items() if kind.weightless and not kind.normalizes)
+# weightless kinds that pass the scale on (pooling, flatten, dropout, stochastic depth), and those that set it
+# (layer_scale's gamma, a standalone activation): the latter are judged like layers with weights
+WEIGHTLESS_PASS_KINDS = tuple(key for key, kind in LAYERS.items()
+                              if kind.weightless and not kind.normalizes and not kind.rescales)
+RESCALING_KINDS = tuple(key for key, kind in LAYERS.items() if kind.weightless and kind.rescales)
 # kinds whose saturation is not their activation's (attention rows whose largest weight > 0.99)
 OWN_SATURATION_KINDS = tuple(key for key, kind in LAYERS.items() if kind.saturation is not activation_saturation)
 
@@ -56,6 +61,28 @@ def _ancestors(read: list, index: int) -> set:
     return found
 
 
+def _first_reader(spec, read: list, index: int):
+    """The first layer (in run order) that reads layer `index`'s output, or None."""
+    return next((later for later in spec.layers[index + 1:] if index in read[later.index]), None)
+
+
+def acting_activation(spec, index: int):
+    """The activation a weighted layer's output meets (an ActivationSpec): its own, or, when that is the identity,
+    the standalone activation layer it feeds through normalizations, weightless layers and residual ends
+    (conv → batchnorm → activation: relu is a ReLU conv, whose rule of thumb is He)."""
+    layer = spec.layers[index]
+    if layer.activation.name != "identity" or layer.init is None:
+        return layer.activation
+    read, later = reads(spec), _first_reader(spec, reads(spec), index)
+    while later is not None:
+        if later.kind in RESCALING_KINDS and later.activation.name != "identity":
+            return later.activation
+        if not (_normalizes(later) or later.kind in WEIGHTLESS_PASS_KINDS + RESCALING_KINDS or LAYERS[later.kind].block):
+            break
+        later = _first_reader(spec, read, later.index)
+    return layer.activation
+
+
 def branch_layers(spec) -> set:
     """Indices of the layers inside residual branches: the layers between a stream join (a residual end, an
     add) and the point its inputs fork from, i.e. what only some of its inputs come through."""
@@ -76,17 +103,16 @@ def stream_input(spec, layer) -> int:
 
 
 def _feeds_normalization(spec, index: int) -> bool:
-    """Whether the layer's output goes (through weightless layers) into a normalization: the first layer
-    that reads it (in run order) does, or passes it on to one."""
+    """Whether the layer's output goes (through weightless layers, whatever scale they set) into a normalization:
+    the first layer that reads it (in run order) does, or passes it on to one."""
     read = reads(spec)
     while True:
-        readers = [later for later in spec.layers[index + 1:] if index in read[later.index]]
-        if not readers:
+        first = _first_reader(spec, read, index)
+        if first is None:
             return False
-        first = readers[0]
         if _normalizes(first):
             return True
-        if first.kind not in WEIGHTLESS_PASS_KINDS:
+        if first.kind not in WEIGHTLESS_PASS_KINDS + RESCALING_KINDS:
             return False
         index = first.index
 

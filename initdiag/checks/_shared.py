@@ -41,10 +41,10 @@ def ratio_text(ratio: float) -> str:
     return f"{compact(ratio)}x" if ratio >= 1 else f"1/{compact(1 / ratio)} of" if ratio > 0 else "0x (no signal left)"
 
 
-def better_scheme(layer_spec) -> str | None:
-    """The rules-of-thumb scheme for the layer's activation when its own scheme is not one of them, else None:
-    a hint never recommends what the layer already has."""
-    init, activation = layer_spec.init, activations.ACTIVATIONS.get(layer_spec.activation.name)
+def better_scheme(layer_spec, activation=None) -> str | None:
+    """The rules-of-thumb scheme for the layer's activation (or `activation`, an ActivationSpec: the one its output
+    meets) when its own scheme is not one of them, else None: a hint never recommends what the layer already has."""
+    init, activation = layer_spec.init, activations.ACTIVATIONS.get((activation or layer_spec.activation).name)
     recommended = activation.recommended if activation is not None else ()
     if init is None or not recommended or any(schemes.same_variance_rule(init.scheme, good) for good in recommended):
         return None

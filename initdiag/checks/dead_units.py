@@ -4,7 +4,7 @@ README: "Findings and thresholds"."""
 from __future__ import annotations
 
 from initdiag.checks import Check, FindingCode, Threshold
-from initdiag.checks._architecture import NORMALIZING_KINDS, WEIGHTLESS_PASS_KINDS
+from initdiag.checks._architecture import NORMALIZING_KINDS, RESCALING_KINDS, WEIGHTLESS_PASS_KINDS
 from initdiag.checks._shared import finding, percent
 
 
@@ -17,12 +17,16 @@ def dead_units(run, spec, t, phase=None) -> list:
 
 def _dead(run, layer, layer_spec, t) -> list:
     """Dead units where they die: not again at a weightless or normalization layer after them (a dead
-    channel stays 0 through batchnorm, pooling and flatten), and not for softmax (saturation's story)."""
+    channel stays 0 through batchnorm, pooling, flatten and a layer scale), and not for softmax (saturation's
+    story); a standalone activation layer (relu after a batchnorm) is where they die."""
     level = "error" if layer.dead_fraction > t.dead_error else "warning" if layer.dead_fraction > t.dead_warning else None
     if not level or layer.activation.startswith("softmax") or layer.kind in WEIGHTLESS_PASS_KINDS:
         return []
+    if layer.kind in RESCALING_KINDS and layer.activation == "identity":  # a layer scale: no unit dies there
+        return []
     previous = run.layers[layer.index - 1] if layer.index > 0 else None
-    if layer.kind in NORMALIZING_KINDS and previous is not None and previous.dead_fraction >= layer.dead_fraction:
+    if (layer.kind in NORMALIZING_KINDS + RESCALING_KINDS and previous is not None
+            and previous.dead_fraction >= layer.dead_fraction):
         return []
     samples = f" of {run.probe_samples} inputs" if run.probe_samples else ""
     return [finding(level, "dead-units", layer,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from initdiag import activations, schemes
 from initdiag.checks import Check, Finding, FindingCode
+from initdiag.checks._architecture import acting_activation
 from initdiag.checks._shared import better_scheme
 from initdiag.layers import LAYERS
 
@@ -17,8 +18,9 @@ def mismatches(run, spec, t=None, phase=None) -> list:
             continue  # embeddings are a lookup, outside the rules-of-thumb table (torch's default is N(0, 1))
         if init.params.get("gain", 1.0) != 1.0:
             continue  # a chosen gain is a calibration (recommend --calibrate writes them), not a rule of thumb missed
-        if better_scheme(layer):
-            groups.setdefault((init.display, layer.activation.name), []).append(layer)
+        activation = acting_activation(spec, layer.index)  # a standalone activation layer's, after an identity layer
+        if better_scheme(layer, activation):
+            groups.setdefault((init.display, activation.name), []).append(layer)
     findings = []
     for (init, activation_name), layers in groups.items():
         recommended = activations.ACTIVATIONS[activation_name].recommended

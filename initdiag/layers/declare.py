@@ -22,9 +22,9 @@ class Option:
     """One of a kind's own options (`conv2d: {filters: 8, kernel: 3}`).
 
     `type`: "int" (with `minimum`), "ints" (an int or one per spatial axis, `minimum`), "number"
-    (`minimum`/`maximum`, `exclusive` for a strict lower bound), "numbers" (a list of them), "bool", "choice" (`choices`),
-    "activation" (an elementwise activation), "padding". Validation (with its error messages) is the
-    kind's `parse`; these fields describe the option for the schema and the README.
+    (`minimum`/`maximum`, `exclusive` for a strict lower bound), "numbers" (a list of them), "bool", "choice"
+    (`choices`), "activation" (an elementwise activation), "any_activation" (softmax too), "padding". Validation
+    (with its error messages) is the kind's `parse`; these fields describe the option for the schema and the README.
     """
 
     name: str
@@ -97,6 +97,9 @@ class LayerKind:
     assumes_layout: str | None = None  # how it reads a 2-D input no layer has laid out yet
     reads_layout: bool = False  # its config learns whether the input is a sequence (config["sequence"])
     normalizes: bool = False  # a normalization layer: resets the signal's scale (batchnorm, layernorm)
+    # a weightless layer that sets the signal's scale rather than passing it on (layer_scale's gamma, a standalone
+    # activation: relu halves the second moment); the other weightless, non-normalizing kinds pass it on
+    rescales: bool = False
     # config -> whether its output is normalized (a post-norm transformer block); None: `normalizes`
     output_normalized: Callable | None = None
     # config -> whether it adds to a residual stream (a residual block's end; a pre-norm transformer block)
