@@ -58,8 +58,8 @@ Saturation: the fraction of attention rows (over batch, heads and query position
 largest weight exceeds 0.99, i.e. softmax's rule applied to A (``saturation(cache)``).
 
 Cache (AttentionCache): x, z = y (the output projection has no activation), y, and
-q (batch, heads, steps, d), k and v (batch, kv_heads, steps, d); scores S (batch, heads, steps, steps), already scaled by
-1/sqrt(d): the attention logits, whose variance is the usual initialisation diagnostic (~1
+q (batch, heads, steps, d), k and v (batch, kv_heads, steps, d); scores S (batch, heads, steps,
+steps), already scaled by 1/sqrt(d): the attention logits, whose variance is the usual initialisation diagnostic (~1
 is healthy, large means saturated rows); attention A (batch, heads, steps, steps); context
 (batch, steps, dim) = concat_heads(C), the output projection's input.
 
@@ -110,7 +110,7 @@ TORCH_DEFAULT_INIT = {
 
 
 def __getattr__(name):
-    """TransformerBlock and TransformerCache, which lived here, from transformer.py (imported late: it builds on this)."""
+    """TransformerBlock and TransformerCache, which lived here, from transformer.py (late: it builds on this)."""
     if name in ("TransformerBlock", "TransformerCache"):
         from initdiag.layers import transformer
 
@@ -332,7 +332,8 @@ class MultiHeadAttention:
         for key in self.BIASES:
             width = kv_dim if key in ("key_bias", "value_bias") else dim
             if key in self.params and self.params[key].shape != (width,):
-                raise ValueError(f"attention '{name}': {key} must be ({width},), got {_shape_str(self.params[key].shape)}")
+                raise ValueError(f"attention '{name}': {key} must be ({width},), "
+                                 f"got {_shape_str(self.params[key].shape)}")
         self.rotary = bool(rotary)
         if self.rotary:
             check_rotary(self.head_dim, f"attention '{name}'")

@@ -250,7 +250,7 @@ class TransformerBlock:
                                        ("norm_kind", norm_kind, NORM_KINDS)):
             if not isinstance(value, str) or value.strip().lower() not in choices:
                 raise ValueError(f"transformer '{name}': {option} must be one of {', '.join(choices)}, got {value!r}")
-        self.norm, self.ffn_kind, self.norm_kind = norm.strip().lower(), ffn_kind.strip().lower(), norm_kind.strip().lower()
+        self.norm, self.ffn_kind, self.norm_kind = (v.strip().lower() for v in (norm, ffn_kind, norm_kind))
         self.gated = self.ffn_kind != "mlp"
         norm_class, norm_params = _NORMS[self.norm_kind]
         norm_keys = [f"{n}.{p}" for n in self.norm_names(self.norm) for p in norm_params]
@@ -459,11 +459,12 @@ def _torch(input_shape, config):
     import torch
 
     modules, names = torch_linears(input_shape, config)
-    modules["ffn_in"], modules["ffn_out"] = torch.nn.Linear(config["dim"], config["ffn"]), torch.nn.Linear(config["ffn"], config["dim"])
+    dim, ffn = config["dim"], config["ffn"]
+    modules["ffn_in"], modules["ffn_out"] = torch.nn.Linear(dim, ffn), torch.nn.Linear(ffn, dim)
     names = {"attention." + ours: theirs for ours, theirs in names.items()}
     names.update({"ffn.in_weights": "ffn_in.weight", "ffn.out_weights": "ffn_out.weight"})
     if config.get("ffn_kind", "mlp") != "mlp":
-        modules["ffn_gate"] = torch.nn.Linear(config["dim"], config["ffn"])
+        modules["ffn_gate"] = torch.nn.Linear(dim, ffn)
         names["ffn.gate_weights"] = "ffn_gate.weight"
     return torch.nn.ModuleDict(modules), names
 
@@ -482,7 +483,8 @@ KINDS = (
                        Option("norm_kind", "choice", "layer norm or RMSNorm (gamma only)", default="layernorm",
                               choices=NORM_KINDS)),
               parse=checked(lambda raw: normalize_config("transformer", raw)),
-              example=((3, 4), {"dim": 4, "heads": 2, "ffn": 6, "norm": "post"}), weights=declared_weights(TransformerBlock),
+              example=((3, 4), {"dim": 4, "heads": 2, "ffn": 6, "norm": "post"}),
+              weights=declared_weights(TransformerBlock),
               build=builder(TransformerBlock), aliases=("transformer_block", "transformer_encoder"),
               output_normalized=lambda config: config.get("norm") == "post",  # its output is a norm's
               # pre-norm and sandwich: x + f(norm(x)) (sandwich: x + norm(f(norm(x)))), a residual stream
