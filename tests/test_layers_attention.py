@@ -228,7 +228,7 @@ def test_normalize_config_and_shapes():
     with pytest.raises(ValueError, match="needs ffn"):
         normalize_config("transformer", {"dim": 8, "heads": 2})
     with pytest.raises(ValueError, match="pre, post"):
-        normalize_config("transformer", {"dim": 8, "heads": 2, "ffn": 4, "norm": "sandwich"})
+        normalize_config("transformer", {"dim": 8, "heads": 2, "ffn": 4, "norm": "middle"})
     with pytest.raises(ValueError, match="bad activation"):
         normalize_config("transformer", {"dim": 8, "heads": 2, "ffn": 4, "activation": "nope"})
     assert MultiHeadAttention.output_shape((5, 3), {"dim": 8, "heads": 2}) == (5, 8)
