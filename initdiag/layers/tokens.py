@@ -183,14 +183,11 @@ class ClassToken:
 
     def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
         """dy (batch, steps + 1, dim) -> (dy[:, 1:], {"token": dy[:, 0] summed over the batch})."""
-        if dz is not None:
-            dy = dz
+        if dz is None:
+            dz = dy
         token = self.params["token"]
-        grads = {"token": dy[:, 0].sum(axis=0).astype(token.dtype, copy=False)}
-        return (np.ascontiguousarray(dy[:, 1:]) if need_dx else None), grads
-
-    def saturation(self, cache: Cache) -> float:
-        return 0.0
+        grads = {"token": dz[:, 0].sum(axis=0).astype(token.dtype, copy=False)}
+        return (np.ascontiguousarray(dz[:, 1:]) if need_dx else None), grads
 
     def __repr__(self) -> str:
         return f"ClassToken({self.name!r}, dim={self.params['token'].shape[0]})"
@@ -341,14 +338,13 @@ KINDS = (
         example=((4, 3), {"std": 0.5}), torch=_class_token_torch, output_shape=_class_token_shape, unit_axis=-1,
         layout=SEQUENCE, assumes_layout=SEQUENCE, reads_layout=True, table=True, cache_elements=_class_token_elements,
         aliases=("cls_token",), memory_doc="its input and output, and the token and its gradient",
-        saturation=lambda layer, cache: 0.0, saturation_doc="none (no activation)",
+        saturation_doc="none (no activation)",
     ),
     LayerKind(
         "select", Select, "one token of a sequence: [steps, features] → [features] (x[:, index]; ViT's head reads the class token)",
         options=SELECT_OPTIONS, parse=checked(_select_config), takes=("name", "ignore"),
         build=lambda spec, weights, bias, activation, context: Select(spec.name, spec.config["index"]),
         example=((4, 3), {"index": -1}), torch=_select_torch, output_shape=_select_shape, bare="index",
-        assumes_layout=SEQUENCE, reads_layout=True, memory_doc="its input and output",
-        saturation=lambda layer, cache: 0.0, saturation_doc="none (no activation)",
+        assumes_layout=SEQUENCE, reads_layout=True, memory_doc="its input and output", saturation_doc="none (no activation)",
     ),
 )
