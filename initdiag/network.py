@@ -3,7 +3,8 @@
 Random numbers: one independent numpy stream per layer's weights and per layer's biases,
 and one each for the input batch and the loss targets, all derived from the spec's seed
 through SeedSequence spawn keys. The same spec and seed give the same numbers, and changing
-one layer leaves every other layer's draws unchanged.
+one layer leaves every other layer's draws unchanged. A layer without an `init` matrix may
+draw a value of its own from its (otherwise unused) weight stream: a class token does.
 """
 
 from __future__ import annotations
@@ -226,7 +227,8 @@ def build(spec: NetworkSpec, max_memory: int | None = None, draws: dict | None =
         parameters = [_parameters(spec, layer, draws) for layer in spec.layers]
     layers = [
         layer_kinds.make(layer, weights, bias, activations.make(layer.activation.name, layer.activation.params),
-                         np.dtype(spec.dtype), stream(spec.seed, STREAM_DROPOUT, layer.index), spec.eval)
+                         np.dtype(spec.dtype), stream(spec.seed, STREAM_DROPOUT, layer.index), spec.eval,
+                         stream(spec.seed, STREAM_WEIGHTS, layer.index) if layer.init is None else None)
         for layer, (weights, bias) in zip(spec.layers, parameters)
     ]
     inputs = input_batch(spec, stream(spec.seed, STREAM_INPUT))

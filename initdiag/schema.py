@@ -153,7 +153,7 @@ def _layer_key(kind, key: str) -> dict:
 
 def _layer(kind) -> dict:
     """A layer of `kind` (a LayerKind) under its key or any alias (any case, as the parser reads them)."""
-    if kind.bare is not None and len(kind.options) == 1:  # dense: 256
+    if kind.bare is not None and len(kind.options) == 1 and kind.options[0].required:  # dense: 256 (select: 0 or {index: 0})
         own = {**_option(kind, kind.options[0]), "description": f"a {kind.key} layer ({kind.summary}): its {kind.bare}"}
     else:
         own = _options(kind)

@@ -64,12 +64,13 @@ def layer_class(kind: str):
     return LAYERS[lookup(kind)].cls
 
 
-def make(layer_spec, weights, bias, activation, dtype=None, rng=None, eval=False):
+def make(layer_spec, weights, bias, activation, dtype=None, rng=None, eval=False, weights_rng=None):
     """The layer object for a validated LayerSpec and its drawn parameters (`rng`: dropout's masks;
-    `eval`: dropout off and batchnorm on its initial running statistics)."""
+    `eval`: dropout off and batchnorm on its initial running statistics; `weights_rng`: the layer's weight
+    stream, for a value a kind draws itself, outside `init`: a class token's)."""
     import numpy as np
 
-    context = BuildContext(np.dtype(np.float32 if dtype is None else dtype), rng, eval)
+    context = BuildContext(np.dtype(np.float32 if dtype is None else dtype), rng, eval, weights_rng)
     return LAYERS[layer_spec.kind].build(layer_spec, weights, bias, activation, context)
 
 

@@ -53,6 +53,7 @@ class BuildContext(NamedTuple):
     dtype: object
     rng: object  # dropout's mask stream
     eval: bool  # dropout off, batchnorm on its initial running statistics
+    weights_rng: object = None  # the layer's own weight stream, for a value drawn outside `init` (a class token)
 
 
 class InputError(ValueError):
