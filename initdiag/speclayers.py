@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from initdiag import activations
+from initdiag import activations, paramspec
 from initdiag.layers import ALIASES, LAYERS, lookup
 from initdiag.layers.declare import CHANNELS, COMMON_KEYS, SEQUENCE, InputError
 from initdiag.initspec import InitSpec, parse_init
@@ -40,7 +40,7 @@ class LayerSpec(NamedTuple):
     activation: ActivationSpec
     init: InitSpec | None  # None for layers without weights
     bias: bool
-    bias_init: float | None  # None: not set anywhere (zero, or torch_default's own bias)
+    bias_init: object  # a number; an InitSpec (a scheme that fits a vector); None: not set (zero, or torch_default's own)
     location: Location | None
     fan_out: int | None = None  # dense: units; conv: filters · kernel area
     input_shape: tuple = ()  # one sample's
@@ -49,6 +49,9 @@ class LayerSpec(NamedTuple):
     recurrent_init: InitSpec | None = None  # rnn/lstm/gru: the hidden-to-hidden weights' scheme
     written_at: str = ""  # where in the spec, e.g. "layers[2].residual[0]"
     ignore: object = None  # validate.Ignore: finding codes this layer suppresses
+    inits: dict = {}  # {parameter name: InitSpec}: per-parameter inits (paramspec)
+    supplied: object = None  # supplied.Supplied: exact values of some parameters, from a file
+    tie: object = None  # paramspec.Tie: a dense layer whose matrix is an embedding's table
 
     @property
     def path(self) -> str:
@@ -95,8 +98,10 @@ def parse_layers(check: Checker, data: dict, input_shape, default_init, default_
         check.problem(("layers",), f"expected a non-empty list of layers, not {what}")
         return []
     layers: list = []
-    _sequence(check, raw_layers, ("layers",), input_shape, None, (default_init, default_activation, default_bias), {},
+    names: dict = {}
+    _sequence(check, raw_layers, ("layers",), input_shape, None, (default_init, default_activation, default_bias), names,
               layers, [0])
+    paramspec.check_ties(check, layers, names)
     return layers
 
 
@@ -139,10 +144,11 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, layout,
             continue
         key = written[0]
         kind = LAYERS[lookup(key)]
-        check.known_keys(path, raw, (key,) + kind.takes)
+        check.known_keys(path, raw, (key,) + kind.accepts)
         name = _name(check, path, raw, f"{kind.key}_{index}", names)
         geometry = _geometry(check, path + (key,), kind, raw[key], shape, layout)
         activation, init, bias, bias_init, recurrent_init = _common(check, path, raw, kind, geometry, defaults)
+        init, params = paramspec.parse(check, path, raw, kind, shape, geometry, init, bias, name)
         if geometry is None:
             shape = layout = None
             continue
@@ -153,7 +159,7 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, shape, layout,
         if None not in (activation, name, bias) and complete:
             layers.append(LayerSpec(index, name, kind.key, units, fan_in, activation, init, bias, bias_init,
                                     check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init,
-                                    format_path(path), _ignore(check, path, raw)))
+                                    format_path(path), _ignore(check, path, raw), **params))
         shape, layout = output_shape, _layout(kind, layout, output_shape)
     return shape, layout
 
@@ -172,13 +178,13 @@ def _common(check: Checker, path: tuple, raw: dict, kind, geometry, defaults) ->
         recurrent_init = None
         if "recurrent_init" in kind.takes:
             recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
-        bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+        bias_init = paramspec.parse_bias_init(check, path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
         return activation, init, "bias_init" in kind.takes, bias_init, recurrent_init
     activation = parse_activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
     init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
     bias = check.boolean(path + ("bias",), raw.get("bias", True)) if "bias" in kind.takes else (
         geometry[4].get("bias", True) if geometry else True)
-    bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+    bias_init = paramspec.parse_bias_init(check, path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
     if bias is False and "bias_init" in raw:
         check.problem(path + ("bias_init",), "bias_init is set but the layer has no bias")
     if activation is not None and kind.elementwise_activation and not activations.ACTIVATIONS[activation.name].elementwise:
