@@ -46,16 +46,26 @@ def parse_bias_init(check, path: tuple, value):
     A constant scheme (zeros, ones, {constant: c}) is read as its number."""
     if value is None or isinstance(value, (bool, int, float)):
         return check.number(path, value)
+    unfit = _unfit_for_vectors(value)  # before its parameters are read (a supplied file is not opened)
+    if unfit:
+        check.problem(path, unfit)
+        return None
     init = parse_init(check, path, value)
-    if init is None:
+    if init is None or init.scheme not in _CONSTANT:
+        return init
+    return float(_CONSTANT[init.scheme](init.params))
+
+
+def _unfit_for_vectors(value) -> str | None:
+    """Why the scheme `value` names cannot draw a vector, or None (also for a name parse_init will refuse)."""
+    name = value if isinstance(value, str) else next(iter(value), None) if isinstance(value, dict) and len(value) == 1 else None
+    try:
+        scheme = schemes.lookup(name) if isinstance(name, str) else None
+    except ValueError:
         return None
-    if init.scheme in _CONSTANT:
-        return float(_CONSTANT[init.scheme](init.params))
-    why = schemes.problem(init.definition, init.params, schemes.vector((1,), (1, 1)))
-    if why:
-        check.problem(path, why + _vector_hint(init.scheme))
+    if scheme is None or "vector" in scheme.roles:
         return None
-    return init
+    return schemes.problem(scheme, dict(scheme.params), schemes.vector((1,), (1, 1))) + _vector_hint(scheme.name)
 
 
 def _vector_hint(scheme: str) -> str:
@@ -135,6 +145,10 @@ def _inits(check, path, value, kind, declared, matrices, main, name, given) -> d
             continue
         if given is not None and key in given.shapes:
             check.problem(where, f"{key} is also in the supplied file '{given.written}': give it once", key=True)
+            continue
+        unfit = None if key in matrices else _unfit_for_vectors(written)
+        if unfit:
+            check.problem(where, unfit)
             continue
         spec = parse_init(check, where, written)
         if spec is None:
