@@ -12,7 +12,9 @@ input, a dense layer on a non-flat input, identity on a non-square layer, a supp
 dim divisible by heads, filters by groups, a transformer's dim equal to its input features, a residual
 block's output equal to its input), a layer naming its kind twice in two spellings (dense and Dense), unique layer names, an embedding first exactly when
 input_distribution is tokens, cross_entropy on a flat output, uniform's low < high, that .npy files
-exist and hold numbers, that custom inits need --allow-custom, and that numbers are finite (.inf).
+exist and hold numbers, that custom inits need --allow-custom, and that numbers are finite (.inf); the
+parameter names of `inits:` and the arrays of a `supplied:` file (they depend on the layer's options), and
+that a `tie:` names an embedding of the right shape.
 """
 
 from __future__ import annotations
