@@ -38,12 +38,13 @@ def candidates(spec: NetworkSpec, names: list[str] | None, allow_custom: bool = 
     default the spec's own, the rules-of-thumb recommendations for its activations, and the
     Xavier, He, LeCun and orthogonal families. Duplicates (by their display name) are dropped."""
     if names is None:
-        found = [layer.init for layer in spec.layers if layer.init is not None]
+        found = [layer.init for layer in spec.layers if layer.init is not None and not layer.init.label]  # not a supplied or tied label
         found += [_named(name) for layer in spec.layers for name in activations.ACTIVATIONS[layer.activation.name].recommended]
         found += [_named(name) for name in DEFAULT_SCHEMES]
     elif [name.strip().lower() for name in names] == ["all"]:
         found = [_named(name) for name in _applicable(spec)] + [
-            layer.init for layer in spec.layers if layer.init is not None and layer.init.scheme in ("supplied", "custom")
+            layer.init for layer in spec.layers
+            if layer.init is not None and layer.init.scheme in ("supplied", "custom") and not layer.init.label
         ]
     else:
         return _unique([initspec.parse(name, "--schemes", allow_custom) for name in names])

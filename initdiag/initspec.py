@@ -14,6 +14,7 @@ class InitSpec(NamedTuple):
     params: dict  # validated parameters, defaults filled in
     path: str = ""  # where it was written, e.g. "defaults.init"
     location: Location | None = None
+    label: str = ""  # what tables show instead, where no scheme drew it: "supplied (f.npz)", "tied to embedding_0"
 
     @property
     def definition(self) -> schemes.Scheme:
@@ -22,6 +23,8 @@ class InitSpec(NamedTuple):
     @property
     def display(self) -> str:
         """Short text for tables: the name plus the parameters that differ from the defaults."""
+        if self.label:
+            return self.label
         defaults = self.definition.params
         shown = {k: v for k, v in self.params.items() if k in defaults and v != defaults[k]}
         if not shown:

@@ -14,18 +14,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from initdiag import activations, sampling, schemes, weightgeometry
+from initdiag import activations, paramspec, sampling, schemes, supplied, weightgeometry
 from initdiag import layers as layer_kinds
+from initdiag.initspec import InitSpec
 from initdiag.spec import LayerSpec, NetworkSpec, input_batch
 from initdiag.yamlsource import SpecErrors, SpecProblem
 
-STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT, STREAM_RECURRENT, STREAM_BLOCK, STREAM_PROBE = range(8)
+STREAM_INPUT, STREAM_TARGETS, STREAM_WEIGHTS, STREAM_BIAS, STREAM_DROPOUT, STREAM_RECURRENT, STREAM_BLOCK, STREAM_PROBE, STREAM_PARAM = range(9)
 DEFAULT_MEMORY_FRACTION = 0.5
 PARALLEL_DRAWS = 2_000_000  # weights; below this, starting threads costs more than it saves
 
 
-def stream(seed: int, kind: int, index: int = 0) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(kind, index)))
+def stream(seed: int, kind: int, index: int = 0, *more: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(kind, index, *more)))
 
 
 class Network(NamedTuple):
@@ -138,20 +139,27 @@ def _standard_draw(spec: NetworkSpec, layer: LayerSpec, draws: dict | None):
 
 
 def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
-    """(weights, bias) of one layer: the (fan_in, units) matrix its scheme draws, or (None, None)."""
+    """(weights, bias) of one layer: the (fan_in, units) matrix its scheme draws, or (None, None).
+    A tied matrix is None here (build points it at the embedding's table); a supplied one is zeros, which
+    build overwrites (supplied.apply); neither draws."""
     if layer.init is None:
         return None, None
     dtype = np.dtype(spec.dtype)
     init = layer.init
-    try:
-        weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index),
-                                          weightgeometry.main(layer), dtype, _standard_draw(spec, layer, draws))
-    except schemes.UnfitScheme as err:  # spec.shape_problems reports these first; a spec built by hand lands here
-        raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", str(err), file=spec.file)]) from None
-    except Exception as err:  # a custom init is user code: its failure is the user's input problem
-        if init.scheme != "custom":
-            raise
-        raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"custom init failed: {err}", file=spec.file)]) from None
+    if layer.tie is not None:
+        weights = None
+    elif paramspec.main_supplied(layer):
+        weights = np.zeros(weightgeometry.main(layer).shape, dtype=dtype)
+    else:
+        try:
+            weights = schemes.initial_weights(init.definition, init.params, stream(spec.seed, STREAM_WEIGHTS, layer.index),
+                                              weightgeometry.main(layer), dtype, _standard_draw(spec, layer, draws))
+        except schemes.UnfitScheme as err:  # spec.shape_problems reports these first; a spec built by hand lands here
+            raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", str(err), file=spec.file)]) from None
+        except Exception as err:  # a custom init is user code: its failure is the user's input problem
+            if init.scheme != "custom":
+                raise
+            raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"custom init failed: {err}", file=spec.file)]) from None
     if layer.recurrent_init is not None:
         return _recurrent_parameters(spec, layer, weights), None
     if layer_kinds.LAYERS[layer.kind].weights_from_init:
@@ -160,12 +168,27 @@ def _parameters(spec: NetworkSpec, layer: LayerSpec, draws: dict | None = None):
         return weights, None
     bias = None
     if layer.bias:
-        if init.scheme == "torch_default" and layer.bias_init is None:
+        if init.scheme == "torch_default" and layer.bias_init is None and "bias" not in layer.inits:
             bias = sampling.standard_uniform(stream(spec.seed, STREAM_BIAS, layer.index), (layer.units,), dtype)
             bias *= dtype.type(1 / np.sqrt(layer.fan_in))
         else:
-            bias = np.full(layer.units, layer.bias_init or 0.0, dtype=dtype)
+            bias = _vector(spec, layer, "bias", (layer.units,), layer.bias_init)
     return weights, bias
+
+
+def _vector(spec: NetworkSpec, layer: LayerSpec, name: str, shape, default) -> np.ndarray:
+    """A bias (or a norm's gamma/beta) of `shape`: its per-parameter init, else `default` (a scheme or a
+    number; None: 0). A drawn one has a stream of its own: a dense/conv bias the layer's STREAM_BIAS (as
+    torch_default's), any other (STREAM_PARAM, layer, its place among the kind's parameters)."""
+    dtype = np.dtype(spec.dtype)
+    init = layer.inits.get(name, default)
+    if not isinstance(init, InitSpec):
+        return np.full(shape, init or 0.0, dtype=dtype)
+    if layer_kinds.LAYERS[layer.kind].params_dict:
+        rng = stream(spec.seed, STREAM_PARAM, layer.index, paramspec.position(layer, name))
+    else:
+        rng = stream(spec.seed, STREAM_BIAS, layer.index)
+    return schemes.initial_weights(init.definition, init.params, rng, paramspec.vector_geometry(layer, name, shape), dtype)
 
 
 def _recurrent_parameters(spec: NetworkSpec, layer: LayerSpec, input_weights) -> dict:
@@ -175,38 +198,48 @@ def _recurrent_parameters(spec: NetworkSpec, layer: LayerSpec, input_weights) ->
     shapes = layer_kinds.LAYERS[layer.kind].cls.parameter_shapes(layer.input_shape, layer.config)
     recurrent = layer.recurrent_init
     try:
-        recurrent_weights = schemes.initial_weights(recurrent.definition, recurrent.params,
-                                                    stream(spec.seed, STREAM_RECURRENT, layer.index),
-                                                    weightgeometry.recurrent(layer), dtype)
+        if layer.supplied is not None and "recurrent_weights" in layer.supplied.shapes:
+            recurrent_weights = np.zeros(weightgeometry.recurrent(layer).shape, dtype=dtype)  # supplied.apply fills it
+        else:
+            recurrent_weights = schemes.initial_weights(recurrent.definition, recurrent.params,
+                                                        stream(spec.seed, STREAM_RECURRENT, layer.index),
+                                                        weightgeometry.recurrent(layer), dtype)
     except schemes.UnfitScheme as err:
         raise SpecErrors([SpecProblem(recurrent.location, f"{layer.path}.recurrent_init", str(err), file=spec.file)]) from None
     params = {
         "input_weights": input_weights,
         "recurrent_weights": recurrent_weights,
-        "bias": np.full(shapes["bias"], layer.bias_init or 0.0, dtype=dtype),
+        "bias": _vector(spec, layer, "bias", shapes["bias"], layer.bias_init),
     }
     if "recurrent_bias" in shapes:
-        params["recurrent_bias"] = np.zeros(shapes["recurrent_bias"], dtype=dtype)
+        params["recurrent_bias"] = _vector(spec, layer, "recurrent_bias", shapes["recurrent_bias"], 0.0)
     return params
 
 
 def _block_parameters(spec: NetworkSpec, layer: LayerSpec, first_weights) -> dict:
-    """Attention / transformer parameters: every weight matrix from `init` (the first from the layer's
-    own stream, as any layer's; each other from a stream of its own), biases at bias_init; layer
-    norms keep their gamma 1, beta 0."""
+    """Attention / transformer parameters: every weight matrix from `init` or its per-parameter init (the
+    first from the layer's own stream, as any layer's; each other from a stream of its own), biases at
+    bias_init; layer norms keep their gamma 1, beta 0 unless a per-parameter init draws them."""
     dtype = np.dtype(spec.dtype)
     shapes = layer_kinds.LAYERS[layer.kind].cls.parameter_shapes(layer.input_shape, layer.config)
-    init = layer.init
     params = {}
     for j, (name, geometry) in enumerate(weightgeometry.weights(layer).items()):
-        try:
-            params[name] = first_weights if j == 0 else schemes.initial_weights(
-                init.definition, init.params, stream(spec.seed, STREAM_BLOCK, layer.index * 64 + j), geometry, dtype)
-        except schemes.UnfitScheme as err:
-            raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"{err} ({name})", file=spec.file)]) from None
+        init = paramspec.drawn_by(layer, name, j)
+        if j == 0:
+            params[name] = first_weights
+        elif init is None:
+            params[name] = np.zeros(geometry.shape, dtype=dtype)  # supplied.apply fills it
+        else:
+            try:
+                params[name] = schemes.initial_weights(init.definition, init.params,
+                                                       stream(spec.seed, STREAM_BLOCK, layer.index * 64 + j), geometry, dtype)
+            except schemes.UnfitScheme as err:
+                raise SpecErrors([SpecProblem(init.location, f"{layer.path}.init", f"{err} ({name})", file=spec.file)]) from None
     for name, shape in shapes.items():
         if name.endswith("bias"):
-            params[name] = np.full(shape, layer.bias_init or 0.0, dtype=dtype)
+            params[name] = _vector(spec, layer, name, shape, layer.bias_init)
+        elif name in layer.inits and name not in params:
+            params[name] = _vector(spec, layer, name, shape, None)
     return params
 
 
@@ -225,11 +258,13 @@ def build(spec: NetworkSpec, max_memory: int | None = None, draws: dict | None =
             parameters = list(pool.map(lambda layer: _parameters(spec, layer, draws), spec.layers))
     else:
         parameters = [_parameters(spec, layer, draws) for layer in spec.layers]
-    layers = [
-        layer_kinds.make(layer, weights, bias, activations.make(layer.activation.name, layer.activation.params),
-                         np.dtype(spec.dtype), stream(spec.seed, STREAM_DROPOUT, layer.index), spec.eval,
-                         stream(spec.seed, STREAM_WEIGHTS, layer.index) if layer.init is None else None)
-        for layer, (weights, bias) in zip(spec.layers, parameters)
-    ]
+    layers: list = []
+    for layer, (weights, bias) in zip(spec.layers, parameters):
+        if layer.tie is not None:  # the embedding's table itself (built earlier), transposed: no copy
+            weights = paramspec.tied_matrix(spec, layer, layers)
+        built = layer_kinds.make(layer, weights, bias, activations.make(layer.activation.name, layer.activation.params),
+                                 np.dtype(spec.dtype), stream(spec.seed, STREAM_DROPOUT, layer.index), spec.eval,
+                                 stream(spec.seed, STREAM_WEIGHTS, layer.index) if layer.init is None else None)
+        layers.append(supplied.apply(built, layer.supplied, paramspec.supplied_skip(layer)))
     inputs = input_batch(spec, stream(spec.seed, STREAM_INPUT))
     return Network(spec, layers, inputs, stream(spec.seed, STREAM_TARGETS))

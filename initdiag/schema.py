@@ -12,7 +12,9 @@ input, a dense layer on a non-flat input, identity on a non-square layer, a supp
 dim divisible by heads, filters by groups, a transformer's dim equal to its input features, a residual
 block's output equal to its input), a layer naming its kind twice in two spellings (dense and Dense), unique layer names, an embedding first exactly when
 input_distribution is tokens, cross_entropy on a flat output, uniform's low < high, that .npy files
-exist and hold numbers, that custom inits need --allow-custom, and that numbers are finite (.inf).
+exist and hold numbers, that custom inits need --allow-custom, and that numbers are finite (.inf); the
+parameter names of `inits:` and the arrays of a `supplied:` file (they depend on the layer's options), and
+that a `tie:` names an embedding of the right shape.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _NAME = {"type": "string", "pattern": r"\S"}  # a non-empty text
 _POSITIVE = {"type": "integer", "minimum": 1}
 _NUMBER = {"type": "number"}
 _BOOL = {"type": "boolean"}
+_BIAS_INIT = {"anyOf": [_NUMBER, {"$ref": "#/$defs/vector_init"}]}  # a constant, or a scheme that fits a vector
 
 
 def _anycase(names, strip: bool = False) -> str:
@@ -132,7 +135,11 @@ def _options(kind) -> dict:
 LAYER_KEY_DOCS = {
     "name": "unique within the spec; default <kind>_<index>", "activation": "the activation (default: defaults.activation)",
     "init": "the weight init (default: defaults.init)", "recurrent_init": "the hidden-to-hidden weights' init (default orthogonal)",
-    "bias_init": "the constant every bias starts at (default: defaults.bias_init, else 0)", "bias": "false drops the bias (default true)",
+    "bias_init": "every bias: a number, or a scheme that fits a vector (normal, uniform, torch_default, ...) (default: "
+                 "defaults.bias_init, else 0)", "bias": "false drops the bias (default true)",
+    "supplied": "exact values of named parameters: a .npz of arrays, or a folder of NAME.npy files, each shaped as the "
+                "layer holds it", "inits": "a scheme per parameter, by name: {ffn.out_weights: zeros, ...}",
+    "tie": "the name of an embedding layer: this dense layer's matrix is its table, transposed",
     "ignore": "finding codes to suppress on this layer", "scale": "α in y = shortcut(x) + α·f(x) (default 1)",
     "residual": "the block's inner layers f, any kinds",
     "shortcut": "project the skip path: dense (flat input), conv (strided 1x1), or a list of layers (a 1x1 conv and a batchnorm)",
@@ -141,8 +148,9 @@ LAYER_KEY_DOCS = {
 
 
 def _layer_key(kind, key: str) -> dict:
-    schema = {"name": _NAME, "init": {"$ref": "#/$defs/init"}, "recurrent_init": {"$ref": "#/$defs/init"}, "bias_init": _NUMBER,
-              "bias": _BOOL, "ignore": {"$ref": "#/$defs/ignore"}, "scale": _NUMBER,
+    schema = {"name": _NAME, "init": {"$ref": "#/$defs/init"}, "recurrent_init": {"$ref": "#/$defs/init"}, "bias_init": _BIAS_INIT,
+              "supplied": _NAME, "inits": {"type": "object", "minProperties": 1, "additionalProperties": {"$ref": "#/$defs/init"}},
+              "tie": _NAME, "bias": _BOOL, "ignore": {"$ref": "#/$defs/ignore"}, "scale": _NUMBER,
               "activation": {"$ref": "#/$defs/" + ("elementwise_activation" if kind.elementwise_activation else "activation")},
               "residual": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}},
               "shortcut": {"anyOf": [_choice(speclayers.SHORTCUTS, "shortcut"),
@@ -159,7 +167,7 @@ def _layer(kind) -> dict:
         own = _options(kind)
     spellings = (kind.key,) + kind.aliases
     layer = {"type": "object", "minProperties": 1, "additionalProperties": False,
-             "properties": {key: _layer_key(kind, key) for key in _plus_ignore(kind.takes, *speclayers.GRAPH_KEYS)},
+             "properties": {key: _layer_key(kind, key) for key in _plus_ignore(kind.accepts, *speclayers.GRAPH_KEYS)},
              "patternProperties": {_anycase(spellings, strip=True): own},
              "description": f"a {kind.key} layer" + (f" (aliases: {', '.join(kind.aliases)})" if kind.aliases else "")}
     layer["not"] = {"propertyNames": {"enum": list(layer["properties"])}}  # one key is the kind's (no common key names one)
@@ -195,7 +203,7 @@ TOP_DOCS = {
 }
 DEFAULT_DOCS = {"init": "weight init of every layer that does not set init (default xavier)",
                 "activation": "activation of every layer that does not set activation (default identity)",
-                "bias_init": "bias of every layer that does not set bias_init (default 0)"}
+                "bias_init": "bias of every layer that does not set bias_init: a number or a scheme that fits a vector (default 0)"}
 THRESHOLD_DOCS = {threshold.name: threshold.doc for threshold in checks.THRESHOLDS}  # declared by each check
 
 
@@ -224,7 +232,7 @@ def spec_schema() -> dict:
     for key in _plus_ignore(spec.TOP_KEYS, "thresholds"):
         meaning, schema = TOP_DOCS[key]
         top[key] = {**(schema or {"$ref": f"#/$defs/{key}"}), "description": meaning}
-    defaults = {"init": {"$ref": "#/$defs/init"}, "activation": {"$ref": "#/$defs/activation"}, "bias_init": _NUMBER}
+    defaults = {"init": {"$ref": "#/$defs/init"}, "activation": {"$ref": "#/$defs/activation"}, "bias_init": _BIAS_INIT}
     defs = {
         "defaults": {"type": "object", "additionalProperties": False,
                      "properties": {key: {**defaults[key], "description": DEFAULT_DOCS[key]} for key in spec.DEFAULT_KEYS}},
@@ -232,6 +240,8 @@ def spec_schema() -> dict:
         "ignore": _ignore(),
         "finding_code": {"enum": list(checks.CHECKS), "description": "a finding code"},
         "init": _registered("weight init", schemes.SCHEMES, schemes.ALIASES, _scheme_params, _describe_scheme),
+        "vector_init": _registered("bias init", schemes.SCHEMES, schemes.ALIASES, _scheme_params, _describe_scheme,
+                                   keep=lambda scheme: "vector" in scheme.roles),
         "activation": _registered("activation", activations.ACTIVATIONS, activations.ALIASES, _activation_params, _describe_activation),
         "elementwise_activation": _registered("elementwise activation", activations.ACTIVATIONS, activations.ALIASES,
                                               _activation_params, _describe_activation, keep=lambda cls: cls.elementwise),

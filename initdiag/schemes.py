@@ -56,7 +56,10 @@ class Fans(NamedTuple):
 # "projection"; every matrix of an attention or transformer layer is "attention". A transposed
 # convolution's kernel ("conv_transpose") is stored as a conv's, one column per output channel, but
 # PyTorch flattens it the other way, (in_channels, filters/groups · taps): orthogonal follows PyTorch.
-ROLES = ("dense", "conv", "recurrent", "embedding", "projection", "attention", "conv_transpose")
+# A "vector" is a bias or a norm's gamma/beta (bias_init, a layer's `inits`): only the schemes that need no
+# matrix take it.
+MATRIX_ROLES = ("dense", "conv", "recurrent", "embedding", "projection", "attention", "conv_transpose")
+ROLES = MATRIX_ROLES + ("vector",)
 KERNELS = ("conv", "conv_transpose")  # the roles laid out as (in_channels/groups · taps, filters)
 
 
@@ -85,6 +88,12 @@ class Geometry(NamedTuple):
 def dense(shape) -> Geometry:
     """A plain (fan_in, fan_out) matrix with the shape's own fans."""
     return Geometry(tuple(shape), "dense", Fans(*shape))
+
+
+def vector(shape, fans) -> Geometry:
+    """A bias (or a norm's gamma/beta) of `shape`, with the fans of the matrix it belongs to: torch_default
+    then draws nn.Linear's and nn.Conv's default bias, U(±1/sqrt(fan_in))."""
+    return Geometry(tuple(shape), "vector", Fans(*fans))
 
 
 # Every scheme parameter's JSON Schema and meaning (the spec's editor schema and `initdiag schemes` read them):
@@ -141,7 +150,10 @@ def variance_scaling(name: str, family: str, mode: str, scale: float, formula: s
         variance = params["gain"] ** 2 * scale / fans.of(mode)
         return 0.0, math.sqrt(variance) / FAMILY_STD[family]
 
-    return Scheme(name, formula, {"gain": 1.0}, family=family, affine=affine, rule=(mode, scale), note=note, roles=ROLES)
+    # a fan-scaled scheme has no fans on a vector (torch refuses them on a 1-D tensor): matrices only, except
+    # torch_default, which on a bias is nn.Linear's and nn.Conv's own default U(±1/sqrt(fan_in)) (see `vector`)
+    roles = ROLES if name == "torch_default" else MATRIX_ROLES
+    return Scheme(name, formula, {"gain": 1.0}, family=family, affine=affine, rule=(mode, scale), note=note, roles=roles)
 
 
 def _constant(value_of: Callable[[dict], float]):
@@ -332,7 +344,7 @@ SCHEMES: dict[str, Scheme] = {
                "input channels)",
                build=_identity, roles=("dense", "conv", "recurrent", "projection", "attention", "conv_transpose"),
                fit=_identity_fit),
-        Scheme("orthogonal", "a Haar-random orthogonal matrix × gain", {"gain": 1.0}, build=_orthogonal, roles=ROLES),
+        Scheme("orthogonal", "a Haar-random orthogonal matrix × gain", {"gain": 1.0}, build=_orthogonal, roles=MATRIX_ROLES),
         Scheme(
             "delta_orthogonal", "conv kernels: 0 except the centre tap, a Haar-random orthogonal [in, filters] matrix × gain "
             "(per group)", {"gain": 1.0}, build=_delta_orthogonal, roles=KERNELS,
@@ -340,10 +352,10 @@ SCHEMES: dict[str, Scheme] = {
                  "input channels than filters; initdiag then makes the centre semi-orthogonal (orthonormal columns)",
         ),
         Scheme("supplied", "the given .npy array, shape [fan_in, fan_out]", {"path": None}, positional="path", build=_supplied,
-               roles=ROLES, fit=_supplied_fit),
+               roles=MATRIX_ROLES, fit=_supplied_fit),
         Scheme(
             "custom", "f(shape, fan_in, fan_out, rng) from 'package.module:function' (needs --allow-custom)",
-            {"target": None}, positional="target", build=_custom, roles=ROLES,
+            {"target": None}, positional="target", build=_custom, roles=MATRIX_ROLES,
         ),
     ]
 }
@@ -392,7 +404,8 @@ def problem(scheme: Scheme, params: dict, geometry: Geometry) -> str | None:
 
 _ROLE_WORDS = {"dense": "dense matrices", "conv": "conv kernels", "recurrent": "recurrent (hidden-to-hidden) matrices",
                "embedding": "embedding tables", "projection": "residual shortcut projections",
-               "attention": "attention and transformer matrices", "conv_transpose": "transposed-conv kernels"}
+               "attention": "attention and transformer matrices", "conv_transpose": "transposed-conv kernels",
+               "vector": "vectors (biases, norm gamma and beta)"}
 
 
 def initial_weights(scheme: Scheme, params: dict, rng, geometry, dtype, standard: np.ndarray | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from initdiag import yamlsource
+from initdiag import paramspec, yamlsource
 from initdiag.initspec import InitSpec, parse_init
 from initdiag.layers import LAYERS
 from initdiag.speclayers import LayerSpec, parse_activation, parse_layers  # noqa: F401  (LayerSpec: re-exported)
@@ -43,8 +43,9 @@ class NetworkSpec(NamedTuple):
     ignore: object = None  # validate.Ignore: finding codes suppressed everywhere in this spec  # run as at inference: dropout off, batchnorm on its initial running statistics
 
     def with_init(self, init: InitSpec) -> "NetworkSpec":
-        """Every layer's weight init replaced by `init` (as `check --scheme`)."""
-        layers = tuple(layer._replace(init=init) if layer.init is not None else layer for layer in self.layers)
+        """Every layer's weight matrices drawn by `init` (as `check --scheme`; paramspec.reinitialized: supplied and
+        per-parameter matrices too, a tied one stays tied)."""
+        layers = tuple(paramspec.reinitialized(layer, init) for layer in self.layers)
         spec = self._replace(layers=layers, scheme_override=init)
         problems = shape_problems(spec)
         if problems:
@@ -87,7 +88,7 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     check.known_keys(("defaults",), defaults, DEFAULT_KEYS)
     default_init = parse_init(check, ("defaults", "init"), defaults.get("init", "xavier"))
     default_activation = parse_activation(check, ("defaults", "activation"), defaults.get("activation", "identity"))
-    default_bias = check.number(("defaults", "bias_init"), defaults["bias_init"]) if "bias_init" in defaults else None
+    default_bias = paramspec.parse_bias_init(check, ("defaults", "bias_init"), defaults["bias_init"]) if "bias_init" in defaults else None
 
     layers = parse_layers(check, data, input_shape, default_init, default_activation, default_bias)
     tokens = distribution == "tokens"
@@ -182,7 +183,8 @@ def shape_problems(spec: NetworkSpec) -> list[SpecProblem]:
             continue
         message = None
         for j, (name, geometry) in enumerate(weightgeometry.weights(layer).items()):
-            message = layer.init.shape_problem(geometry)
+            init = paramspec.drawn_by(layer, name, j)
+            message = init.shape_problem(geometry) if init is not None else None
             if message:
                 message += f" ({name})" if j else ""
                 break

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from initdiag import activations
+from initdiag import activations, paramspec
 from initdiag.layers import ALIASES, LAYERS, lookup
 from initdiag.layers.declare import CHANNELS, COMMON_KEYS, SEQUENCE, InputError
 from initdiag.initspec import InitSpec, parse_init
@@ -42,7 +42,7 @@ class LayerSpec(NamedTuple):
     activation: ActivationSpec
     init: InitSpec | None  # None for layers without weights
     bias: bool
-    bias_init: float | None  # None: not set anywhere (zero, or torch_default's own bias)
+    bias_init: object  # a number; an InitSpec (a scheme that fits a vector); None: not set (zero, or torch_default's own)
     location: Location | None
     fan_out: int | None = None  # dense: units; conv: filters · kernel area
     input_shape: tuple = ()  # one sample's
@@ -52,6 +52,9 @@ class LayerSpec(NamedTuple):
     written_at: str = ""  # where in the spec, e.g. "layers[2].residual[0]"
     ignore: object = None  # validate.Ignore: finding codes this layer suppresses
     inputs: tuple = ()  # the layers it reads, by index (specgraph.INPUT: the spec's input); () = the layer above
+    inits: dict = {}  # {parameter name: InitSpec}: per-parameter inits (paramspec)
+    supplied: object = None  # supplied.Supplied: exact values of some parameters, from a file
+    tie: object = None  # paramspec.Tie: a dense layer whose matrix is an embedding's table
 
     @property
     def path(self) -> str:
@@ -98,10 +101,12 @@ def parse_layers(check: Checker, data: dict, input_shape, default_init, default_
         check.problem(("layers",), f"expected a non-empty list of layers, not {what}")
         return []
     layers: list = []
+    names: dict = {}
     graph, counter = Graph(input_shape), [0]
     _sequence(check, raw_layers, ("layers",), INPUT if input_shape is not None else None,
-              (default_init, default_activation, default_bias), {}, graph, layers, counter)
+              (default_init, default_activation, default_bias), names, graph, layers, counter)
     graph.finish(check, layers, complete=len(layers) == counter[0])
+    paramspec.check_ties(check, layers, names)
     return layers
 
 
@@ -146,13 +151,14 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, source, defaul
             continue
         key = written[0]
         kind = LAYERS[lookup(key)]
-        check.known_keys(path, raw, (key,) + kind.takes + GRAPH_KEYS)
+        check.known_keys(path, raw, (key,) + kind.accepts + GRAPH_KEYS)
         name = _name(check, path, raw, f"{kind.key}_{index}", names)
         graph.declare(index, name, path)
         sources = graph.resolve(check, path, raw, source, name, index)
         shape, layout, joined = graph.input_of(check, path, kind, sources, named="inputs" in raw)
         geometry = _geometry(check, path + (key,), kind, raw[key], shape, layout, joined)
         activation, init, bias, bias_init, recurrent_init = _common(check, path, raw, kind, geometry, defaults)
+        init, params = paramspec.parse(check, path, raw, kind, shape, geometry, init, bias, name)
         if geometry is None:
             source = None
             continue
@@ -163,7 +169,7 @@ def _sequence(check: Checker, raw_layers: list, list_path: tuple, source, defaul
         if None not in (activation, name, bias) and complete:
             layers.append(LayerSpec(index, name, kind.key, units, fan_in, activation, init, bias, bias_init,
                                     check.doc.where(path), fan_out, shape, output_shape, config, recurrent_init,
-                                    format_path(path), _ignore(check, path, raw), sources))
+                                    format_path(path), _ignore(check, path, raw), sources, **params))
             graph.built(index, sources, output_shape, _layout(kind, layout, output_shape))
             source = index
         else:
@@ -187,13 +193,13 @@ def _common(check: Checker, path: tuple, raw: dict, kind, geometry, defaults) ->
         recurrent_init = None
         if "recurrent_init" in kind.takes:
             recurrent_init = parse_init(check, path + ("recurrent_init",), raw.get("recurrent_init", "orthogonal"))
-        bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+        bias_init = paramspec.parse_bias_init(check, path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
         return activation, init, "bias_init" in kind.takes, bias_init, recurrent_init
     activation = parse_activation(check, path + ("activation",), raw["activation"]) if "activation" in raw else default_activation
     init = parse_init(check, path + ("init",), raw["init"]) if "init" in raw else default_init
     bias = check.boolean(path + ("bias",), raw.get("bias", True)) if "bias" in kind.takes else (
         geometry[4].get("bias", True) if geometry else True)
-    bias_init = check.number(path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
+    bias_init = paramspec.parse_bias_init(check, path + ("bias_init",), raw["bias_init"]) if "bias_init" in raw else default_bias
     if bias is False and "bias_init" in raw:
         check.problem(path + ("bias_init",), "bias_init is set but the layer has no bias")
     if activation is not None and kind.elementwise_activation and not activations.ACTIVATIONS[activation.name].elementwise:

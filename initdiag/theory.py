@@ -107,6 +107,11 @@ def bias_moments(layer) -> tuple[float, float]:
     """(mean, variance) of a layer's bias, as network.build draws it."""
     if not layer.bias:
         return 0.0, 0.0
+    scheme = getattr(layer, "inits", {}).get("bias", layer.bias_init)
+    if hasattr(scheme, "definition"):  # a scheme that fits a vector (paramspec)
+        from initdiag.paramspec import vector_moments
+
+        return vector_moments(scheme, Fans(layer.fan_in, layer.units))
     if layer.bias_init is not None:
         return float(layer.bias_init), 0.0
     if layer.init.scheme == "torch_default":

@@ -5,7 +5,8 @@ identity is the Dirac kernel on a conv, delta_orthogonal exists only there).
 
 Which array which init draws: `init` draws the kind's first matrix (a block drawn wholly from
 `init`, attention and transformer, every matrix); `recurrent_init` the hidden-to-hidden
-`recurrent_weights` of rnn/lstm/gru.
+`recurrent_weights` of rnn/lstm/gru. A layer's `inits`, `supplied` and `tie` change that per
+parameter (paramspec: `drawn_by`); biases and norm parameters are vectors (schemes.vector).
 """
 
 from __future__ import annotations

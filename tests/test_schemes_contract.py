@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from initdiag import network, schemes, spec, weightgeometry, yamlsource
+from initdiag import network, paramspec, schemes, spec, weightgeometry, yamlsource
 from initdiag.schemes import Fans, Geometry
 from initdiag.yamlsource import SpecErrors
 
@@ -32,10 +32,12 @@ GEOMETRIES = {
     "projection": Geometry((80, 80), "projection", Fans(80, 80)),
     "attention": Geometry((64, 64), "attention", Fans(64, 64)),
     "conv_transpose": Geometry((32 * 9, 32), "conv_transpose", Fans(32 * 9, 32 * 9), (3, 3), 1),
+    "vector": Geometry((4096,), "vector", Fans(64, 4096)),
 }
 
 # One small spec per role, (head, layers): `{init}` is the scheme under test, the last layer's (for
-# "recurrent" its recurrent_init; for "projection" the residual block's shortcut, drawn by defaults.init).
+# "recurrent" its recurrent_init; for "projection" the residual block's shortcut, drawn by defaults.init;
+# for "vector" its bias_init).
 ROLE_LAYERS = {
     "dense": ("input: [8]", "- {dense: 8, init: {init}}"),
     "conv": ("input: [4, 6, 6]", "- {conv2d: {filters: 4, kernel: 3, padding: same}, init: {init}}"),
@@ -44,6 +46,7 @@ ROLE_LAYERS = {
     "projection": ("input: [8]\ndefaults: {init: {init}}", "- residual:\n    - {dense: 6, init: xavier}\n  shortcut: dense"),
     "attention": ("input: [5, 8]", "- {attention: {heads: 2, dim: 8}, init: {init}}"),
     "conv_transpose": ("input: [4, 3, 3]", "- {conv_transpose2d: {filters: 4, kernel: 3, stride: 2}, init: {init}}"),
+    "vector": ("input: [8]", "- {dense: 8, bias_init: {init}}"),
 }
 
 
@@ -159,14 +162,16 @@ def test_an_unclaimed_role_is_one_located_spec_problem(name, role):
     (problem,) = info.value.problems
     assert str(problem).startswith("t.yaml:"), str(problem)
     assert f"{name} cannot initialise" in str(problem)
-    assert (".recurrent_init" if role == "recurrent" else ".init") in problem.path
+    assert {"recurrent": ".recurrent_init", "vector": ".bias_init"}.get(role, ".init") in problem.path
 
 
 @pytest.mark.parametrize("role", schemes.ROLES)
 def test_each_role_layer_example_has_that_role(role):
-    net = spec.parse(yamlsource.loads(_role_spec(role, "xavier"), "t.yaml"), base_dir=".", default_name="t")
+    scheme = "normal" if role == "vector" else "xavier"  # a fan-scaled scheme takes matrices only
+    net = spec.parse(yamlsource.loads(_role_spec(role, scheme), "t.yaml"), base_dir=".", default_name="t")
     layer = net.layers[-1]
-    geometry = weightgeometry.recurrent(layer) if role == "recurrent" else weightgeometry.main(layer)
+    geometry = (weightgeometry.recurrent(layer) if role == "recurrent" else
+                paramspec.vector_geometry(layer, "bias", (layer.units,)) if role == "vector" else weightgeometry.main(layer))
     assert geometry.role == role
     network.build(net)
 

@@ -79,7 +79,7 @@ def readme_table() -> str:
     rows = ["| kind | what it is | options (default) | also takes | aliases |", "|---|---|---|---|---|"]
     for kind in LAYERS.values():
         options = "; ".join(_option_doc(option) for option in kind.options) or "none"
-        takes = ", ".join(key for key in kind.takes if key not in ("name", "ignore")) or "-"
+        takes = ", ".join(key for key in kind.accepts if key not in ("name", "ignore")) or "-"
         aliases = ", ".join(kind.aliases) or "-"
         rows.append(f"| `{kind.key}` | {kind.summary} | {options} | {takes} | {aliases} |")
     return "\n".join(rows) + "\n"

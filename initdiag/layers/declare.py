@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 
 SEQUENCE, CHANNELS = "sequence", "channels"  # what a 2-D per-sample shape is: [steps, features] or [channels, length]
-COMMON_KEYS = ("name", "activation", "init", "recurrent_init", "bias_init", "bias", "ignore")
+COMMON_KEYS = ("name", "activation", "init", "recurrent_init", "bias_init", "bias", "ignore", "supplied", "inits", "tie")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,9 @@ class LayerKind:
     # a merge: reads two or more layers (`inputs: [a, b]`); the parser puts their shapes and names in its
     # config ("shapes", "sources"); forward(*xs) -> (y, cache), backward(dy, cache) -> (*dxs, grads)
     joins: bool = False
+    # weightless (no `init` matrix) but holding learned parameters its class's parameter_shapes names (a class
+    # token, a layer scale's gamma): a `supplied:` file may give them
+    holds_parameters: bool = False
     reads_tokens: bool = False  # takes integer tokens: the first layer, on input_distribution: tokens (embedding)
     table: bool = False  # a learned lookup table (token and position embeddings): outside the rules-of-thumb schemes
     extra: dict = field(default_factory=dict)
@@ -131,6 +134,32 @@ class LayerKind:
     @property
     def weightless(self) -> bool:
         return self.weights is None
+
+    @property
+    def accepts(self) -> tuple:
+        """Every key a layer of this kind may carry: `takes`, and the keys of per-parameter initial values
+        (paramspec): `supplied` on a kind with parameters (weights, a norm's gamma and beta, or `holds_parameters`), `inits` on a
+        kind with an init that has parameters besides its main matrix (not a lookup table)."""
+        extra = ()
+        if not self.block and (self.weights is not None or self.normalizes or self.holds_parameters):
+            extra += ("supplied",)
+        if "init" in self.takes and not self.table:
+            extra += ("inits",)
+        return self.takes + tuple(key for key in extra if key not in self.takes)
+
+    def parameter_shapes(self, input_shape, config, bias: bool = True) -> dict:
+        """{name: shape} of every parameter as the built layer holds it (its `params`, or a dense or conv
+        layer's `weights` and `bias`): what a `supplied:` file and `inits:` name. The class's own
+        `parameter_shapes` where it has one; else the declared weights and, with a bias, one per output column."""
+        own = getattr(self.cls, "parameter_shapes", None)
+        if own is not None:
+            return {name: tuple(shape) for name, shape in own(input_shape, config).items()}
+        if self.weights is None:
+            return {}
+        shapes = {name: tuple(weight.shape) for name, weight in self.weights(input_shape, config).items()}
+        if bias and shapes:
+            shapes["bias"] = (next(iter(shapes.values()))[-1],)
+        return shapes
 
     def shape_of(self, input_shape, config) -> tuple:
         return tuple((self.output_shape or self.cls.output_shape)(input_shape, config))

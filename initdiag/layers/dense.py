@@ -98,7 +98,7 @@ def _torch(input_shape, config):
 KINDS = (LayerKind(
     "dense", Dense, "a fully connected layer: y = φ(x @ W + b); on a sequence [steps, features], per token",
     options=(Option("units", "int", "the output width (written as the bare value: dense: 256)", required=True, minimum=1),),
-    parse=_parse, takes=("name", "activation", "init", "bias_init", "bias", "ignore"),
+    parse=_parse, takes=("name", "activation", "init", "bias_init", "bias", "tie", "ignore"),
     build=lambda spec, weights, bias, activation, context: Dense(spec.name, weights, bias, activation),
     example=((6,), 4), torch=_torch, output_shape=_output_shape, weights=_weights, bare="units",
     unit_axis=-1, reads_layout=True, assumes_layout=SEQUENCE,  # a 2-D input no layer has laid out: [steps, features]

@@ -17,6 +17,11 @@ class PositionEmbedding:
     kind = "position_embedding"
     unit_axis = -1
 
+    @classmethod
+    def parameter_shapes(cls, input_shape, config=None) -> dict:
+        """{"weights": (steps, dim)}: the table as the layer holds it (the scheme draws its transpose)."""
+        return {"weights": tuple(_output_shape(input_shape, config))}
+
     def __init__(self, name: str, table: np.ndarray):
         self.name = name
         self.params = {"weights": np.asarray(table)}

@@ -35,6 +35,11 @@ class RMSNorm:
     unit_axis = -1
     default_init = {"gamma": "ones"}
 
+    @classmethod
+    def parameter_shapes(cls, input_shape, config=None) -> dict:
+        """gamma: one value per feature of the last axis (what a `supplied:` file names)."""
+        return {"gamma": (input_shape[-1],)}
+
     def __init__(self, name: str, params: dict, eps: float = 1e-6):
         self.name = name
         gamma = np.asarray(params["gamma"])

@@ -42,6 +42,11 @@ class LayerScale:
 
     kind = "layer_scale"
 
+    @classmethod
+    def parameter_shapes(cls, input_shape, config) -> dict:
+        """gamma: one value per unit (what a `supplied:` file names)."""
+        return {"gamma": (input_shape[0] if _channels_first(input_shape, config) else input_shape[-1],)}
+
     def __init__(self, name: str, gamma: np.ndarray, channels_first: bool = False):
         self.name = name
         self.params = {"gamma": np.asarray(gamma)}
@@ -216,7 +221,7 @@ KINDS = (
               "`value`; per channel on a feature map, per feature on flat and sequence inputs",
               options=SCALE_OPTIONS, parse=checked(_scale_normalize), takes=("name", "ignore"), build=_scale_build,
               example=((3, 4), {"value": 0.1}), torch=_scale_torch, output_shape=_scale_shape,
-              unit_axis=1, reads_layout=True, assumes_layout=CHANNELS, rescales=True, aliases=("layerscale",),
+              unit_axis=1, reads_layout=True, assumes_layout=CHANNELS, rescales=True, holds_parameters=True, aliases=("layerscale",),
               memory_doc="its input and output", saturation_doc="none (no activation)"),
     LayerKind("stochastic_depth", StochasticDepth, "stochastic depth (torchvision.ops.StochasticDepth): y = x · m / (1 - p), "
               "m ~ Bernoulli(1 - p) per sample (row) or per batch; the identity in eval",

@@ -167,6 +167,11 @@ class ClassToken:
     unit_axis = -1
     weights = bias = None  # no `init` matrix: the token is params["token"], outside the schemes
 
+    @classmethod
+    def parameter_shapes(cls, input_shape, config=None) -> dict:
+        """token: one row of the sequence's width (what a `supplied:` file names)."""
+        return {"token": (input_shape[-1],)}
+
     def __init__(self, name: str, token: np.ndarray):
         self.name = name
         self.params = {"token": np.asarray(token)}
@@ -336,7 +341,7 @@ KINDS = (
         "class_token", ClassToken, "a learned token put before a sequence: [steps, dim] → [steps + 1, dim] (ViT's cls token)",
         options=CLASS_TOKEN_OPTIONS, parse=checked(_class_token_config), takes=("name", "ignore"), build=_class_token_build,
         example=((4, 3), {"std": 0.5}), torch=_class_token_torch, output_shape=_class_token_shape, unit_axis=-1,
-        layout=SEQUENCE, assumes_layout=SEQUENCE, reads_layout=True, table=True, cache_elements=_class_token_elements,
+        layout=SEQUENCE, assumes_layout=SEQUENCE, reads_layout=True, table=True, holds_parameters=True, cache_elements=_class_token_elements,
         aliases=("cls_token",), memory_doc="its input and output, and the token and its gradient",
         saturation_doc="none (no activation)",
     ),
