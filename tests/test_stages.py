@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "initdiag"
 STAGES = (
     ("foundation", ("registry", "numbers", "yamlsource", "sampling", "outputs", "validate", "activations",
                     "schemes", "initspec", "losses")),
-    ("spec", ("layers", "specgraph", "speclayers", "weightgeometry", "spec", "specfiles")),
+    ("spec", ("layers", "specgraph", "supplied", "paramspec", "speclayers", "weightgeometry", "spec", "specfiles")),
     ("network", ("network",)),
     ("run", ("propagate", "probes", "stats")),
     ("theory", ("theory",)),
