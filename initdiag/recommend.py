@@ -319,7 +319,7 @@ def recommend(spec: NetworkSpec, thresholds: Thresholds | None = None, max_memor
         from initdiag.yamlsource import SpecErrors, SpecProblem
 
         raise SpecErrors([SpecProblem(other.location, other.path, f"recommend handles dense networks only so far; "
-                                      f"this layer is a {other.kind} (check and compare handle it)", file=spec.file)])
+                                      f"this layer is {'an' if other.kind[0] in 'aeiou' else 'a'} {other.kind} (check and compare handle it)", file=spec.file)])
     thresholds = thresholds or Thresholds()
     network.check_memory(spec, max_memory)
     count = len(spec.layers)

@@ -346,4 +346,7 @@ def _geometry(check: Checker, path: tuple, kind, value, shape, layout=None, join
         return None
     weights = kind.weights(shape, config) if kind.weights else {}
     fan_in, fan_out = next(iter(weights.values())).fans if weights else (None, None)
-    return kind.units(output_shape), fan_in, fan_out, output_shape, config
+    # a sequence's units are its features (the last axis) for the kinds that keep what they read (an activation
+    # layer, a layer scale, a merge), whose declared unit axis is a feature map's channels
+    per_token = (kind.rescales or kind.joins) and layout == SEQUENCE and len(output_shape) == 2
+    return (output_shape[-1] if per_token else kind.units(output_shape)), fan_in, fan_out, output_shape, config

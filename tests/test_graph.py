@@ -260,3 +260,10 @@ def test_check_runs_a_graph_spec_end_to_end_with_a_json_report(tmp_path):
     assert [row["name"] for row in report["layers"]][:5] == ["stem", "branch_a", "branch_b", "branch_c", "joined"]
     joined = report["layers"][4]
     assert joined["units"] == 2 + 3 + 4
+
+
+def test_the_units_of_layers_that_keep_a_sequence_are_its_features():
+    """An activation layer, a layer scale and a merge on [steps, features] report features as units (not steps)."""
+    parsed = make_spec("input: [6, 4]\nlayers:\n  - {layernorm: {}, name: a}\n  - activation: relu\n"
+                       "  - layer_scale: {value: 0.5}\n  - {add: {}, inputs: [a, layer_scale_2]}\n  - dense: 3\n")
+    assert [layer.units for layer in parsed.layers] == [4, 4, 4, 4, 3]

@@ -31,6 +31,9 @@ def percent(fraction) -> str:
     return f"{value:.0f}" if value >= 1 else f"{value:.1f}" if value >= 0.1 else "<0.1"
 
 
+NAME_WHOLE = 28  # the longest layer name kept on one line at 80 columns (the other columns fold around it)
+
+
 def _table(title: str | None, columns: list[tuple[str, str]]) -> Table:
     """Columns fold rather than cut (a minimum width would make rich crop the table's right edge)."""
     table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False, padding=(0, 1))
@@ -117,6 +120,9 @@ def _split(report: dict, flags: dict, theory: bool, width: int = 80) -> list[Tab
         ("#", "right"), ("pre var", "right"), ("act var", "right"), ("grad var", "right"), ("w-grad var", "right"),
         ("dead%", "right"), ("sat%", "right"), ("sym%", "right"), ("flags", "left"),
     ])
+    longest = max((len(layer["name"]) for layer in report["layers"]), default=0)
+    if longest <= NAME_WHOLE:  # whole names (torchvision's 'layer2.0.downsample.0'); the init column folds instead
+        config.columns[1].no_wrap = True
     for layer in report["layers"]:
         config.add_row(
             str(layer["index"]), layer["name"], _fans(layer), layer["activation"], layer["init"] or "-", number(layer["weight_std"]), number(layer["weight_std_expected"]),
