@@ -223,7 +223,7 @@ def _name(check: Checker, path: tuple, raw: dict, default: str, names: dict):
     return name
 
 
-RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut", "ignore") + GRAPH_KEYS
+RESIDUAL_KEYS = ("residual", "name", "scale", "shortcut", "ignore", "supplied") + GRAPH_KEYS
 SHORTCUTS = next(option.choices for option in LAYERS["residual"].options if option.name == "shortcut")
 
 
@@ -308,9 +308,12 @@ def _residual(check: Checker, raw: dict, path: tuple, source, defaults, names: d
     config["sequence"] = out_layout == SEQUENCE
     units = out_shape[-1] if config["sequence"] else out_shape[0]  # features of a sequence, else channels (or width)
     sources = (branch_end, skip)
+    # a projection shortcut's exact values (supplied: its `weights`)
+    init, params = paramspec.parse(check, path, raw, LAYERS["residual"], shape, (units, fan_in, fan_out, out_shape, config),
+                                   init, False, name)
     layers.append(LayerSpec(index, name, "residual", units, fan_in, ActivationSpec("identity", {}), init, False, None,
                             check.doc.where(path), fan_out, shape, out_shape, config, None, format_path(path),
-                            _ignore(check, path, raw), sources))
+                            _ignore(check, path, raw), sources, **params))
     graph.built(index, sources, out_shape, out_layout)
     return index
 

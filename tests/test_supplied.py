@@ -219,3 +219,21 @@ def test_the_schema_takes_supplied_where_the_parser_does():
     assert validator.is_valid({"input": [3], "layers": [{"dense": 2, "supplied": "folder"}]})
     assert not validator.is_valid({"input": [3, 4], "layers": [{"flatten": {}, "supplied": "f.npz"}]})
     assert not validator.is_valid({"input": [3], "layers": [{"dense": 2, "supplied": 3}]})
+
+
+def test_a_residual_projection_shortcut_can_be_supplied_and_its_shape_is_checked(tmp_path):
+    from initdiag.schema import spec_schema
+    from jsonschema import Draft202012Validator
+
+    value = np.arange(15, dtype=float).reshape(5, 3) / 10
+    np.savez(tmp_path / "p.npz", weights=value)
+    data = {"input": [5], "batch": 4, "dtype": "float64",
+            "layers": [{"residual": [{"dense": 3}], "shortcut": "dense", "supplied": "p.npz"}, {"dense": 2}]}
+    assert Draft202012Validator(spec_schema()).is_valid(data)
+    net = _parse(data, tmp_path)
+    block = network.build(net).layers[1]
+    np.testing.assert_array_equal(block.weights, value)
+    assert net.layers[1].init.display == "supplied(p.npz)"
+    np.savez(tmp_path / "p.npz", weights=np.ones((4, 3)))
+    problems = _problems(data, tmp_path)
+    assert any("[4, 3]" in p.message and "[5, 3]" in p.message for p in problems), problems

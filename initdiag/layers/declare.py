@@ -141,7 +141,7 @@ class LayerKind:
         (paramspec): `supplied` on a kind with parameters (weights, a norm's gamma and beta, or `holds_parameters`), `inits` on a
         kind with an init that has parameters besides its main matrix (not a lookup table)."""
         extra = ()
-        if not self.block and (self.weights is not None or self.normalizes or self.holds_parameters):
+        if self.weights is not None or self.normalizes or self.holds_parameters:  # (a residual end: its projection)
             extra += ("supplied",)
         if "init" in self.takes and not self.table:
             extra += ("inits",)
