@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from initdiag import losses, network, propagate, spec, yamlsource
-from initdiag.layers import LAYERS
 from initdiag.layers import conv as conv_layers
 
 torch = pytest.importorskip("torch")

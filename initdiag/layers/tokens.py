@@ -111,7 +111,7 @@ class Patchify:
             grads["bias"] = rows.sum(axis=0)
         if not need_dx:
             return None, grads
-        (ph, pw), (channels, height, width) = self.patch, self.input_shape
+        (ph, pw), channels = self.patch, self.input_shape[0]
         dpatches = (rows @ self.weights.T).reshape(dz.shape[0], self.rows, self.cols, channels, ph, pw)
         return dpatches.transpose(0, 3, 1, 4, 2, 5).reshape(cache.x.shape), grads
 

@@ -45,10 +45,9 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from initdiag import activations
-from initdiag.activations import Activation
-from initdiag.layers.conv import _WORKSPACE, Cache, _col2im, _int_tuple, _is_int, _positive_int, _shape_str
+from initdiag.layers.conv import _WORKSPACE, Cache, _col2im, _Conv, _int_tuple, _is_int, _positive_int, _shape_str
 from initdiag.layers.declare import CHANNELS, LayerKind, Option, Weight, checked
+from initdiag.layers.pooling import _Weightless
 
 
 # ------------------------------------------------------------------------------- transposed convolution
@@ -171,27 +170,9 @@ class _ConvTranspose:
             roles["pad"] = roles["sum"]
         return {role: count * itemsize for role, count in roles.items()}
 
-    def __init__(self, name: str, weights: np.ndarray, bias: np.ndarray | None, activation: Activation,
-                 input_shape, config: dict):
-        self.name = name
-        self.weights = weights
-        self.bias = bias
-        self.activation = activation
-        self.input_shape = tuple(input_shape)
-        self.config = config
-        self.geometry = self._geometry(self.input_shape, config)
-        self.groups = config["groups"]
-        self.filters = config["filters"]
-        expected = self.weight_shape(self.input_shape, config)
-        if tuple(weights.shape) != expected:
-            raise ValueError(f"{self.kind} {name!r}: weights {_shape_str(weights.shape)}, expected "
-                             f"{_shape_str(expected)} for input {_shape_str(self.input_shape)}")
-        if bias is not None and tuple(bias.shape) != (self.filters,):
-            raise ValueError(f"{self.kind} {name!r}: bias {_shape_str(bias.shape)}, expected ({self.filters},)")
-        if not activation.elementwise:
-            raise ValueError(f"{self.kind} {name!r}: activation '{activation.name}' works across the last "
-                             "axis, which for a convolution is a spatial axis; use it after flatten")
-        self.out_shape = self.output_shape(self.input_shape, config)
+    # the convolution's constructor: it checks the weights' and bias's shapes against this class's own
+    # geometry, weight_shape and output_shape
+    __init__ = _Conv.__init__
 
     def _per_group(self) -> np.ndarray:
         """The weights as (groups, in/groups, filters/groups · taps): PyTorch's layout, stacked by group (a copy)."""
@@ -338,13 +319,11 @@ def _interpolation(size: int, scale: int, align_corners: bool, dtype) -> np.ndar
     return matrix.astype(dtype)
 
 
-class Upsample:
-    """Nearest (repeat) or (bi)linear upsampling by an integer `scale` per spatial axis, as nn.Upsample."""
+class Upsample(_Weightless):
+    """Nearest (repeat) or (bi)linear upsampling by an integer `scale` per spatial axis, as nn.Upsample (the
+    weightless layers' protocol from pooling: no fans, no weights, no scratch)."""
 
     kind = "upsample"
-    unit_axis = 1
-    weights = None
-    bias = None
 
     @classmethod
     def _scales(cls, input_shape, config) -> tuple:
@@ -368,25 +347,9 @@ class Upsample:
         scales = cls._scales(input_shape, config)
         return (input_shape[0],) + tuple(n * s for n, s in zip(input_shape[1:], scales))
 
-    @staticmethod
-    def fans(input_shape, config):
-        return None
-
-    @staticmethod
-    def weight_shape(input_shape, config):
-        return None
-
-    @classmethod
-    def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
-        return {}
-
     def __init__(self, name: str, input_shape, config: dict):
-        self.name = name
-        self.input_shape = tuple(input_shape)
-        self.config = config
-        self.activation = activations.make("identity")
+        super().__init__(name, input_shape, config)
         self.scales = self._scales(self.input_shape, config)
-        self.out_shape = self.output_shape(self.input_shape, config)
         self._matrices = {}
 
     def _matrix(self, axis: int, dtype) -> np.ndarray:
