@@ -40,8 +40,16 @@ class RMSNorm:
         """gamma: one value per feature of the last axis (what a `supplied:` file names)."""
         return {"gamma": (input_shape[-1],)}
 
+    @staticmethod
+    def default_params(shape, dtype) -> dict:
+        """gamma 1 (a transformer block's norms: initdiag.layers.transformer)."""
+        return {"gamma": np.ones(shape[-1], dtype=dtype)}
+
     def __init__(self, name: str, params: dict, eps: float = 1e-6):
         self.name = name
+        unknown = sorted(set(params) - {"gamma"})
+        if unknown:
+            raise ValueError(f"rmsnorm '{name}': unknown parameter(s) {', '.join(unknown)}; valid: gamma")
         gamma = np.asarray(params["gamma"])
         if gamma.ndim != 1 or gamma.dtype.kind != "f":
             raise ValueError(f"rmsnorm '{name}': gamma must be a float vector, got {gamma.dtype} {_shape_str(gamma.shape)}")

@@ -62,6 +62,7 @@ from initdiag.layers.attention import (BIAS, CAUSAL, DIM, FACTS, HEADS, ATTENTIO
                                        declared_weights, normalize_config, torch_linears)
 from initdiag.layers.declare import LayerKind, Option, checked
 from initdiag.layers.norm import LayerNorm, NormCache
+from initdiag.layers.rmsnorm import RMSNorm
 from initdiag.layers import rotary as rope
 from initdiag.schemes import Fans
 
@@ -103,48 +104,7 @@ def block_options(raw) -> dict:
     return config
 
 
-# ------------------------------------------------------------------------------- RMSNorm
-class RMSNorm:
-    """y = x / sqrt(mean(x²) + eps) · gamma over the last axis (nn.RMSNorm(dim, eps)), the block's norm_kind rmsnorm.
-
-    forward(x) -> (y, NormCache(x, z = x̂, y, mean = None, inv_std = 1/rms, var = mean(x²)));
-    backward(dy, cache, need_dx=True) -> (dx or None, {"gamma": ...}): dx = (dx̂ - x̂ · mean(dx̂ · x̂)) / rms."""
-
-    kind = "rmsnorm"
-
-    def __init__(self, name: str, params: dict, eps: float = 1e-5):
-        unknown = sorted(set(params) - {"gamma"})
-        if unknown:
-            raise ValueError(f"rmsnorm '{name}': unknown parameter(s) {', '.join(unknown)}; valid: gamma")
-        self.name, self.params, self.eps = name, {"gamma": np.asarray(params["gamma"])}, float(eps)
-        self.features = self.params["gamma"].shape[0]
-
-    @staticmethod
-    def default_params(shape, dtype) -> dict:
-        return {"gamma": np.ones(shape[-1], dtype=dtype)}
-
-    def forward(self, x: np.ndarray):
-        dtype = x.dtype
-        square_mean = np.mean(x * x, axis=-1, keepdims=True)
-        inv_rms = 1.0 / np.sqrt(square_mean + dtype.type(self.eps))
-        xhat = x * inv_rms
-        y = xhat * self.params["gamma"].astype(dtype, copy=False)
-        return y, NormCache(x, xhat, y, None, inv_rms, square_mean)
-
-    def backward(self, dy: np.ndarray, cache: NormCache, need_dx: bool = True):
-        gamma = self.params["gamma"]
-        grads = {"gamma": np.sum(_flat(dy * cache.z), axis=0).astype(gamma.dtype, copy=False)}
-        if not need_dx:
-            return None, grads
-        dxhat = dy * gamma.astype(dy.dtype, copy=False)
-        dx = dxhat - cache.z * np.mean(dxhat * cache.z, axis=-1, keepdims=True)
-        dx *= cache.inv_std
-        return dx, grads
-
-    def __repr__(self) -> str:
-        return f"RMSNorm({self.name!r}, {self.features}, eps={self.eps:g})"
-
-
+# the rmsnorm kind's layer (initdiag/layers/rmsnorm.py) is the block's norm_kind rmsnorm
 _NORMS = {"layernorm": (LayerNorm, ("gamma", "beta")), "rmsnorm": (RMSNorm, ("gamma",))}
 
 
