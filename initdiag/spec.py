@@ -90,7 +90,7 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     default_activation = parse_activation(check, ("defaults", "activation"), defaults.get("activation", "identity"))
     default_bias = paramspec.parse_bias_init(check, ("defaults", "bias_init"), defaults["bias_init"]) if "bias_init" in defaults else None
 
-    layers = parse_layers(check, data, input_shape, default_init, default_activation, default_bias)
+    layers, complete = parse_layers(check, data, input_shape, default_init, default_activation, default_bias)
     tokens = distribution == "tokens"
     for layer in layers:
         reads_tokens = LAYERS[layer.kind].reads_tokens
@@ -99,7 +99,7 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
                        else "input_distribution: tokens (integer ids) needs an embedding layer first")
             check.problem(("layers", layer.index), message)
             break
-    if loss == "cross_entropy" and layers and len(layers[-1].output_shape) != 1 and not _per_token(layers[-1]):
+    if loss == "cross_entropy" and complete and len(layers[-1].output_shape) != 1 and not _per_token(layers[-1]):
         check.problem(("loss",), f"cross_entropy needs a flat [classes] output (or a sequence's [steps, classes]), but the last layer's is "
                       f"{list(layers[-1].output_shape)}: end with flatten or global_avgpool and a dense layer")
     thresholds = _thresholds(check, data.get("thresholds", {}))

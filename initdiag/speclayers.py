@@ -91,23 +91,26 @@ def parse_activation(check: Checker, path: tuple, value) -> ActivationSpec | Non
     return ActivationSpec(cls.name, values)
 
 
-def parse_layers(check: Checker, data: dict, input_shape, default_init, default_activation, default_bias) -> list:
+def parse_layers(check: Checker, data: dict, input_shape, default_init, default_activation, default_bias) -> tuple:
+    """(layers, complete): the parsed layers in run order, and whether every one of them parsed (else the last one
+    is not the network's output, and nothing about the output may be judged)."""
     raw_layers = data.get("layers")
     if raw_layers is None:
         check.problem((), "missing 'layers': a list such as [{dense: 256, activation: relu}, ...]")
-        return []
+        return [], False
     if not isinstance(raw_layers, list) or not raw_layers:
         what = "an empty list" if raw_layers == [] else check.show(raw_layers)
         check.problem(("layers",), f"expected a non-empty list of layers, not {what}")
-        return []
+        return [], False
     layers: list = []
     names: dict = {}
     graph, counter = Graph(input_shape), [0]
     _sequence(check, raw_layers, ("layers",), INPUT if input_shape is not None else None,
               (default_init, default_activation, default_bias), names, graph, layers, counter)
-    graph.finish(check, layers, complete=len(layers) == counter[0])
+    complete = len(layers) == counter[0]
+    graph.finish(check, layers, complete)
     paramspec.check_ties(check, layers, names)
-    return layers
+    return layers, complete
 
 
 def _layout(kind, layout, output_shape) -> str | None:
@@ -295,7 +298,8 @@ def _residual(check: Checker, raw: dict, path: tuple, source, defaults, names: d
         # a 1x1 convolution at stride s gives ceil(size / s) positions: s = ceil(size / out) if any s fits
         stride = -(-shape[1] // out_shape[1]) if len(shape) >= 2 and len(out_shape) == len(shape) and out_shape[1] else 0
         if not stride or any(-(-size // stride) != out for size, out in zip(shape[1:], out_shape[1:])):
-            check.problem(path + ("shortcut",), f"shortcut: conv (1x1, strided) cannot map {list(shape)} to {list(out_shape)}")
+            check.problem(path + ("shortcut",), f"shortcut: conv (1x1, strided) cannot map {list(shape)} to {list(out_shape)}; "
+                          "a shortcut of another kernel or padding is a list of layers, e.g. [{conv2d: {...}}, {batchnorm: {}}]")
             return None
         # torch's fans of the Conv(in, out, kernel 1) weight (out, in, 1[, 1]): in and out channels
         fan_in, fan_out, config["stride"] = shape[0], out_shape[0], stride

@@ -267,3 +267,14 @@ def test_the_units_of_layers_that_keep_a_sequence_are_its_features():
     parsed = make_spec("input: [6, 4]\nlayers:\n  - {layernorm: {}, name: a}\n  - activation: relu\n"
                        "  - layer_scale: {value: 0.5}\n  - {add: {}, inputs: [a, layer_scale_2]}\n  - dense: 3\n")
     assert [layer.units for layer in parsed.layers] == [4, 4, 4, 4, 3]
+
+
+def test_an_odd_size_maps_through_a_strided_1x1_shortcut_and_a_block_error_is_the_only_error():
+    """9 → 5 at stride 2 (ceil) fits a strided 1x1 shortcut; 9 → 4 does not, and that one problem is reported alone
+    (no second, spurious complaint about the loss on a layer that is not the output)."""
+    block = "input: [4, 9, 9]\nloss: cross_entropy\nlayers:\n  - residual:\n      - conv2d: {filters: 8, kernel: 3, stride: 2%s}\n" \
+            "    shortcut: conv\n  - global_avgpool: {}\n  - {dense: 10, activation: softmax}\n"
+    assert make_spec(block % ", padding: 1").layers[1].output_shape == (8, 5, 5)
+    problems = _problems(block % "")
+    assert [path for path, _, _ in problems] == ["layers[0].shortcut"], problems
+    assert "list of layers" in problems[0][1]
