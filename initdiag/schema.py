@@ -104,7 +104,7 @@ def _option(kind, option) -> dict:
     if option.minimum is not None:
         bounds["exclusiveMinimum" if option.exclusive else "minimum"] = option.minimum
     if option.maximum is not None:
-        bounds["maximum"] = option.maximum
+        bounds["exclusiveMaximum" if option.below_maximum else "maximum"] = option.maximum
     schema = {
         "int": lambda: {"type": "integer", **bounds}, "number": lambda: {"type": "number", **bounds},
         "bool": lambda: _BOOL, "ints": lambda: _ints(ndim, option.minimum),

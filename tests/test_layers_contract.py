@@ -110,6 +110,13 @@ def schema_problems(kind) -> list:
             without = {k: v for k, v in mapping.items() if k != option.name}
             value = without if len(kind.options) > 1 else None
             problems += _agreement(kind, f"without required option '{option.name}'", _spec(kind, _layer(kind, value=value)), False)
+    for option in kind.options:  # the bounds: schema and parser agree at each declared end
+        if kind.block or option.type != "number" or not isinstance(config, dict):
+            continue
+        for bound, strict in ((option.minimum, option.exclusive), (option.maximum, option.below_maximum)):
+            if bound is not None:
+                problems += _agreement(kind, f"with '{option.name}' at its bound {bound}",
+                                       _spec(kind, _layer(kind, value={**mapping, option.name: bound})), not strict)
     if not kind.block:
         problems += _agreement(kind, f"with an unknown option '{UNKNOWN}'",
                                _spec(kind, _layer(kind, value={**mapping, UNKNOWN: 1})), False)

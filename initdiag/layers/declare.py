@@ -35,6 +35,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     exclusive: bool = False
+    below_maximum: bool = False  # `maximum` is a strict upper bound (stochastic depth's p < 1)
     choices: tuple = ()
 
 

@@ -212,7 +212,7 @@ def _mask_elements(layer_spec, batch: int = 0) -> int:
 
 DEPTH_OPTIONS = (
     Option("p", "number", "the probability of dropping a sample's path, 0 ≤ p < 1 (also as the bare value)", required=True,
-           minimum=0, maximum=1),
+           minimum=0, maximum=1, below_maximum=True),
     Option("mode", "choice", "row: one keep/drop per sample; batch: one for the whole batch", default="row", choices=MODES),
     Option("eval", "bool", "run as at inference (the identity)", default=False),
 )
