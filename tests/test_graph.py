@@ -278,3 +278,27 @@ def test_an_odd_size_maps_through_a_strided_1x1_shortcut_and_a_block_error_is_th
     problems = _problems(block % "")
     assert [path for path, _, _ in problems] == ["layers[0].shortcut"], problems
     assert "list of layers" in problems[0][1]
+
+
+@pytest.mark.parametrize("scale", ["0.1", "1.0"])
+def test_the_checks_judge_a_residual_written_as_a_graph_as_they_judge_the_sugar(scale):
+    """The same blocks, from the spec's input on: with `residual:` and with `inputs:` and `add`, the findings (code,
+    severity, layer index) and the verdict agree; branch layers are found from the graph."""
+    from initdiag import pipeline
+    from initdiag.checks._architecture import branch_layers
+
+    sugar = ("input: [16]\nbatch: 64\ndefaults: {init: {normal: {std: 1.0}}, activation: relu}\nlayers:\n"
+             + "".join(f"  - residual:\n      - dense: 16\n      - {{dense: 16, activation: identity}}\n    scale: {scale}\n"
+                       for _ in range(4)) + "  - dense: 3\n")
+    graph = ("input: [16]\nbatch: 64\ndefaults: {init: {normal: {std: 1.0}}, activation: relu}\nlayers:\n"
+             + "".join(f"  - {{dense: 16, inputs: {'input' if i == 0 else f'sum{i - 1}'}}}\n"
+                       f"  - {{dense: 16, activation: identity, name: branch{i}}}\n"
+                       f"  - {{add: {{scales: [{scale}, 1]}}, inputs: [branch{i}, {'input' if i == 0 else f'sum{i - 1}'}], name: sum{i}}}\n"
+                       for i in range(4)) + "  - dense: 3\n")
+    written, joined = make_spec(sugar), make_spec(graph)
+    assert branch_layers(written) == branch_layers(joined) == {0, 1, 3, 4, 6, 7, 9, 10}
+    found = [pipeline.diagnose(spec).report for spec in (written, joined)]
+    summary = [(report["verdict"], sorted((f["code"], f["severity"], f.get("layer") and f["layer"][-1]) for f in report["findings"]))
+               for report in found]
+    assert summary[0][0] == summary[1][0], summary
+    assert [(code, severity) for code, severity, _ in summary[0][1]] == [(code, severity) for code, severity, _ in summary[1][1]], summary

@@ -73,7 +73,8 @@ def acting_activation(spec, index: int):
     layer = spec.layers[index]
     if layer.activation.name != "identity" or layer.init is None:
         return layer.activation
-    read, later = reads(spec), _first_reader(spec, reads(spec), index)
+    read = reads(spec)
+    later = _first_reader(spec, read, index)
     while later is not None:
         if later.kind in RESCALING_KINDS and later.activation.name != "identity":
             return later.activation
@@ -91,8 +92,9 @@ def branch_layers(spec) -> set:
         if LAYERS[layer.kind].block:
             inside.update(range(layer.config["start"], layer.index))
         elif LAYERS[layer.kind].joins and _stream_block(layer):
-            lines = [_ancestors(read, source) | {source} for source in read[layer.index] if source >= 0]
-            inside.update(set().union(*lines) - set.intersection(*lines) if len(lines) > 1 else set())
+            # each input's line back to the spec's input (-1); what is not on every line is a branch
+            lines = [_ancestors(read, source) | {source} if source >= 0 else {-1} for source in read[layer.index]]
+            inside.update((set().union(*lines) - set.intersection(*lines)) - {-1} if len(lines) > 1 else set())
     return inside
 
 
