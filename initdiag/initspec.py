@@ -105,6 +105,8 @@ def _example(name: str) -> str:
 def _param(check: Checker, path: tuple, scheme: str, key: str, given):
     if key in ("path", "target"):
         return check.string(path, given)
+    if key == "truncated":
+        return check.boolean(path, given)
     return check.number(path, given)
 
 

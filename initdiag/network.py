@@ -126,7 +126,7 @@ def check_memory(spec: NetworkSpec, max_memory: int | None) -> None:
 
 def _standard_draw(spec: NetworkSpec, layer: LayerSpec, draws: dict | None):
     """The layer's family sample, drawn once per (layer, family) when `draws` is shared (common random numbers)."""
-    family = layer.init.definition.family
+    family = layer.init.definition.family_of(layer.init.params)
     if draws is None or family is None:
         return None
     dtype = np.dtype(spec.dtype)

@@ -135,11 +135,12 @@ class LayerDraws:
             self.index = layer.index
         definition = init.definition
         geometry = weightgeometry.main(layer)  # the shape, role and fans network.build draws with
-        if definition.family is not None:
-            standard = self.cache.get(definition.family)
+        family = definition.family_of(init.params)
+        if family is not None:
+            standard = self.cache.get(family)
             if standard is None:
-                standard = schemes.FAMILY_SAMPLERS[definition.family](self._rng(layer), geometry.shape, self.dtype)
-                self.cache[definition.family] = standard
+                standard = schemes.FAMILY_SAMPLERS[family](self._rng(layer), geometry.shape, self.dtype)
+                self.cache[family] = standard
             return schemes.initial_weights(definition, init.params, None, geometry, self.dtype, standard)
         if init.scheme == "orthogonal":
             unit = self.cache.get("orthogonal", self.known.get((layer.index, "orthogonal")))

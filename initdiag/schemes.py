@@ -103,6 +103,8 @@ PARAMETERS = {
     "mean": ({"type": "number"}, "the mean"), "std": ({"type": "number", "exclusiveMinimum": 0}, "the standard deviation"),
     "low": ({"type": "number"}, "the lower bound"), "high": ({"type": "number"}, "the upper bound (above low)"),
     "value": ({"type": "number"}, "the value of every weight"),
+    "truncated": ({"type": "boolean"}, "draw from a normal truncated at ±2σ and rescaled to the variance, as Keras' and "
+                  "JAX's variance scaling (distribution 'truncated_normal', their default) and keras.initializers.HeNormal do"),
     "path": ({"type": "string", "pattern": r"\S"}, "a .npy array of shape [fan_in, fan_out], relative to the spec's folder"),
     "target": ({"type": "string", "pattern": r"^\s*[^:\s][^:]*:.*\S"}, "'package.module:function' (needs --allow-custom)"),
 }
@@ -121,12 +123,17 @@ class Scheme(NamedTuple):
     roles: tuple = ()  # the ROLES it initialises (ROLES: any); a scheme must declare them
     fit: Callable | None = None  # (geometry, params) -> why it cannot fill that geometry, or None
 
+    def family_of(self, params: dict) -> str | None:
+        """The standard sample it scales with these params: a normal scheme with `truncated: true` scales the
+        2σ-truncated one (Keras' variance scaling)."""
+        return "truncated_normal" if self.family == "normal" and params.get("truncated") else self.family
+
     def std(self, fans: Fans, params: dict) -> float | None:
         """The theoretical standard deviation of the weights, where the scheme has one."""
         if self.affine is None:
             return None
         _, mult = self.affine(fans, params)
-        return abs(mult) * FAMILY_STD[self.family]
+        return abs(mult) * FAMILY_STD[self.family_of(params)]
 
     def mean(self, fans: Fans, params: dict) -> float | None:
         if self.affine is None:
@@ -148,12 +155,14 @@ def variance_scaling(name: str, family: str, mode: str, scale: float, formula: s
 
     def affine(fans: Fans, params: dict):
         variance = params["gain"] ** 2 * scale / fans.of(mode)
-        return 0.0, math.sqrt(variance) / FAMILY_STD[family]
+        drawn = "truncated_normal" if family == "normal" and params.get("truncated") else family
+        return 0.0, math.sqrt(variance) / FAMILY_STD[drawn]
 
     # a fan-scaled scheme has no fans on a vector (torch refuses them on a 1-D tensor): matrices only, except
     # torch_default, which on a bias is nn.Linear's and nn.Conv's own default U(±1/sqrt(fan_in)) (see `vector`)
     roles = ROLES if name == "torch_default" else MATRIX_ROLES
-    return Scheme(name, formula, {"gain": 1.0}, family=family, affine=affine, rule=(mode, scale), note=note, roles=roles)
+    params = {"gain": 1.0, "truncated": False} if family == "normal" else {"gain": 1.0}  # Keras' truncated variant
+    return Scheme(name, formula, params, family=family, affine=affine, rule=(mode, scale), note=note, roles=roles)
 
 
 def _constant(value_of: Callable[[dict], float]):
@@ -428,7 +437,7 @@ def initial_weights(scheme: Scheme, params: dict, rng, geometry, dtype, standard
     if standard is not None:
         weights = standard * dtype.type(mult)
     else:
-        weights = FAMILY_SAMPLERS[scheme.family](rng, geometry.shape, dtype)
+        weights = FAMILY_SAMPLERS[scheme.family_of(params)](rng, geometry.shape, dtype)
         weights *= dtype.type(mult)
     if loc:
         weights += dtype.type(loc)

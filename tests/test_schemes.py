@@ -552,3 +552,37 @@ def test_torch_default_bias_matches_pytorch_linear():
     assert np.abs(bias).max() >= bound * (1 - 20 / bias.size)
     std = bound / math.sqrt(3)  # the std our torch_default bias test expects
     assert abs(bias.std() - std) <= Z * std * math.sqrt((1.8 - 1) / (4 * bias.size))
+
+
+TRUNCATABLE = [name for name, scheme in schemes.SCHEMES.items() if scheme.family == "normal" and scheme.rule is not None]
+
+
+@pytest.mark.parametrize("name", TRUNCATABLE)
+def test_a_normal_variance_scaling_scheme_draws_keras_truncated_variant_with_the_same_variance(name):
+    """`truncated: true` is Keras'/JAX's variance scaling with distribution 'truncated_normal': a normal cut at ±2σ'
+    with σ' = sqrt(variance)/0.87962566103423978 (Keras' constant), so the variance is the scheme's."""
+    from initdiag.schemes import Fans, dense, initial_weights
+
+    scheme = schemes.SCHEMES[name]
+    params = {**scheme.params, "truncated": True}
+    fans, shape = Fans(256, 512), (256, 512)
+    w = initial_weights(scheme, params, np.random.default_rng(0), dense(shape), np.float64)
+    target = scheme.std(fans, {**scheme.params})  # the plain normal's std: the variance is kept
+    assert scheme.std(fans, params) == pytest.approx(target, rel=1e-12)
+    sigma = target / 0.87962566103423978
+    assert np.abs(w).max() <= 2 * sigma * (1 + 1e-12)
+    # the sample std of n draws has a relative standard error of about sqrt((kurtosis - 1) / (4 n)); the
+    # truncated normal's kurtosis is below 3, so 1/sqrt(2n) bounds it; 5 of those is a 1-in-a-million miss
+    n = w.size
+    assert w.std() == pytest.approx(target, rel=5 / math.sqrt(2 * n))
+
+
+def test_truncated_is_a_boolean_and_uniform_schemes_do_not_take_it(tmp_path):
+    from conftest import make_spec
+
+    spec = make_spec("input: [4]\nlayers:\n  - {dense: 3, init: {lecun_normal: {truncated: true}}}\n")
+    assert spec.layers[0].init.display == "lecun_normal(truncated=True)"
+    for text, words in (("{relu: {truncated: 2}}", "true or false"), ("{relu_uniform: {truncated: true}}", "truncated")):
+        with pytest.raises(SpecErrors) as raised:
+            make_spec(f"input: [4]\nlayers:\n  - {{dense: 3, init: {text}}}\n")
+        assert any(words in problem.message for problem in raised.value.problems), raised.value.problems
