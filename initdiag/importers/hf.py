@@ -249,7 +249,7 @@ def _vit(config: Config):
 
 _NORMAL = "every nn.Linear and nn.Embedding weight normal_(0, initializer_range), biases 0, norms' weights 1"
 TEMPLATES = {
-    "bert": Template("BertModel (with its pooler)",
+    "bert": Template("BertModel with its pooler",
                      ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"),
                      {"hidden_act": "gelu", "max_position_embeddings": 512, "layer_norm_eps": 1e-12,
                       "initializer_range": 0.02, "position_embedding_type": "absolute"},
@@ -331,7 +331,7 @@ def import_config(path, *, steps: int | None = None, batch: int | None = None, l
     summary, spec_keys, spec_layers = template.build(config)
     _common_notes(config, model_type)
     std = config.init_std()
-    header = [f"{template.title} ({model_type}), imported by `initdiag import hf` from {path}; no weights were read.",
+    header = [f"{template.title} (model_type {model_type}), imported by `initdiag import hf` from {path}; no weights were read.",
               f"Architecture: {summary}.",
               f"Init as Hugging Face's _init_weights ({MODELING.format(model_type)}): {template.init}; "
               f"initializer_range = {_plain(std)}."]
