@@ -220,6 +220,9 @@ def _pair(config: Config, key: str) -> tuple[int, int]:
 
 
 def _vit(config: Config):
+    if config.steps:
+        raise ImportProblem(f"--steps: a vit model's sequence is its patches (image_size / patch_size squared, "
+                            f"plus the class token); {config.path} sets them")
     dim, heads, ffn = config.count("hidden_size"), config.count("num_attention_heads"), config.count("intermediate_size")
     blocks, eps, std = config.count("num_hidden_layers"), config.number("layer_norm_eps"), config.init_std()
     image, patch, channels = _pair(config, "image_size"), _pair(config, "patch_size"), config.count("num_channels")
