@@ -373,6 +373,6 @@ def _flow(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_flow(item) for item in value) + "]"
     if isinstance(value, str):
-        plain = value.replace("_", "").replace(".", "").replace("-", "").isalnum() and not value[0].isdigit()
+        plain = value[:1].isalpha() and value.replace("_", "").replace(".", "").replace("-", "").isalnum()
         return value if plain and value.lower() not in ("true", "false", "null", "yes", "no", "on", "off") else json.dumps(value)
     return _plain(value)
