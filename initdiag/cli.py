@@ -472,6 +472,42 @@ def _progress(total: int, seconds: float):
     return bar()
 
 
+@app.command("import")
+def import_model(
+    source: str = typer.Argument(..., metavar="SOURCE", help="Where the model is described: hf (a Hugging Face config.json)."),
+    model_file: Path = typer.Argument(..., metavar="FILE", help="The file to import (never written to)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the spec to this file (atomically) instead of standard output."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --output if it exists."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="A text model's sequence length (default: its positions, at most 128)."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="The spec's batch (default 4 for text models, 8 for images)."),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Write at most this many blocks, for a quick check (the header says so)."),
+) -> None:
+    """Write a spec for a model described elsewhere: `initdiag import hf config.json -o model.yaml`."""
+    from initdiag import outputs
+    from initdiag.importers import IMPORTERS, ImportProblem
+
+    if source not in IMPORTERS:
+        raise _invalid([f"SOURCE: unknown source '{source}'; known: " + "; ".join(
+            f"{name} ({importer.describe})" for name, importer in IMPORTERS.items())])
+    if output is not None and output.exists() and not force and output.resolve() != model_file.resolve():
+        raise _invalid([f"--output: {output} exists; pass --force to overwrite it"])
+    try:
+        text = IMPORTERS[source].convert(model_file, steps=steps, batch=batch, layers=layers)
+    except ImportProblem as problem:
+        raise _invalid([str(problem)]) from None
+    if output is None:
+        sys.stdout.write(text)
+        raise typer.Exit(EXIT_OK)
+    try:
+        outputs.write_atomic(output, text, protected=[model_file])
+    except ValueError as err:
+        raise _invalid([f"--output: {err}"]) from None
+    except OSError as err:
+        raise _invalid([f"--output: cannot write {output}: {err.strerror or err}"]) from None
+    typer.echo(f"wrote {output} (check it with: initdiag check {output})", err=True)
+    raise typer.Exit(EXIT_OK)
+
+
 @app.command("config")
 def show_config(
     spec_path: Optional[Path] = typer.Argument(None, metavar="[SPEC]", help="Show the settings that apply to this spec (per-path overrides included)."),

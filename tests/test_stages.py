@@ -19,6 +19,7 @@ STAGES = (
     ("checks", ("checks",)),
     ("report", ("report", "baseline")),
     ("pipeline", ("pipeline", "seeds", "compare", "recommend", "specwriter")),
+    ("importers", ("importers",)),
     ("reporters", ("reporters", "schema")),
     ("cli", ("config", "gate", "cli", "__main__")),
 )
