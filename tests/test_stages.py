@@ -20,7 +20,7 @@ STAGES = (
     ("report", ("report", "baseline")),
     ("pipeline", ("pipeline", "seeds", "compare", "recommend", "specwriter")),
     ("reporters", ("reporters", "schema")),
-    ("cli", ("config", "gate", "cli", "__main__")),
+    ("cli", ("config", "gate", "api", "cli", "__main__")),
 )
 RANK = {module: rank for rank, (_, modules) in enumerate(STAGES) for module in modules}
 
