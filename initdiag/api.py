@@ -47,6 +47,14 @@ class Report:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("a Report is read-only; to_dict() gives a copy to change")
 
+    def __reduce__(self):
+        return Report, (self._data,)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Report) and self._data == other._data
+
+    __hash__ = None  # type: ignore[assignment]  # it holds a dict
+
     @property
     def name(self) -> str:
         return self._data["name"]

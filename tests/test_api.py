@@ -110,6 +110,13 @@ def test_report_is_read_only_and_to_dict_a_copy():
     assert report.to_dict()["layers"][0]["name"] == "dense_0"
 
 
+def test_a_report_pickles():
+    import pickle
+
+    report = initdiag.check(MNIST)
+    assert pickle.loads(pickle.dumps(report)) == report
+
+
 def test_repr_html_escapes_a_layer_name():
     spec = textwrap.dedent("""
         input: [8]
