@@ -25,17 +25,11 @@ class SpecCheck(NamedTuple):
 
         With `seeds` > 1 (settings: --seeds, or the configuration) the report combines that many seeds from the
         spec's (initdiag.seeds) and the run statistics are the first seed's."""
-        from initdiag import checks, initspec, seeds, spec
+        from initdiag import checks, seeds, spec
 
         settings = self.configuration.settings(spec_path, self.cli)  # defaults < config file < its overrides < flags
         network_spec = spec.load(spec_path, allow_custom=self.allow_custom)._replace(eval=self.eval_mode)
-        if settings.seed is not None:
-            network_spec = network_spec.with_seed(settings.seed)
-        if settings.batch is not None and not network_spec.input_distribution.endswith(".npy"):
-            network_spec = network_spec._replace(batch=settings.batch)
-        if self.scheme is not None:
-            network_spec = network_spec.with_init(initspec.parse(self.scheme, "--scheme", self.allow_custom, base_dir=Path.cwd()))
-        label = network_spec.scheme_override.display if self.scheme else None
+        network_spec, label = prepared(network_spec, settings.seed, settings.batch, self.scheme, self.allow_custom)
         reference = None
         if self.base is not None:  # regressions and improvements are findings like the checks': before the verdict
             from initdiag import baseline
@@ -56,6 +50,23 @@ class SpecCheck(NamedTuple):
         except SpecErrors as errors:  # with the problems of the names the checks judge (thresholds, codes)
             return None, [(p.location, p.path, p.message, p.file) for p in checks.completed(errors).problems], False
         return result, None, checks.fails(findings, fail_on)
+
+
+def prepared(network_spec, seed: int | None, batch: int | None, scheme: str | None, allow_custom: bool,
+             shown_as: str = "--scheme"):
+    """(the spec with a run's settings applied, the scheme's label for the report): `seed` and `batch` replace
+    the spec's (a batch from an .npy file keeps its own), `scheme` (YAML text: a name or a mapping) replaces every
+    layer's weight init. SpecErrors for a scheme that does not parse or fit. Shared by `check` and initdiag.check."""
+    from initdiag import initspec
+
+    if seed is not None:
+        network_spec = network_spec.with_seed(seed)
+    if batch is not None and not network_spec.input_distribution.endswith(".npy"):
+        network_spec = network_spec._replace(batch=batch)
+    if scheme is None:
+        return network_spec, None
+    network_spec = network_spec.with_init(initspec.parse(scheme, shown_as, allow_custom, base_dir=Path.cwd()))
+    return network_spec, network_spec.scheme_override.display
 
 
 def run_specs(check: SpecCheck, files: list, jobs: int):

@@ -21,7 +21,7 @@ STAGES = (
     ("pipeline", ("pipeline", "seeds", "compare", "recommend", "specwriter")),
     ("importers", ("importers",)),
     ("reporters", ("reporters", "schema")),
-    ("cli", ("config", "gate", "cli", "__main__")),
+    ("cli", ("config", "gate", "api", "cli", "__main__")),
 )
 RANK = {module: rank for rank, (_, modules) in enumerate(STAGES) for module in modules}
 

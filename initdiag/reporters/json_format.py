@@ -13,17 +13,17 @@ REPORTERS = (
 )
 
 
-def _strict(value):
+def strict(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _strict(item) for key, item in value.items()}
+        return {key: strict(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_strict(item) for item in value]
+        return [strict(item) for item in value]
     return value
 
 
 def render(report: dict, **_options) -> str:  # JSON always carries everything, theory included
     import json  # only for this format: it costs start-up time
 
-    return json.dumps(_strict(report), indent=2, allow_nan=False) + "\n"
+    return json.dumps(strict(report), indent=2, allow_nan=False) + "\n"
