@@ -483,7 +483,6 @@ def import_model(
     layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Write at most this many blocks, for a quick check (the header says so)."),
 ) -> None:
     """Write a spec for a model described elsewhere: `initdiag import hf config.json -o model.yaml`."""
-    from initdiag import outputs
     from initdiag.importers import IMPORTERS, ImportProblem
 
     if source not in IMPORTERS:
@@ -495,16 +494,7 @@ def import_model(
         text = IMPORTERS[source].convert(model_file, steps=steps, batch=batch, layers=layers)
     except ImportProblem as problem:
         raise _invalid([str(problem)]) from None
-    if output is None:
-        sys.stdout.write(text)
-        raise typer.Exit(EXIT_OK)
-    try:
-        outputs.write_atomic(output, text, protected=[model_file])
-    except ValueError as err:
-        raise _invalid([f"--output: {err}"]) from None
-    except OSError as err:
-        raise _invalid([f"--output: cannot write {output}: {err.strerror or err}"]) from None
-    typer.echo(f"wrote {output} (check it with: initdiag check {output})", err=True)
+    _emit(text, output, model_file, f"check it with: initdiag check {output}")
     raise typer.Exit(EXIT_OK)
 
 
