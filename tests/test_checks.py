@@ -37,6 +37,22 @@ def test_resnet20_without_batchnorm_fails_for_its_stream_not_for_an_overflow():
     assert not any(f.code == "overflow" for f in findings)
 
 
+def test_a_stream_of_two_blocks_is_not_called_multiplicative_but_the_same_blocks_at_depth_are():
+    """Two blocks give one ratio of increments: no steady factor can be seen in it (a 2-block Llama whose second
+    increment is 3x its first, from a 0.02-std embedding, trains); four such blocks show it."""
+    def stream(blocks: int) -> str:
+        # each block multiplies the stream's second moment by about 1 + 3² = 10: over 2 blocks 100x, past stream_warning
+        block = "  - residual:\n      - dense: 64\n      - {dense: 64, activation: identity}\n    scale: 3\n"
+        return ("input: [64]\nbatch: 128\ndefaults: {init: relu, activation: relu}\nlayers:\n  - dense: 64\n"
+                + block * blocks + "  - dense: 10\n")
+
+    def multiplicative(text: str) -> list:
+        return [f for f in findings_of(text, "exploding-activations") if "grows multiplicatively" in f.message]
+
+    assert multiplicative(stream(4)), "He branches at scale 3 multiply the stream per block"
+    assert not multiplicative(stream(2))
+
+
 def test_the_output_gradient_is_the_logits_gradient_with_a_fused_loss():
     net_spec = mlp(3, 64, 64)
     run = pipeline.diagnose(net_spec).run

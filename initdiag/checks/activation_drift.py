@@ -62,6 +62,9 @@ def _chain_drift(reference, origin, judged, spec, t) -> list:
     return findings
 
 
+MIN_STREAM_BLOCKS = 3  # a steady per-block factor needs two ratios of increments that agree to be seen
+
+
 def _stream_growth(run, spec, stream, t) -> list:
     """How a residual stream grows per block: the increments s_k - s_{k-1} of its second moment stay about
     constant when it grows additively; when each is a steady factor g larger than the last, the stream
@@ -78,6 +81,8 @@ def _stream_growth(run, spec, stream, t) -> list:
     if min(increments) <= 0:
         return []  # not a steadily growing stream: the chain rules and the gradients speak for it
     blocks = len(stream)
+    if blocks < MIN_STREAM_BLOCKS:
+        return []  # two increments are one ratio: a one-off step, not yet a steady factor (the chain rules judge it)
     logs = [math.log(increment) for increment in increments]
     mean_k, mean_log = (blocks - 1) / 2, sum(logs) / blocks
     slope = sum((k - mean_k) * (y - mean_log) for k, y in enumerate(logs)) / sum((k - mean_k) ** 2 for k in range(blocks))
