@@ -158,14 +158,19 @@ def normalize_config(kind: str, raw: Mapping | None) -> dict:
         config["filters"] = _positive_int("filters", raw["filters"])
         config["padding"] = _padding(raw.get("padding", "valid"), ndim)
         config["dilation"] = _int_tuple("dilation", raw.get("dilation", 1), ndim, 1)
-        config["groups"] = _positive_int("groups", raw.get("groups", 1))
-        bias = raw.get("bias", True)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise ValueError(f"bias must be true or false, got {bias!r}")
-        config["bias"] = bool(bias)
-        if config["filters"] % config["groups"]:
-            raise ValueError(f"filters={config['filters']} is not divisible by groups={config['groups']}")
+        groups_and_bias(raw, config)
     return config
+
+
+def groups_and_bias(raw: dict, config: dict) -> None:
+    """A convolution's (or a transposed one's) `groups` (dividing its filters) and `bias` options, into `config`."""
+    config["groups"] = _positive_int("groups", raw.get("groups", 1))
+    bias = raw.get("bias", True)
+    if not isinstance(bias, (bool, np.bool_)):
+        raise ValueError(f"bias must be true or false, got {bias!r}")
+    config["bias"] = bool(bias)
+    if config["filters"] % config["groups"]:
+        raise ValueError(f"filters={config['filters']} is not divisible by groups={config['groups']}")
 
 
 # ------------------------------------------------------------------------------- geometry

@@ -45,7 +45,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from initdiag.layers.conv import _WORKSPACE, Cache, _col2im, _Conv, _int_tuple, _is_int, _positive_int, _shape_str
+from initdiag.layers.conv import (_WORKSPACE, Cache, _col2im, _Conv, _int_tuple, _is_int, _positive_int, _shape_str,
+                                  groups_and_bias)
 from initdiag.layers.declare import CHANNELS, LayerKind, Option, Weight, checked
 from initdiag.layers.pooling import _Weightless
 
@@ -66,13 +67,7 @@ def _conv_transpose_config(kind: str, ndim: int, raw) -> dict:
     config = {"filters": _positive_int("filters", raw["filters"]), "kernel": _int_tuple("kernel", raw["kernel"], ndim, 1)}
     for name, default, minimum in (("stride", 1, 1), ("padding", 0, 0), ("output_padding", 0, 0), ("dilation", 1, 1)):
         config[name] = _int_tuple(name, raw.get(name, default), ndim, minimum)
-    config["groups"] = _positive_int("groups", raw.get("groups", 1))
-    bias = raw.get("bias", True)
-    if not isinstance(bias, (bool, np.bool_)):
-        raise ValueError(f"bias must be true or false, got {bias!r}")
-    config["bias"] = bool(bias)
-    if config["filters"] % config["groups"]:
-        raise ValueError(f"filters={config['filters']} is not divisible by groups={config['groups']}")
+    groups_and_bias(raw, config)
     if any(op >= s and op >= d for op, s, d in zip(config["output_padding"], config["stride"], config["dilation"])):
         raise ValueError(f"output_padding {_shape_str(config['output_padding'])} must be smaller than the stride "
                          f"{_shape_str(config['stride'])} or the dilation {_shape_str(config['dilation'])} on each axis "
