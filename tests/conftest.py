@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -23,6 +24,34 @@ def make_spec(text: str, seed: int | None = None, base_dir=".", allow_custom: bo
     parsed = spec.parse(yamlsource.loads(textwrap.dedent(text), "t.yaml"), base_dir=base_dir, default_name="t",
                         allow_custom=allow_custom)
     return parsed if seed is None else parsed.with_seed(seed)
+
+
+class Passes(NamedTuple):
+    built: object  # network.Network
+    outputs: list  # per layer, its output
+    gradients: list  # per layer, dLoss/d(output) (the last layer's: dLoss/d(logits) under a fused loss, as torch's)
+    weight_grads: list  # per layer, its grads dict
+    targets: object  # the loss targets drawn
+
+
+def passes(parsed, max_memory: int | None = None) -> Passes:
+    """One forward and backward pass of a parsed spec, keeping every layer's output and gradient (what tests
+    compare with torch running the same network)."""
+    from initdiag import losses, network, propagate
+
+    built = network.build(parsed, max_memory=max_memory)
+    caches, outputs = [], []
+    for _, y, cache in propagate.forward_pass(built):
+        caches.append(cache)
+        outputs.append(y)
+    loss = losses.resolve(parsed.loss, built.layers[-1].activation.name)
+    targets = loss.targets(built.target_rng, outputs[-1].shape, outputs[-1].dtype)
+    dz = loss.logit_gradient(outputs[-1], targets) if loss.fused else None
+    gradients, weight_grads = [None] * len(outputs), [None] * len(outputs)
+    for i, dy, grads, _ in propagate.backward_pass(built, caches, loss.output_gradient(outputs[-1], targets), dz):
+        gradients[i] = dz if (i == len(outputs) - 1 and dz is not None) else dy
+        weight_grads[i] = grads
+    return Passes(built, outputs, gradients, weight_grads, targets)
 
 
 def write_spec(directory: Path, text: str, name: str = "net.yaml") -> Path:

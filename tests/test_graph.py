@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import invoke, make_spec, write_spec
-from initdiag import losses, network, propagate
+from conftest import invoke, make_spec, passes, write_spec
+from initdiag import propagate
 from initdiag.layers.conv import torch_layout
 from initdiag.yamlsource import SpecErrors
 
@@ -58,20 +58,11 @@ INCEPTION = """
 
 
 def _outputs_and_gradients(spec_text: str):
-    """initdiag's per-layer outputs and dLoss/d(output), and the built network (float64)."""
+    """(parsed, built, per-layer outputs, dLoss/d(output), weight gradients, targets) of one pass (float64)."""
     parsed = make_spec(spec_text)
-    built = network.build(parsed)
-    caches, outputs = [], []
-    for _, y, cache in propagate.forward_pass(built):
-        caches.append(cache)
-        outputs.append(y)
-    loss = losses.resolve(parsed.loss, built.layers[-1].activation.name)
-    targets = loss.targets(built.target_rng, outputs[-1].shape, outputs[-1].dtype)
-    gradients = [None] * len(outputs)
-    weight_grads = [None] * len(outputs)
-    for i, dy, grads, _ in propagate.backward_pass(built, caches, loss.output_gradient(outputs[-1], targets)):
-        gradients[i], weight_grads[i] = dy, grads.get("weights")
-    return parsed, built, outputs, gradients, weight_grads, targets
+    run = passes(parsed)
+    weights = [grads.get("weights") for grads in run.weight_grads]
+    return parsed, run.built, run.outputs, run.gradients, weights, run.targets
 
 
 def _conv(x, layer, padding):
@@ -113,7 +104,7 @@ def test_an_inception_block_with_concat_gating_and_a_scaled_add_matches_torch_la
         np.testing.assert_allclose(ours_grad, weight.grad.numpy(), rtol=1e-8, atol=1e-14, err_msg=f"{name} weight gradient")
 
 
-RESNET_BLOCK = """
+RESNET_HEAD = """
     input: [4, 9, 9]
     batch: 5
     dtype: float64
@@ -121,6 +112,9 @@ RESNET_BLOCK = """
     loss: mse
     defaults: {init: relu}
     layers:
+"""
+
+RESNET_BLOCK = RESNET_HEAD + """\
       - residual:
           - conv2d: {filters: 8, kernel: 3, stride: 2, padding: 1, bias: false}
           - batchnorm: {}
@@ -134,14 +128,7 @@ RESNET_BLOCK = """
 """
 
 # the same block as a graph: the layers keep their indices, so every layer draws the same numbers
-RESNET_GRAPH = """
-    input: [4, 9, 9]
-    batch: 5
-    dtype: float64
-    seed: 1
-    loss: mse
-    defaults: {init: relu}
-    layers:
+RESNET_GRAPH = RESNET_HEAD + """\
       - conv2d: {filters: 8, kernel: 3, stride: 2, padding: 1, bias: false}
       - batchnorm: {}
       - conv2d: {filters: 8, kernel: 3, padding: 1, bias: false}

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import yaml
 
-from initdiag import losses, network, propagate, spec, yamlsource
+from conftest import passes
+from initdiag import spec, yamlsource
 from initdiag.layers import conv as conv_layers
 
 torch = pytest.importorskip("torch")
@@ -139,19 +140,9 @@ def _supplied_spec(sample: str, model, folder: Path) -> spec.NetworkSpec:
 
 def _initdiag(parsed):
     """Per layer name: (output, dLoss/d output); and the batch and targets drawn."""
-    built = network.build(parsed, max_memory=64 * 1024**3)
-    caches, outputs = [], []
-    for _, y, cache in propagate.forward_pass(built):
-        caches.append(cache)
-        outputs.append(y)
-    loss = losses.resolve(parsed.loss, built.layers[-1].activation.name)
-    targets = loss.targets(built.target_rng, outputs[-1].shape, outputs[-1].dtype)
-    dz = loss.logit_gradient(outputs[-1], targets) if loss.fused else None
-    gradients = [None] * len(outputs)
-    for i, dy, _, _ in propagate.backward_pass(built, caches, loss.output_gradient(outputs[-1], targets), dz):
-        gradients[i] = dz if (i == len(outputs) - 1 and dz is not None) else dy
-    named = {layer.name: (outputs[i], gradients[i]) for i, layer in enumerate(parsed.layers)}
-    return named, built.inputs, targets
+    run = passes(parsed, max_memory=64 * 1024**3)
+    named = {layer.name: (run.outputs[i], run.gradients[i]) for i, layer in enumerate(parsed.layers)}
+    return named, run.built.inputs, run.targets
 
 
 def _torch_run(model, inputs, targets, loss_name: str, names: list) -> dict:
