@@ -474,13 +474,16 @@ def _progress(total: int, seconds: float):
 
 @app.command("import")
 def import_model(
-    source: str = typer.Argument(..., metavar="SOURCE", help="Where the model is described: hf (a Hugging Face config.json)."),
-    model_file: Path = typer.Argument(..., metavar="FILE", help="The file to import (never written to)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the spec to this file (atomically) instead of standard output."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --output if it exists."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="A text model's sequence length (default: its positions, at most 128)."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="What the model is: hf (a Hugging Face config.json), torch (package.module:factory), onnx, keras, dl4j (`initdiag import --help` lists them)."),
+    model: str = typer.Argument(..., metavar="MODEL", help="The file to import (never written to), or for torch a factory package.module:name."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the spec to this file (atomically) instead of standard output; the model's initial values go to the folder NAME.init beside it."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --output (and its NAME.init folder) if they exist."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="hf: a text model's sequence length (default: its positions, at most 128)."),
     batch: Optional[int] = typer.Option(None, "--batch", min=1, help="The spec's batch (default 4 for text models, 8 for images)."),
-    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="Write at most this many blocks, for a quick check (the header says so)."),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, help="hf: write at most this many blocks, for a quick check (the header says so)."),
+    input_shape: Optional[str] = typer.Option(None, "--input", help="The input shape without the batch, e.g. 3,224,224 (torch: required; keras, onnx: when the model leaves it open)."),
+    arg: list[str] = typer.Option([], "--arg", help="torch: a keyword argument of the factory, key=value (the value read as YAML; repeatable)."),
+    fans: Optional[str] = typer.Option(None, "--fans", help="dl4j: 'dl4j' keeps DL4J's conv fans (fan_out divided by the stride) so the spec draws what DL4J draws."),
 ) -> None:
     """Write a spec for a model described elsewhere: `initdiag import hf config.json -o model.yaml`."""
     from initdiag.importers import IMPORTERS, ImportProblem
@@ -488,13 +491,26 @@ def import_model(
     if source not in IMPORTERS:
         raise _invalid([f"SOURCE: unknown source '{source}'; known: " + "; ".join(
             f"{name} ({importer.describe})" for name, importer in IMPORTERS.items())])
-    if output is not None and output.exists() and not force and output.resolve() != model_file.resolve():
-        raise _invalid([f"--output: {output} exists; pass --force to overwrite it"])
+    importer = IMPORTERS[source]
+    given = {"steps": steps, "batch": batch, "layers": layers, "input": input_shape, "arg": arg or None, "fans": fans}
+    unread = [f"--{name}" for name, value in given.items() if value is not None and name not in importer.takes]
+    if unread:
+        raise _invalid([f"{', '.join(unread)}: not read by the {source} importer (it takes: "
+                        f"{', '.join('--' + name for name in importer.takes) or 'no options'})"])
+    options = {name: value for name, value in given.items() if name in importer.takes and value is not None}
     try:
-        text = IMPORTERS[source].convert(model_file, steps=steps, batch=batch, layers=layers)
+        draft = importer.convert(model, **options)
+        if output is None:
+            if draft.arrays:
+                raise ImportProblem(f"{model}: the spec keeps the model's initial values in files beside it; "
+                                    "give -o SPEC.yaml")
+            sys.stdout.write(draft.text())
+            raise typer.Exit(EXIT_OK)
+        draft.write(output, force=force, protected=[Path(model)])
     except ImportProblem as problem:
         raise _invalid([str(problem)]) from None
-    _emit(text, output, model_file, f"check it with: initdiag check {output}")
+    kept = f", initial values in {output.stem}.init/" if draft.arrays else ""
+    typer.echo(f"wrote {output}{kept} (check it with: initdiag check {output})", err=True)
     raise typer.Exit(EXIT_OK)
 
 

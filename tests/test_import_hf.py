@@ -139,7 +139,7 @@ def test_real_gpt2_small_config_gives_the_sample_specs_layers(tmp_path):
     real = {"model_type": "gpt2", "vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024,
             "n_ctx": 1024, "initializer_range": 0.02, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
             "architectures": ["GPT2LMHeadModel"], "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1}
-    text = hf.import_config(_config(tmp_path, real))
+    text = hf.import_config(_config(tmp_path, real)).text()
     ours = yaml.safe_load(text)["layers"]
     sample = yaml.safe_load((ROOT / "sample_specs" / "gpt2_small_like.yaml").read_text(encoding="utf-8"))["layers"]
     assert len(ours) == len(sample)

@@ -1,8 +1,10 @@
 """Importers: a model described elsewhere (a Hugging Face config.json, ...) written as a spec.
 
-An importer reads a file and returns the text of a spec (YAML with a header comment saying where it came from
-and what was approximated); it never runs a model and never downloads weights. One entry per source, keyed by
-the name the command line takes: `initdiag import SOURCE FILE -o spec.yaml`.
+An importer reads a model and returns a Draft (importers/draft.py): the spec (YAML with a header comment saying
+where it came from and what was approximated or left out) and the model's own initial values, which are written
+beside the spec as supplied arrays. It never downloads weights. One entry per source, keyed by the name the
+command line takes: `initdiag import SOURCE MODEL -o spec.yaml`; `takes` names the command-line options it
+reads (any other one given is refused).
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from typing import NamedTuple
 
 from initdiag.importers import hf
 from initdiag.importers.base import ImportProblem
+from initdiag.importers.draft import Draft
 
 
 class Importer(NamedTuple):
     describe: str     # what it reads, for --help and errors
-    convert: object   # (path, *, steps=None, batch=None, layers=None) -> spec text; raises ImportProblem
+    convert: object   # (model, **options named in takes) -> Draft; raises ImportProblem
+    takes: tuple = ()  # the options it reads, as the command line spells them
 
 
 IMPORTERS = {
-    "hf": Importer("a Hugging Face config.json (model_type " + ", ".join(hf.TEMPLATES) + ")", hf.import_config),
+    "hf": Importer("a Hugging Face config.json (model_type " + ", ".join(hf.TEMPLATES) + ")", hf.import_config,
+                   ("steps", "batch", "layers")),
 }
 
-__all__ = ["IMPORTERS", "ImportProblem", "Importer"]
+__all__ = ["IMPORTERS", "Draft", "ImportProblem", "Importer"]

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import textwrap
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 from initdiag.importers.base import ImportProblem
+from initdiag.importers.draft import Draft, plain as _plain
 
 MODELING = "huggingface/transformers src/transformers/models/{0}/modeling_{0}.py"
 
@@ -317,8 +317,8 @@ def read_config(path) -> dict:
     return values
 
 
-def import_config(path, *, steps: int | None = None, batch: int | None = None, layers: int | None = None) -> str:
-    """The spec text for the Hugging Face config at `path`: a header comment (source, init rules, what was
+def import_config(path, *, steps: int | None = None, batch: int | None = None, layers: int | None = None) -> Draft:
+    """The spec for the Hugging Face config at `path`: a header comment (source, init rules, what was
     approximated or defaulted), then the spec. `steps` sets a text model's sequence length (default
     min(positions, 128)), `batch` the batch, `layers` caps the number of blocks. Raises ImportProblem."""
     path = Path(path)
@@ -344,35 +344,10 @@ def import_config(path, *, steps: int | None = None, batch: int | None = None, l
     header.append("Approximated: " + ("; ".join(config.approximated) if config.approximated else "nothing") + ".")
     if config.defaulted:
         header.append("Not in the file, so Hugging Face's defaults: " + ", ".join(dict.fromkeys(config.defaulted)) + ".")
-    name = values.get("_name_or_path") or f"hf-{model_type}"
-    lines = ["# " + line for item in header for line in textwrap.wrap(item, 110)]
-    lines += [f"name: {_flow(name)}", *(f"{key}: {_flow(value)}" for key, value in spec_keys.items()),
-              "defaults:", f"  init: {_flow({'normal': {'std': std}})}", "layers:",
-              *(f"  - {_flow(layer)}" for layer in spec_layers)]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------ YAML, one flow line per layer
-
-
-def _plain(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        text = repr(value)
-        mantissa, _, exponent = text.partition("e")
-        if exponent and "." not in mantissa:  # YAML 1.1 reads 1e-06 as text: write 1.0e-06
-            text = f"{mantissa}.0e{exponent}"
-        return text
-    return str(value)
-
-
-def _flow(value) -> str:
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_flow(item) for item in value) + "]"
-    if isinstance(value, str):
-        plain = value[:1].isalpha() and value.replace("_", "").replace(".", "").replace("-", "").isalnum()
-        return value if plain and value.lower() not in ("true", "false", "null", "yes", "no", "on", "off") else json.dumps(value)
-    return _plain(value)
+    draft = Draft(values.get("_name_or_path") or f"hf-{model_type}")
+    draft.header = header
+    draft.keys.update(spec_keys)
+    draft.keys["defaults"] = {"init": {"normal": {"std": std}}}
+    for layer in spec_layers:
+        draft.add(layer)
+    return draft
