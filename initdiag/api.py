@@ -152,6 +152,26 @@ def check(spec: SpecSource, *, scheme: str | Mapping[str, Any] | None = None, se
     return Report(diagnosis.report)
 
 
+def check_module(model, example_input, *, scheme: str | Mapping[str, Any] | None = None, seed: int | None = None,
+                 batch: int | None = None, thresholds: Mapping[str, float] | None = None,
+                 max_memory: int | str | None = None) -> Report:
+    """Check a PyTorch nn.Module as `initdiag check --torch` does: trace it with torch.fx on `example_input` (a
+    batch tensor: images, or integer token ids when the model starts with an embedding), write it as a spec
+    whose layers hold the module's current parameters, and check that (under `scheme` if given, redrawing the
+    matrices). The model is left as it was. Raises SpecError (located problems) if the model cannot be written
+    as a spec (an op with no spec equivalent, named with its module path)."""
+    from initdiag.importers import ImportProblem, torch_fx
+
+    try:
+        draft = torch_fx.from_module(model, example_input, name=type(model).__name__, batch=batch,
+                                     header=[f"{type(model).__name__}, checked by initdiag.check_module."])
+    except ImportProblem as problem:
+        raise SpecError([SpecProblem(None, "", str(problem), file="<module>")]) from None
+    path, holder = draft.written_to_temporary()
+    with holder:
+        return check(path, scheme=scheme, seed=seed, batch=batch, thresholds=thresholds, max_memory=max_memory)
+
+
 def _parsed(source: SpecSource, allow_custom: bool):
     """The validated NetworkSpec of a path, a YAML text or a dict; SpecErrors if invalid."""
     from initdiag import spec

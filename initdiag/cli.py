@@ -204,7 +204,7 @@ def _plot(draw, data, path: Path | None) -> None:
 
 @app.command()
 def check(
-    paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Spec files, folders (every *.yaml/*.yml below) or glob patterns."),
+    paths: Optional[list[Path]] = typer.Argument(None, metavar="PATH...", help="Spec files, folders (every *.yaml/*.yml below) or glob patterns."),
     exclude: list[str] = typer.Option([], "--exclude", help="Skip spec files matching this glob (repeatable)."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="Replace every layer's weight init: a name, or a YAML mapping such as '{normal: {std: 0.01}}'."),
     output_format: Optional[CheckFormat] = typer.Option(None, "--format", help="Report format (default: text, or the configuration's): " + ", ".join(CheckFormat.__members__) + "."),
@@ -225,11 +225,16 @@ def check(
     config_file: Optional[Path] = CONFIG_OPTION,
     isolated: bool = ISOLATED_OPTION,
     jobs: str = typer.Option("1", "--jobs", "-j", help="Check specs in this many processes ('auto': one per core); same results."),
+    torch_model: Optional[str] = typer.Option(None, "--torch", metavar="MODULE:FACTORY", help="Check the PyTorch model this class or function builds (e.g. torchvision.models:resnet18), with its own initial values, instead of a spec (needs torch)."),
+    input_shape: Optional[str] = typer.Option(None, "--input", help="--torch: the input shape without the batch, e.g. 3,224,224 (token models: the sequence length)."),
+    arg: list[str] = typer.Option([], "--arg", help="--torch: a keyword argument of the factory, key=value (the value read as YAML; repeatable)."),
 ) -> None:
     """Initialize each network, propagate a random batch forward and backward, and report per-layer health."""
     from initdiag import checks, gate, specfiles
     from initdiag.reporters import REPORTERS
     from initdiag.yamlsource import SpecErrors, SpecProblem
+
+    paths, imported = _spec_paths(paths or [], torch_model, input_shape, arg)  # `imported` keeps a temporary folder
 
     try:
         workers = 1 if jobs == "1" else _resolve_jobs(jobs)
@@ -315,6 +320,26 @@ def check(
     _emit(text, output, files[0] if files else Path("."), gate.summary_line(summary))
     _save_baseline(save_baseline, reports, files)
     raise typer.Exit(EXIT_INVALID if invalid else EXIT_FAILED if failed else EXIT_OK)
+
+
+def _spec_paths(paths: list, torch_model: str | None, input_shape: str | None, arguments: list):
+    """The paths to check, and the temporary folder holding the spec `--torch` wrote (None without it)."""
+    if torch_model is None:
+        if input_shape is not None or arguments:
+            raise _invalid(["--input, --arg: describe the model of --torch; give --torch package.module:factory"])
+        if not paths:
+            raise _invalid(["PATH: give a spec file, a folder or a pattern (or --torch package.module:factory)"])
+        return paths, None
+    if paths:
+        raise _invalid(["--torch: checks the model the factory builds; give no spec paths with it"])
+    from initdiag.importers import ImportProblem, torch_fx
+
+    try:
+        draft = torch_fx.import_module(torch_model, input=input_shape, arg=arguments)
+    except ImportProblem as problem:
+        raise _invalid([str(problem)]) from None
+    path, holder = draft.written_to_temporary()
+    return [path], holder
 
 
 def _resolve_jobs(value: str) -> int:

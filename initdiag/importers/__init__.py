@@ -16,6 +16,12 @@ from initdiag.importers.base import ImportProblem
 from initdiag.importers.draft import Draft
 
 
+def _torch_import(reference, **options):
+    from initdiag.importers import torch_fx  # imports torch only when asked for
+
+    return torch_fx.import_module(reference, **options)
+
+
 class Importer(NamedTuple):
     describe: str     # what it reads, for --help and errors
     convert: object   # (model, **options named in takes) -> Draft; raises ImportProblem
@@ -25,6 +31,8 @@ class Importer(NamedTuple):
 IMPORTERS = {
     "hf": Importer("a Hugging Face config.json (model_type " + ", ".join(hf.TEMPLATES) + ")", hf.import_config,
                    ("steps", "batch", "layers")),
+    "torch": Importer("a PyTorch module built by package.module:factory, traced with torch.fx (needs torch)",
+                      _torch_import, ("input", "arg", "batch")),
 }
 
 __all__ = ["IMPORTERS", "Draft", "ImportProblem", "Importer"]

@@ -79,7 +79,7 @@ class Draft:
     def written_to_temporary(self) -> tuple[Path, tempfile.TemporaryDirectory]:
         """The spec and its arrays in a fresh temporary folder (for `check --torch`); keep the handle alive."""
         holder = tempfile.TemporaryDirectory(prefix="initdiag-import-")
-        path = Path(holder.name) / f"{file_name(self.keys['name'])}.yaml"
+        path = Path(holder.name) / "model.yaml"
         self.write(path)
         return path, holder
 
