@@ -54,6 +54,24 @@ def passes(parsed, max_memory: int | None = None) -> Passes:
     return Passes(built, outputs, gradients, weight_grads, targets)
 
 
+def relative_error(mine, theirs) -> float:
+    """The relative (Frobenius) error of `mine` against `theirs`."""
+    import numpy as np
+
+    return float(np.linalg.norm(mine - theirs) / max(np.linalg.norm(theirs), 1e-300))
+
+
+def torch_loss(logits, targets, loss_name: str):
+    """torch's loss on `logits` for initdiag's drawn `targets`: cross entropy on their argmax (per token on a
+    sequence, mean), else the mean squared error."""
+    import torch
+
+    if loss_name == "cross_entropy":
+        labels = torch.tensor(targets.argmax(axis=-1))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    return torch.nn.functional.mse_loss(logits, torch.tensor(targets))
+
+
 def write_spec(directory: Path, text: str, name: str = "net.yaml") -> Path:
     """Write YAML `text` (dedented) as `directory/name` and return its path."""
     path = Path(directory) / name

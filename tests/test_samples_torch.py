@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import passes
+from conftest import passes, relative_error, torch_loss
 from initdiag import spec, yamlsource
 from initdiag.layers import conv as conv_layers
 
@@ -160,19 +160,10 @@ def _torch_run(model, inputs, targets, loss_name: str, names: list) -> dict:
     logits = model(x)
     logits.retain_grad()
     captured["__output__"] = logits
-    if loss_name == "cross_entropy":
-        labels = torch.tensor(targets.argmax(axis=-1))
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-    else:
-        loss = torch.nn.functional.mse_loss(logits, torch.tensor(targets))
-    loss.backward()
+    torch_loss(logits, targets, loss_name).backward()
     for handle in handles:
         handle.remove()
     return captured
-
-
-def _relative(mine: np.ndarray, theirs: np.ndarray) -> float:
-    return float(np.linalg.norm(mine - theirs) / max(np.linalg.norm(theirs), 1e-300))
 
 
 def _as_ours(tensor, shape) -> np.ndarray:
@@ -204,8 +195,8 @@ def test_each_architecture_sample_matches_pytorch_layer_by_layer(sample, tmp_pat
             continue
         output, gradient = ours[layer.name]
         tensor = theirs[name]
-        forward = _relative(output, _as_ours(tensor, layer.output_shape))
-        backward = _relative(gradient, _as_ours(tensor.grad, layer.output_shape)) if tensor.grad is not None else 0.0
+        forward = relative_error(output, _as_ours(tensor, layer.output_shape))
+        backward = relative_error(gradient, _as_ours(tensor.grad, layer.output_shape)) if tensor.grad is not None else 0.0
         if not (forward < TOLERANCE and backward < TOLERANCE):
             problems.append(f"{layer.name}: output off by {forward:.2e}, gradient by {backward:.2e}")
         compared += 1

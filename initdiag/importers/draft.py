@@ -32,6 +32,8 @@ class Draft:
         self.keys: dict = {"name": name}
         self.layers: list[dict] = []
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
+        self.origins: dict[str, str] = {}  # layer -> the source's node it stands for (tests compare them)
+        self.source = None  # what the importer read (a traced torch module), for those comparisons
 
     def add(self, layer: dict, arrays: dict | None = None) -> str:
         """Append `layer` (a mapping with a unique `name`) and the initial values it keeps; returns its name."""

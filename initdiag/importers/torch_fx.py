@@ -135,8 +135,10 @@ def _trace(model, example):
         with torch.no_grad():
             ShapeProp(module).propagate(example)
     except Exception as err:  # noqa: BLE001
-        raise ImportProblem(f"running {type(model).__name__} on an input {list(example.shape)} failed: "
-                            f"{type(err).__name__}: {err}") from None
+        cause = err.__cause__ or err  # ShapeProp wraps the op's error with a traceback in its message
+        lines = [line for line in str(cause).splitlines() if line.strip()]
+        raise ImportProblem(f"running {type(model).__name__} on an input {list(example.shape[1:])} failed: "
+                            f"{type(cause).__name__}: {lines[0] if lines else ''}") from None
     return module
 
 
@@ -282,6 +284,7 @@ def convert(module, example, *, name: str, header: list, batch: int, tokens: boo
         "Not analysed: " + (", ".join(left_out) + " (they do not feed the first output: auxiliary heads)"
                             if left_out else "nothing") + "."]
     draft.origins = writer.origins
+    draft.source = module
     return draft
 
 
@@ -341,10 +344,13 @@ def _module_call(writer: Writer, node, submodule) -> Value:
         value = writer.emit(node, *converted, [source], shape)
         return Value(None, None, items=(value,))
     if isinstance(converted, list):
-        value = source
+        value, written = source, []
         for layer, arrays, suffix in converted:
             wanted = node.target + (f".{suffix}" if suffix else "")
             value = writer.emit(node, layer, arrays, [value], shape, wanted)
+            written.append(value.layer)
+        for name in written[:-1]:  # the node's output is the last layer's; the ones before have no node
+            writer.origins.pop(name, None)
         return value
     return writer.emit(node, *converted, [source], shape)
 
@@ -395,14 +401,21 @@ def from_module(model, example, *, name: str, header: list | None = None, batch:
     left as it was."""
     torch = _torch()
     tokens = not torch.is_floating_point(example)
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}  # restored exactly, dropout's included
     model.train()
     try:
         traced = _trace(model, example[:2] if example.shape[0] > 2 else example)
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     default_batch = 4 if tokens else 8
     return convert(traced, example, name=name, header=list(header or []), batch=batch or default_batch, tokens=tokens)
+
+
+def traced_draft(model, example, **options) -> tuple:
+    """(the Draft, the fx GraphModule it was written from): tests run the module node by node against the spec."""
+    draft = from_module(model, example, **options)
+    return draft, draft.source
 
 
 def import_module(reference: str, *, input: str | None = None, arg: list | None = None,  # noqa: A002 (the option)
@@ -423,7 +436,7 @@ def import_module(reference: str, *, input: str | None = None, arg: list | None 
 
 def parse_shape(text: str) -> tuple:
     try:
-        shape = tuple(int(part) for part in str(text).replace("x", ",").split(",") if part.strip())
+        shape = tuple(int(part) for part in str(text).split(","))
     except ValueError:
         shape = ()
     if not shape or any(size < 1 for size in shape):

@@ -83,8 +83,8 @@ class Concat:
 
 
 class Multiply:
-    """y = a ⊙ b ⊙ ..., where an input of one value per unit ([channels] against [channels, *positions], or
-    [features] against a sequence [steps, features]) scales every position."""
+    """y = a ⊙ b ⊙ ..., where an input of one value per unit ([channels] or [channels, 1, 1] against
+    [channels, *positions], or [features] against a sequence [steps, features]) scales every position."""
 
     kind = "multiply"
 
@@ -141,10 +141,11 @@ def _concat_shape(input_shape, config) -> tuple:
 
 def _multiply_shape(input_shape, config) -> tuple:
     shapes = [tuple(shape) for shape in config["shapes"]]
-    full = max(shapes, key=len)
+    full = max(shapes, key=lambda shape: (len(shape), int(np.prod(shape))))
     units = full[-1] if config.get("sequence") else full[0]
+    pooled = (units,) + (1,) * (len(full) - 1)  # a [channels, 1, 1] gate, as AdaptiveAvgPool2d(1) leaves it
     for shape in shapes:
-        if shape != full and shape != (units,):
+        if shape != full and shape != (units,) and (config.get("sequence") or shape != pooled):
             raise InputError(f"multiply joins inputs of one shape, or a [{units}] gate (one value per unit) with "
                              f"{list(full)}, but got {_described(config)}")
     return full
