@@ -207,10 +207,10 @@ def test_a_missing_file_and_an_unknown_source(tmp_path):
     result = invoke("import", "hf", tmp_path / "nope.json")
     assert result.exit_code == 2 and result.stderr.strip() == f"{tmp_path / 'nope.json'}: no such file"
     result = invoke("import", "onnx2", tmp_path / "nope.json")
-    assert result.exit_code == 2 and "unknown source 'onnx2'; known: hf" in result.stderr
+    assert result.exit_code == 2 and "unknown source 'onnx2'; known: hf (" in result.stderr
 
 
-def test_the_registry_names_each_source_once():
-    assert list(IMPORTERS) == ["hf"] and set(hf.TEMPLATES) == {"bert", "gpt2", "llama", "vit"}
+def test_the_hf_importer_has_a_template_per_family():
+    assert set(hf.TEMPLATES) == {"bert", "gpt2", "llama", "vit"}
     with pytest.raises(ImportProblem):
         IMPORTERS["hf"].convert(Path("/nonexistent/config.json"))
