@@ -401,7 +401,8 @@ class LayerNorm(_AffineNorm):
         """The normalised axis of the batch array x (1: the channels of (batch, C, H, W); else the last)."""
         axis = 1 if self.over == "channels" else x.ndim - 1
         if x.ndim < (4 if self.over == "channels" else 2) or x.shape[axis] != self.features:
-            expected = f"(batch, {self.features}, height, width)" if self.over == "channels" else f"(batch, ..., {self.features})"
+            expected = (f"(batch, {self.features}, height, width)" if self.over == "channels"
+                        else f"(batch, ..., {self.features})")
             raise ValueError(f"{self.kind} '{self.name}' expects input {expected}, got {_shape_str(x.shape)}")
         return axis
 
@@ -473,6 +474,13 @@ def _torch(module_name: str):
     return make
 
 
+def _layernorm_statistics(layer_spec, batch: int = 0) -> int:
+    """The mean, variance and 1/std its cache keeps: three values per normalised position (a token, a sample, or
+    a feature map's position with over: channels)."""
+    size = LayerNorm._size(layer_spec.input_shape, layer_spec.config)
+    return 3 * batch * (math.prod(layer_spec.input_shape) // size)
+
+
 _EPS = Option("eps", "number", "added to the variance", default=1e-5, minimum=0, exclusive=True)
 OVER = ("last", "channels")
 _OPTIONS = {"batchnorm": (_EPS, Option("eval", "bool", "run as at inference (running mean 0, variance 1)", default=False)),
@@ -491,5 +499,7 @@ KINDS = (
               options=_OPTIONS["layernorm"], parse=checked(lambda raw: _normalize("layernorm", raw)),
               example=((3, 5), {}), torch=_torch("LayerNorm"), assumes_layout=SEQUENCE, unit_axis=-1,
               unit_axis_of=lambda config: 1 if config.get("over") == "channels" else -1,
-              aliases=("layer_norm",), **_FACTS),
+              cache_elements=_layernorm_statistics,
+              aliases=("layer_norm",), **{**_FACTS, "memory_doc": "its input, normalised value and output, and the "
+                                                          "mean, variance and 1/std of each normalised position"}),
 )

@@ -210,7 +210,8 @@ def _transpose_torch(input_shape, config):
 
 
 # ------------------------------------------------------------------------------- declarations
-SHUFFLE_OPTIONS = (Option("groups", "int", "the groups whose channels are interleaved (ShuffleNetV2's 2)", required=True, minimum=1),)
+SHUFFLE_OPTIONS = (Option("groups", "int", "the groups whose channels are interleaved (ShuffleNetV2's 2)", required=True,
+                          minimum=1),)
 CHUNK_OPTIONS = (
     Option("chunks", "int", "the number of equal parts the units are cut into (they must divide evenly)", required=True,
            minimum=1),
