@@ -356,4 +356,4 @@ def _geometry(check: Checker, path: tuple, kind, value, shape, layout=None, join
     # a sequence's units are its features (the last axis) for the kinds that keep what they read (an activation
     # layer, a layer scale, a merge), whose declared unit axis is a feature map's channels
     per_token = (kind.rescales or kind.joins) and layout == SEQUENCE and len(output_shape) == 2
-    return (output_shape[-1] if per_token else kind.units(output_shape)), fan_in, fan_out, output_shape, config
+    return (output_shape[-1] if per_token else kind.units(output_shape, config)), fan_in, fan_out, output_shape, config

@@ -333,7 +333,7 @@ def test_torch_has_no_fans_for_gamma(torch):
 def test_normalize_config_defaults_and_errors():
     assert normalize_config("batchnorm", None) == {"eps": 1e-5, "eval": False}
     assert normalize_config("BatchNorm2d", {"eval": True}) == {"eps": 1e-5, "eval": True}
-    assert normalize_config("layer_norm", {"eps": 1e-6}) == {"eps": 1e-6}
+    assert normalize_config("layer_norm", {"eps": 1e-6}) == {"eps": 1e-6, "over": "last"}
     assert normalize_config("dropout", None) == {"p": 0.5, "eval": False}
     assert normalize_config("dropout", 0.2) == {"p": 0.2, "eval": False}
     assert normalize_config("embedding", {"vocab": 10, "dim": 4}) == {"vocab": 10, "dim": 4}

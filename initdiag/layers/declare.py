@@ -95,6 +95,9 @@ class LayerKind:
     aliases: tuple = ()
     bare: str | None = None  # the option a bare value stands for (`dropout: 0.1` is p)
     unit_axis: int = 1  # the batch array's axis of units (1: features / channels; -1: a sequence's features)
+    # config -> the unit axis where the kind's options or its input's layout decide it (a layernorm over channels,
+    # a chunk of a sequence); None: `unit_axis`
+    unit_axis_of: Callable | None = None
     layout: str | None = None  # what a 2-D output is (SEQUENCE, CHANNELS); None: the input's
     assumes_layout: str | None = None  # how it reads a 2-D input no layer has laid out yet
     reads_layout: bool = False  # its config learns whether the input is a sequence (config["sequence"])
@@ -165,9 +168,10 @@ class LayerKind:
     def shape_of(self, input_shape, config) -> tuple:
         return tuple((self.output_shape or self.cls.output_shape)(input_shape, config))
 
-    def units(self, output_shape) -> int:
+    def units(self, output_shape, config=None) -> int:
         """The output's unit count: features, channels or a sequence's features."""
-        return output_shape[self.unit_axis - 1 if self.unit_axis > 0 else -1]
+        axis = self.unit_axis if self.unit_axis_of is None or config is None else self.unit_axis_of(config)
+        return output_shape[axis - 1 if axis > 0 else -1]
 
 
 def checked(normalize: Callable) -> Callable:

@@ -31,11 +31,15 @@ Layers and PyTorch equivalents
     Training needs more than one value per channel (batch · positions > 1), as PyTorch.
     params: "gamma" (C,), "beta" (C,); default gamma = 1, beta = 0 (``default_params``).
 
-``LayerNorm(name, params, eps=1e-5)``
+``LayerNorm(name, params, eps=1e-5, over="last")``
     Over the last axis of each sample/position: nn.LayerNorm(normalized_shape=last dim), with
     elementwise_affine. Input (features,) or (steps, features) (any (*, features) works; a
     (C, H, W) input would be normalised over W only). Biased variance, as PyTorch.
     params: "gamma" (features,), "beta" (features,); default 1 and 0.
+    ``over="channels"``: each position of a feature map (batch, C, H, W) normalised over its C channels,
+    gamma and beta per channel: ConvNeXt's LayerNorm2d (torchvision's and timm's: permute to NHWC,
+    nn.LayerNorm(C), permute back), computed on axis 1 without the permutes. The spec takes it on a
+    [channels, height, width] input only (a 2-D input could be a sequence, whose features are its last axis).
 
 ``Dropout(name, p=0.5, rng=None, eval=False)``
     Inverted dropout: each element kept with probability 1 - p and then scaled by 1/(1 - p),
@@ -72,7 +76,7 @@ nn.Embedding is N(0, 1), fan-free; Keras' is U(-0.05, 0.05).)
 Configuration (``initdiag.layers.normalize_config(kind, raw)``; each kind's options are declared in its KINDS)
 -------------------------------------------------------------------------------------------------------------
     batchnorm  {eps: 1e-5, eval: false}                      (aliases batch_norm, batchnorm1d, batchnorm2d)
-    layernorm  {eps: 1e-5}                                   (alias layer_norm)
+    layernorm  {eps: 1e-5, over: last}                       (alias layer_norm; over: last | channels)
     dropout    {p: 0.5, eval: false}  or just the number p
     embedding  {vocab: required, dim: required}
 """
@@ -86,7 +90,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from initdiag.layers.declare import CHANNELS, SEQUENCE, LayerKind, Option, checked
+from initdiag.layers.declare import CHANNELS, SEQUENCE, InputError, LayerKind, Option, checked
 
 
 class Cache(NamedTuple):
@@ -192,6 +196,12 @@ def _normalize(key: str, raw) -> dict:
     config["eps"] = float(eps)
     if "eval" in config:
         check_eval(key, config)
+    if "over" in config:
+        over = config["over"]
+        if not isinstance(over, str) or over.strip().lower() not in OVER:
+            raise ValueError(f"{key}: over must be one of {', '.join(OVER)} (channels: each position of a feature map "
+                             f"over its channels, ConvNeXt's LayerNorm2d), got {over!r}")
+        config["over"] = over.strip().lower()
     return config
 
 
@@ -204,29 +214,29 @@ class _AffineNorm:
     default_init = {"gamma": "ones", "beta": "zero"}
 
     @classmethod
-    def _size(cls, input_shape) -> int:
+    def _size(cls, input_shape, config=None) -> int:
         raise NotImplementedError
 
     @classmethod
     def output_shape(cls, input_shape, config=None) -> tuple:
-        cls._size(input_shape)
+        cls._size(input_shape, config)
         return tuple(int(s) for s in input_shape)
 
     @classmethod
     def parameter_shapes(cls, input_shape, config=None) -> dict:
-        size = cls._size(input_shape)
+        size = cls._size(input_shape, config)
         return {"gamma": (size,), "beta": (size,)}
 
     @classmethod
     def fans(cls, input_shape, config=None) -> dict:
         """No weight matrices: {} (gamma and beta are vectors, which have no fans)."""
-        cls._size(input_shape)
+        cls._size(input_shape, config)
         return {}
 
     @classmethod
     def default_params(cls, input_shape, config=None, dtype=np.float64) -> dict:
         """gamma = 1, beta = 0, as PyTorch and Keras initialise them."""
-        size = cls._size(input_shape)
+        size = cls._size(input_shape, config)
         return {"gamma": np.ones(size, dtype=dtype), "beta": np.zeros(size, dtype=dtype)}
 
     def _incoming(self, dy, cache: NormCache, dz) -> np.ndarray:
@@ -246,7 +256,7 @@ class BatchNorm(_AffineNorm):
     unit_axis = 1  # features / channels
 
     @classmethod
-    def _size(cls, input_shape) -> int:
+    def _size(cls, input_shape, config=None) -> int:
         return cls._channels(input_shape)
 
     @classmethod
@@ -342,13 +352,16 @@ class BatchNorm(_AffineNorm):
 
 # ------------------------------------------------------------------------------- layer norm
 class LayerNorm(_AffineNorm):
-    """Layer normalisation over the last axis (nn.LayerNorm(last dim)); see the module docstring."""
+    """Layer normalisation over the last axis (nn.LayerNorm(last dim)), or over a feature map's channels
+    (over="channels": ConvNeXt's LayerNorm2d); see the module docstring."""
 
     kind = "layernorm"
-    unit_axis = -1
+    unit_axis = -1  # over="channels": 1 (set per layer)
 
     @classmethod
-    def _size(cls, input_shape) -> int:
+    def _size(cls, input_shape, config=None) -> int:
+        if (config or {}).get("over") == "channels":
+            return cls._channels(input_shape)
         return cls._features(input_shape)
 
     @classmethod
@@ -360,47 +373,74 @@ class LayerNorm(_AffineNorm):
         return int(shape[-1])
 
     @classmethod
+    def _channels(cls, input_shape) -> int:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or 0 in shape:
+            raise InputError(f"{cls.kind} over: channels normalises each position of a feature map [channels, height, "
+                             f"width] over its channels, but its input is {list(shape)}: a flat or sequence input is "
+                             f"normalised over its last axis (over: last)")
+        return int(shape[0])
+
+    @classmethod
     def from_config(cls, name: str, params, config, input_shape=None):
         config = _normalize(cls.kind, config)
-        features = None if input_shape is None else cls._features(input_shape)
-        return cls(name, _vector_params(cls.kind, name, params, features), eps=config["eps"])
+        features = None if input_shape is None else cls._size(input_shape, config)
+        return cls(name, _vector_params(cls.kind, name, params, features), eps=config["eps"], over=config["over"])
 
-    def __init__(self, name: str, params: dict, eps: float = 1e-5):
+    def __init__(self, name: str, params: dict, eps: float = 1e-5, over: str = "last"):
+        if over not in OVER:
+            raise ValueError(f"{self.kind} '{name}': over must be one of {', '.join(OVER)}, got {over!r}")
         self.name = name
         self.params = _vector_params(self.kind, name, params, None)
         self.features = self.params["gamma"].shape[0]
         self.eps = float(eps)
+        self.over = over
+        self.unit_axis = 1 if over == "channels" else -1
+
+    def _axis(self, x: np.ndarray) -> int:
+        """The normalised axis of the batch array x (1: the channels of (batch, C, H, W); else the last)."""
+        axis = 1 if self.over == "channels" else x.ndim - 1
+        if x.ndim < (4 if self.over == "channels" else 2) or x.shape[axis] != self.features:
+            expected = (f"(batch, {self.features}, height, width)" if self.over == "channels"
+                        else f"(batch, ..., {self.features})")
+            raise ValueError(f"{self.kind} '{self.name}' expects input {expected}, got {_shape_str(x.shape)}")
+        return axis
+
+    def _affine(self, dtype, ndim: int):
+        """gamma and beta shaped to broadcast along the normalised axis of an ndim-array."""
+        shape = (-1,) + (1,) * (ndim - 2) if self.over == "channels" else (-1,)
+        return tuple(self.params[key].astype(dtype, copy=False).reshape(shape) for key in ("gamma", "beta"))
 
     def forward(self, x: np.ndarray):
         x = np.asarray(x)
-        if x.ndim < 2 or x.shape[-1] != self.features:
-            raise ValueError(f"{self.kind} '{self.name}' expects input (batch, ..., {self.features}), "
-                             f"got {_shape_str(x.shape)}")
+        axis = self._axis(x)
         dtype = _float_dtype(x)
         x = x.astype(dtype, copy=False)
-        mean = np.mean(x, axis=-1, keepdims=True)
+        mean = np.mean(x, axis=axis, keepdims=True)
         xhat = x - mean
-        var = np.mean(xhat * xhat, axis=-1, keepdims=True)
+        var = np.mean(xhat * xhat, axis=axis, keepdims=True)
         inv_std = 1.0 / np.sqrt(var + dtype.type(self.eps))
         xhat *= inv_std
-        y = xhat * self.params["gamma"].astype(dtype, copy=False)
-        y += self.params["beta"].astype(dtype, copy=False)
+        gamma, beta = self._affine(dtype, x.ndim)
+        y = xhat * gamma
+        y += beta
         return y, NormCache(x, xhat, y, mean, inv_std, var)
 
     def backward(self, dy: np.ndarray, cache: NormCache, need_dx: bool = True, *, dz=None):
-        """dy (batch, ..., features) -> (dx or None, {"gamma": dgamma, "beta": dbeta})."""
+        """dy (batch, ..., features) or (batch, C, H, W) -> (dx or None, {"gamma": dgamma, "beta": dbeta})."""
         dy = self._incoming(dy, cache, dz)
-        axes = tuple(range(dy.ndim - 1))
-        gamma = self.params["gamma"].astype(cache.y.dtype, copy=False)
-        dgamma, dbeta, dxhat = _affine_backward(dy, cache, gamma, axes)
+        axis = self._axis(dy)
+        gamma, _ = self._affine(cache.y.dtype, dy.ndim)
+        dgamma, dbeta, dxhat = _affine_backward(dy, cache, gamma, tuple(a for a in range(dy.ndim) if a != axis))
         grads = _cast_grads({"gamma": dgamma, "beta": dbeta}, self.params)
-        return (_normalised_backward(dxhat, cache, -1) if need_dx else None), grads
+        return (_normalised_backward(dxhat, cache, axis) if need_dx else None), grads
 
     def saturation(self, cache: NormCache) -> float:
         return 0.0
 
     def __repr__(self) -> str:
-        return f"LayerNorm({self.name!r}, {self.features}, eps={self.eps:g})"
+        over = ", over channels" if self.over == "channels" else ""
+        return f"LayerNorm({self.name!r}, {self.features}, eps={self.eps:g}{over})"
 
 
 def _build(spec, weights, bias, activation, context):
@@ -418,15 +458,35 @@ def _torch(module_name: str):
     def make(input_shape, config):
         import torch
 
+        if module_name == "LayerNorm" and config.get("over") == "channels":
+            class LayerNorm2d(torch.nn.LayerNorm):
+                """torchvision's convnext.LayerNorm2d (timm's is the same): nn.LayerNorm(C) on NHWC, permuted back."""
+
+                def forward(self, x):
+                    x = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight,
+                                                       self.bias, self.eps)
+                    return x.permute(0, 3, 1, 2)
+
+            return LayerNorm2d(input_shape[0], eps=config["eps"]), {}
         if module_name == "LayerNorm":
             return torch.nn.LayerNorm(input_shape[-1], eps=config["eps"]), {}
         return getattr(torch.nn, f"BatchNorm{max(len(input_shape) - 1, 1)}d")(input_shape[0], eps=config["eps"]), {}
     return make
 
 
+def _layernorm_statistics(layer_spec, batch: int = 0) -> int:
+    """The mean, variance and 1/std its cache keeps: three values per normalised position (a token, a sample, or
+    a feature map's position with over: channels)."""
+    size = LayerNorm._size(layer_spec.input_shape, layer_spec.config)
+    return 3 * batch * (math.prod(layer_spec.input_shape) // size)
+
+
 _EPS = Option("eps", "number", "added to the variance", default=1e-5, minimum=0, exclusive=True)
+OVER = ("last", "channels")
 _OPTIONS = {"batchnorm": (_EPS, Option("eval", "bool", "run as at inference (running mean 0, variance 1)", default=False)),
-            "layernorm": (_EPS,)}
+            "layernorm": (_EPS, Option("over", "choice", "last: the last axis (nn.LayerNorm); channels: each position of a "
+                                       "feature map [C, H, W] over its C channels (ConvNeXt's LayerNorm2d)",
+                                       default="last", choices=OVER))}
 _FACTS = dict(takes=("name", "ignore"), build=_build, normalizes=True, memory_doc="its input, normalised value and output",
               saturation_doc="none (a normalisation does not saturate)")
 KINDS = (
@@ -434,8 +494,12 @@ KINDS = (
               options=_OPTIONS["batchnorm"], parse=checked(lambda raw: _normalize("batchnorm", raw)),
               example=((3, 4, 2), {"eps": 1e-3}), torch=_torch("BatchNorm"), assumes_layout=CHANNELS, unit_axis=1,
               aliases=("batch_norm", "batchnorm1d", "batchnorm2d"), **_FACTS),
-    LayerKind("layernorm", LayerNorm, "layer normalisation over the last axis (nn.LayerNorm), gamma 1, beta 0",
+    LayerKind("layernorm", LayerNorm, "layer normalisation over the last axis (nn.LayerNorm), or over a feature map's "
+              "channels at each position (ConvNeXt's LayerNorm2d), gamma 1, beta 0",
               options=_OPTIONS["layernorm"], parse=checked(lambda raw: _normalize("layernorm", raw)),
               example=((3, 5), {}), torch=_torch("LayerNorm"), assumes_layout=SEQUENCE, unit_axis=-1,
-              aliases=("layer_norm",), **_FACTS),
+              unit_axis_of=lambda config: 1 if config.get("over") == "channels" else -1,
+              cache_elements=_layernorm_statistics,
+              aliases=("layer_norm",), **{**_FACTS, "memory_doc": "its input, normalised value and output, and the "
+                                                          "mean, variance and 1/std of each normalised position"}),
 )
