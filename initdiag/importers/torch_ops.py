@@ -86,6 +86,8 @@ def _described(value) -> str:
 def cat(writer, node, args, kwargs):
     tensors = list(args[0])
     dim = _argument(args, kwargs, 1, "dim", 0)
+    if len(tensors) == 1:  # DenseNet's first layer concatenates a list of one
+        return tensors[0]
     parameters = [value for value in tensors if isinstance(value, Value) and value.param is not None]
     layers = [value for value in tensors if _layer(value)]
     if len(layers) + len(parameters) != len(tensors):
