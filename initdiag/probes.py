@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from initdiag.layers import LAYERS
+from initdiag.layers.dropout import Dropout
 
 DEAD_PROBE = 256  # independent inputs over which a unit must stay at 0 to count as dead
 DEAD_PROBE_PASSES = 3  # at most this many extra forward passes (a transformer at batch 4 is not run 64 times)
@@ -93,16 +94,31 @@ def input_contrast(network, readout: int) -> Contrast | None:
         return None
     joint = np.concatenate([x, near])
     source = sources(network.spec)[readout][0]  # what the readout reads (the layer above it, in a chain)
-    with np.errstate(all="ignore"):
-        features = joint if source < 0 else None
-        for i, y, _ in forward_pass(network._replace(inputs=joint)) if source >= 0 else ():
-            if i == source:
-                features = y
-                break
+    # dropout off: its masks differ between a sample and its near copy, which would count noise as lost geometry
+    dropping = [layer for layer in _all_layers(network.layers) if isinstance(layer, Dropout) and not layer.eval]
+    for layer in dropping:
+        layer.eval = True
+    try:
+        with np.errstate(all="ignore"):
+            features = joint if source < 0 else None
+            for i, y, _ in forward_pass(network._replace(inputs=joint)) if source >= 0 else ():
+                if i == source:
+                    features = y
+                    break
+    finally:
+        for layer in dropping:
+            layer.eval = False
     gap, error, fraction = _near_far(features[:n], features[n:])
     if not (math.isfinite(gap) and math.isfinite(fraction)):  # features all 0 or non-finite: nothing kept
         return Contrast(readout, 0.0, 0.0, fraction if math.isfinite(fraction) else 0.0, n)
     return Contrast(readout, gap / reference, error / reference, fraction, n)
+
+
+def _all_layers(layers):
+    """The built layers, a residual block's inner layers included."""
+    for layer in layers:
+        yield layer
+        yield from _all_layers(getattr(layer, "layers", None) or ())
 
 
 def never_active(network, forward_pass, caches) -> tuple[list[float], int]:

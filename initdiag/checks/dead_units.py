@@ -22,7 +22,10 @@ def _dead(run, layer, layer_spec, t) -> list:
     level = "error" if layer.dead_fraction > t.dead_error else "warning" if layer.dead_fraction > t.dead_warning else None
     if not level or layer.activation.startswith("softmax") or layer.kind in WEIGHTLESS_PASS_KINDS:
         return []
-    if layer.kind in RESCALING_KINDS and layer.activation == "identity":  # a layer scale: no unit dies there
+    if layer.activation == "identity":
+        # a unit dies where its activation's slope is 0; with the identity a 0 is a zero scale (a zero-initialised
+        # head, a batchnorm whose gamma starts at 0 as timm's zero_init_last, Goyal et al. 2017), whose own
+        # gradient is not 0: it learns (a zero hidden layer's trouble is symmetry's story)
         return []
     previous = run.layers[layer.index - 1] if layer.index > 0 else None
     if (layer.kind in NORMALIZING_KINDS + RESCALING_KINDS and previous is not None

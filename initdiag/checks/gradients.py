@@ -26,6 +26,10 @@ def across_depth(run, spec, t) -> list:
     if first.weight_grad_var == 0 and last.weight_grad_var == 0:
         return [finding("error", "vanishing-gradients", first, "no gradient reaches any weight (all weight gradients are 0)",
                         "break the symmetry: zero or constant weights pass no gradient; use a random scheme")]
+    if last.weight_std == 0 and last.weight_mean == 0 and last.weight_grad_var > 0:
+        # a zero-initialised readout (torchvision's ViT, timm's Mixer, "zero-init the last layer"): it passes no
+        # gradient down at the first step, but its own gradient is not 0, so from the second step it does
+        return []
     top, bottom = gradient_energy(last, spec.layers[last.index]), gradient_energy(first, spec.layers[first.index])
     if not (top > 0 and math.isfinite(top) and math.isfinite(bottom)):
         return []

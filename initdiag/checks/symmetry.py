@@ -11,7 +11,7 @@ def symmetry(run, spec, t, phase=None) -> list:
     return [finding("error", "symmetry", layer,
                     f"{layer.name}: {percent(layer.symmetry)} of units duplicate another unit (identical weights and bias)",
                     "identical units get identical gradients and never differ: use a random scheme")
-            for layer in run.layers
+            for layer in run.layers[:-1]  # the output's units differ by the loss's gradient (p_k - y_k), not by weights
             if layer.weight_mean is not None and layer.units > 1 and layer.symmetry > t.symmetry_error]
 
 

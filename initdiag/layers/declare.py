@@ -122,6 +122,9 @@ class LayerKind:
     # a merge: reads two or more layers (`inputs: [a, b]`); the parser puts their shapes and names in its
     # config ("shapes", "sources"); forward(*xs) -> (y, cache), backward(dy, cache) -> (*dxs, grads)
     joins: bool = False
+    # a merge whose inputs scale each other (multiply): what reaches it through only some inputs (a squeeze-
+    # excitation's pooled path) is judged by the product it feeds, not against the chain above it
+    gates: bool = False
     # weightless (no `init` matrix) but holding learned parameters its class's parameter_shapes names (a class
     # token, a layer scale's gamma): a `supplied:` file may give them
     holds_parameters: bool = False

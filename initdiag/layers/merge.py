@@ -227,5 +227,5 @@ KINDS = (
     _kind(Concat, "its inputs side by side along the channels (feature maps) or features (torch.cat(dim=1))", (),
           _parse_plain("concat"), _build_concat, _concat_shape, ((3, 4), {}), aliases=("concatenate",)),
     _kind(Multiply, "the product of its inputs; a [channels] gate scales every position (squeeze-excitation)", (),
-          _parse_plain("multiply"), _build_multiply, _multiply_shape, ((3, 4), {}), aliases=("mul",)),
+          _parse_plain("multiply"), _build_multiply, _multiply_shape, ((3, 4), {}), aliases=("mul",), gates=True),
 )
