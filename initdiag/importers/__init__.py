@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from initdiag.importers import hf
+from initdiag.importers import hf, onnx_graph
 from initdiag.importers.base import ImportProblem
 from initdiag.importers.draft import Draft
 
@@ -25,6 +25,8 @@ class Importer(NamedTuple):
 IMPORTERS = {
     "hf": Importer("a Hugging Face config.json (model_type " + ", ".join(hf.TEMPLATES) + ")", hf.import_config,
                    ("steps", "batch", "layers")),
+    "onnx": Importer("an ONNX model file (.onnx), its initializers kept as supplied arrays", onnx_graph.import_model,
+                     ("input", "batch")),
 }
 
 __all__ = ["IMPORTERS", "Draft", "ImportProblem", "Importer"]
