@@ -536,6 +536,9 @@ def _concat(graph: _Graph, node):
     sources = graph.data_inputs(node)
     if len(sources) != len(node.input):
         graph.refuse(node, "joins a constant; only computed tensors are supported")
+    if len(sources) == 1:  # torch.cat([x]) (DenseNet's first layer of a block): x itself
+        graph.alias(node, sources[0])
+        return
     axis = graph.attrs(node).get("axis")
     rank = graph.rank(node, sources[0])
     if axis not in (1, 1 - rank):
