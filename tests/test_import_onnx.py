@@ -345,6 +345,17 @@ def test_the_dynamo_exporters_folded_batchnorm_is_said(tmp_path):
     assert "folded batchnorm into 1 node(s)" in header and "dynamo=True" in header
 
 
+def test_batchnorm_in_inference_form_is_said(tmp_path):
+    norm = [("g", np.ones(4)), ("beta", np.zeros(4)), ("mean", np.full(4, 0.5)), ("var", np.full(4, 2.0))]
+    path = _graph_file(tmp_path, [helper.make_node("BatchNormalization", ["x", "g", "beta", "mean", "var"], ["y"],
+                                                   name="/bn/BatchNormalization", epsilon=1e-3)], norm)
+    draft = onnx_graph.import_model(str(path))
+    assert draft.layers == [{"batchnorm": {"eps": 0.001}, "name": "bn"}]
+    assert set(draft.arrays["bn"]) == {"gamma", "beta"}
+    header = " ".join(draft.header)
+    assert "1 BatchNormalization node(s) in inference form" in header and "TrainingMode.TRAINING" in header
+
+
 def test_without_the_onnx_package_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportProblem, match=r"pip install 'initdiag\[onnx\]'"):
