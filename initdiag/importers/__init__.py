@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from initdiag.importers import hf
+from initdiag.importers import hf, onnx_graph
 from initdiag.importers.base import ImportProblem
 from initdiag.importers.draft import Draft
 
@@ -33,6 +33,8 @@ IMPORTERS = {
                    ("steps", "batch", "layers")),
     "torch": Importer("a PyTorch module built by package.module:factory, traced with torch.fx (needs torch)",
                       _torch_import, ("input", "arg", "batch")),
+    "onnx": Importer("an ONNX model file (.onnx), its initializers kept as supplied arrays", onnx_graph.import_model,
+                     ("input", "batch")),
 }
 
 __all__ = ["IMPORTERS", "Draft", "ImportProblem", "Importer"]
