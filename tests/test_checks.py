@@ -234,3 +234,67 @@ def test_a_small_layer_scale_on_the_main_chain_is_judged_as_setting_the_scale():
     vanishing = findings_of("input: [16]\nlayers:\n  - dense: 16\n  - layer_scale: {value: 1e-6}\n  - dense: 16\n",
                             "vanishing-activations")
     assert ("vanishing-activations", "layer_scale_1") in codes(vanishing, "error")
+
+
+# ------------------------------------------------------------------ rules met on imported real models
+def _codes(text: str, tmp_path=None) -> dict:
+    report = pipeline.diagnose(make(text, base_dir=tmp_path or "."), checks.Thresholds()).report
+    return {(f["code"], f["layer"]) for f in report["findings"] if f["severity"] != "info"}, report["verdict"]
+
+
+def test_the_input_contrast_is_measured_with_dropout_off():
+    body = ("input: [64]\nbatch: 64\nlayers:\n" + "".join("  - {dense: 64, activation: tanh}\n" for _ in range(3)))
+    contrasts = []
+    for dropout in ("{p: 0.5}", "{p: 0.5, eval: true}"):
+        parsed = make(body + f"  - dropout: {dropout}\n  - dense: 10\n")
+        built = network.build(parsed)
+        contrasts.append(probes.input_contrast(built, len(parsed.layers) - 1).contrast)
+    assert contrasts[0] == contrasts[1] > 0.5  # the masks' noise is not counted as lost geometry
+
+
+SQUEEZE = """\
+input: [16, 8, 8]
+batch: 32
+layers:
+  - {conv2d: {filters: 16, kernel: 3, padding: 1}, activation: relu, init: relu, name: trunk}
+  - {global_avgpool: {}, name: squeeze}
+  - {dense: 4, activation: tanh, init: {normal: {std: 0.002}}, name: reduce}
+  - {dense: 16, activation: sigmoid, init: {normal: {std: 0.002}}, name: expand}
+  - {multiply: {}, inputs: [trunk, expand], name: excite}
+  - {conv2d: {filters: 16, kernel: 3, padding: 1}, activation: relu, init: relu}
+  - {global_avgpool: {}}
+  - {dense: 10}
+"""
+
+
+def test_a_gate_path_is_judged_through_the_product_not_against_the_chain():
+    found, _ = _codes(SQUEEZE)
+    assert not {code for code, layer in found if layer in ("reduce", "expand")}, found
+    # the same tiny layers in the chain itself are judged (the rule still sees them)
+    chain = SQUEEZE.replace("  - {multiply: {}, inputs: [trunk, expand], name: excite}\n", "").replace(
+        "  - {dense: 16, activation: sigmoid", "  - {dense: 16, activation: tanh")
+    chain = chain.replace("  - {conv2d: {filters: 16, kernel: 3, padding: 1}, activation: relu, init: relu}\n"
+                          "  - {global_avgpool: {}}\n", "")
+    found, _ = _codes(chain)
+    assert {("vanishing-activations", "reduce"), ("vanishing-activations", "expand")} & found, found
+
+
+def test_a_zero_initialised_head_trains_and_is_not_dead_symmetric_or_gradient_blocking():
+    found, verdict = _codes("input: [32]\nbatch: 64\nloss: cross_entropy\nlayers:\n"
+                            "  - {dense: 64, activation: relu, init: relu}\n  - {dense: 64, activation: relu, init: relu}\n"
+                            "  - {dense: 10, init: zeros}\n")
+    assert verdict == "healthy", found
+    # a zero hidden layer is still symmetric, and its relu units dead
+    found, verdict = _codes("input: [32]\nbatch: 64\nlayers:\n  - {dense: 64, activation: relu, init: zeros}\n"
+                            "  - {dense: 10}\n")
+    assert verdict == "failing" and ("symmetry", "dense_0") in found
+
+
+def test_a_batchnorm_with_gamma_zero_in_a_residual_branch_has_no_dead_units(tmp_path):
+    np.savez(tmp_path / "bn.npz", gamma=np.zeros(8, dtype=np.float32))
+    text = ("input: [8, 8, 8]\nbatch: 16\nlayers:\n"
+            "  - {conv2d: {filters: 8, kernel: 3, padding: 1, bias: false}, init: relu, name: conv}\n"
+            "  - {batchnorm: {}, supplied: bn.npz, name: bn}\n  - {add: {}, inputs: [bn, input], name: join}\n"
+            "  - {activation: relu}\n  - {global_avgpool: {}}\n  - {dense: 4}\n")
+    found, _ = _codes(text, tmp_path)
+    assert not {code for code, layer in found if code == "dead-units"}, found
