@@ -152,7 +152,25 @@ CLASSIFIERS = {
                                        num_classes=10), (3, 32, 32)),
     "mobilenetv3_small_100 (timm)": (lambda: _model("timm:create_model", model_name="mobilenetv3_small_100",
                                                     num_classes=10), (3, 32, 32)),
+    "shufflenet_v2_x0_5": (lambda: _model("torchvision.models:shufflenet_v2_x0_5", num_classes=10), (3, 32, 32)),
+    "convnext (torchvision)": (lambda: _convnext(), (3, 32, 32)),
+    "convnext_atto (timm)": (lambda: _model("timm:create_model", model_name="convnext_atto", num_classes=10,
+                                            depths=(1, 1, 1, 1)), (3, 32, 32)),
+    "mixer (timm)": (lambda: _model("timm.models.mlp_mixer:MlpMixer", img_size=32, patch_size=8, num_blocks=2,
+                                    embed_dim=32, num_classes=10), (3, 32, 32)),
+    "densenet (torchvision)": (lambda: _model("torchvision.models:DenseNet", growth_rate=8, block_config=(2, 2),
+                                              num_init_features=16, num_classes=10), (3, 32, 32)),
 }
+
+
+def _convnext():
+    """torchvision's ConvNeXt (convnext_tiny's classes: CNBlock, LayerNorm2d, permutes, layer scale), two small
+    stages."""
+    _model("torchvision.models:alexnet")  # imports torchvision through the loader
+    from torchvision.models import convnext
+
+    stages = [convnext.CNBlockConfig(16, 32, 1), convnext.CNBlockConfig(32, None, 1)]
+    return convnext.ConvNeXt(stages, stochastic_depth_prob=0.1, num_classes=10)
 
 
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
