@@ -78,8 +78,10 @@ def run(network: Network, histogram_bins: int = 0) -> RunStats:
 
         readout = probes.readout_index(spec)
         contrast = probes.input_contrast(network, readout) if readout else None
-        # more inputs can only reveal activity: without a unit dead on the batch there is nothing to probe
-        suspects = any(measured["dead_fraction"] > 0 for measured in forward)
+        # more inputs can only reveal activity: without a unit dead on the batch there is nothing to probe (behind
+        # the identity a 0 is a zero scale, not a dead unit: a zero-initialised head does not cost three passes)
+        suspects = any(measured["dead_fraction"] > 0 and spec_layer.activation.name != "identity"
+                       for measured, spec_layer in zip(forward, spec.layers))
         dead, probed = (probes.never_active(network, forward_pass, caches)
                         if suspects and network.inputs.shape[0] < probes.DEAD_PROBE else (None, network.inputs.shape[0]))
 
