@@ -583,3 +583,21 @@ def test_scratch_predicts_the_workspace_a_pass_takes(kind, input_shape, raw):
     assert workspace_bytes() == sum(layer.scratch(input_shape, layer.config, 3, 8).values())
     release_workspace()
     assert workspace_bytes() == 0
+
+
+@pytest.mark.parametrize("shape, size", [((3, 2, 2), (7, 7)), ((2, 5, 7), (3, 4)), ((2, 6, 6), (3, 3)), ((1, 4, 3), (4, 3))])
+def test_adaptive_avgpool2d_matches_torch_forward_and_backward(shape, size):
+    torch = pytest.importorskip("torch")
+    from initdiag.layers.pooling import AdaptiveAvgPool2d
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, *shape))
+    dy = rng.standard_normal((4, shape[0], *size))
+    layer = AdaptiveAvgPool2d("pool", shape, {"size": size})
+    y, cache = layer.forward(x)
+    dx, grads = layer.backward(dy, cache)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.adaptive_avg_pool2d(tx, size)
+    ty.backward(torch.tensor(dy))
+    assert grads == {} and np.allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert np.allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-14)

@@ -249,7 +249,8 @@ def _pool_options(module) -> dict:
 
 def adaptive_avg_pool(output_size, value):
     """nn.AdaptiveAvgPool2d(size) on this input as a spec layer: the identity (None), an average pool whose
-    windows tile the input, or a nearest upsample when each input position spreads over whole output bins."""
+    windows tile the input, a nearest upsample when each input position spreads over whole output bins, or
+    else the general adaptive pool (overlapping windows)."""
     spatial = tuple(value.shape[1:])
     wanted = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * len(spatial)
     wanted = tuple(size if size is not None else have for size, have in zip(wanted, spatial))
@@ -262,8 +263,7 @@ def adaptive_avg_pool(output_size, value):
         return {"avgpool2d": {"kernel": kernel}}, None
     if all(want % have == 0 for have, want in zip(spatial, wanted)):
         return {"upsample": {"scale": _one([want // have for have, want in zip(spatial, wanted)])}}, None
-    raise Unsupported(f"an adaptive average pool from {list(spatial)} to {list(wanted)}: its windows overlap "
-                      "unevenly (give an input size whose feature map divides, or is divided by, the output size)")
+    return {"adaptive_avgpool2d": _one(list(wanted))}, None  # windows that overlap: VGG's 7x7 from 2x2
 
 
 def adaptive_module(module, value):

@@ -229,6 +229,65 @@ class GlobalAvgPool(_Weightless):
         return dx, {}
 
 
+class AdaptiveAvgPool2d(_Weightless):
+    """nn.AdaptiveAvgPool2d(size): output cell (i, j) is the mean of rows floor(i·H/h) .. ceil((i+1)·H/h) - 1 and
+    the same columns, windows that may overlap and differ in size (VGG's 7x7 from a 2x2 map). A mean over a
+    rectangle is the product of a mean per axis, so y = A_h · x · A_wᵀ with one averaging matrix per axis, and
+    the backward is the same product transposed."""
+
+    kind = "adaptive_avgpool2d"
+
+    @classmethod
+    def output_shape(cls, input_shape, config=None) -> tuple:
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3 or 0 in input_shape:
+            raise ValueError(f"{cls.kind} expects a per-sample input of shape (channels, height, width), "
+                             f"got {_shape_str(input_shape)}")
+        return (input_shape[0], *config["size"])
+
+    @staticmethod
+    def averaging(have: int, want: int, dtype) -> np.ndarray:
+        """The (want, have) matrix whose row i averages PyTorch's adaptive window i."""
+        matrix = np.zeros((want, have), dtype=dtype)
+        for i in range(want):
+            start, end = (i * have) // want, -((-(i + 1) * have) // want)
+            matrix[i, start:end] = 1.0 / (end - start)
+        return matrix
+
+    def _matrices(self, dtype):
+        (height, width), (rows, columns) = self.input_shape[1:], self.config["size"]
+        return self.averaging(height, rows, dtype), self.averaging(width, columns, dtype)
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        along_rows, along_columns = self._matrices(x.dtype)
+        y = np.einsum("oh,bchw,pw->bcop", along_rows, x, along_columns, optimize=True)
+        return y, Cache(x, y, y)
+
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        if dz is None:
+            dz = dy
+        if not need_dx:
+            return None, {}
+        along_rows, along_columns = self._matrices(dz.dtype)
+        return np.einsum("oh,bcop,pw->bchw", along_rows, dz, along_columns, optimize=True), {}
+
+
+def _parse_adaptive(raw) -> dict:
+    from initdiag.layers.norm import own_options
+
+    if raw is not None and not isinstance(raw, dict):
+        raw = {"size": raw}  # written bare: adaptive_avgpool2d: 7
+    config = own_options("adaptive_avgpool2d", raw, (Option("size", "ints", "", required=True),))
+    if "size" not in config:
+        raise ValueError("adaptive_avgpool2d needs size")
+    size = config["size"]
+    size = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in size)):
+        raise ValueError(f"adaptive_avgpool2d: size must be a positive int or [height, width], got {config['size']!r}")
+    return {"size": tuple(size)}
+
+
 class Flatten(_Weightless):
     """(C, *spatial) -> (C·prod(spatial),) in C order, as torch.flatten(x, 1)."""
 
@@ -300,4 +359,12 @@ KINDS = (
           ((3, 4, 5), {}), _torch("AdaptiveAvgPool2d", 1), reads_layout=True),
     _kind(Flatten, "[channels, *spatial] → [channels·positions], as torch.flatten(x, 1)", (), ((2, 3, 4), {}),
           _torch("Flatten")),
+    LayerKind(AdaptiveAvgPool2d.kind, AdaptiveAvgPool2d, "the mean over each of size[0]×size[1] windows that tile a "
+              "feature map, overlapping where they do not divide it (nn.AdaptiveAvgPool2d)",
+              options=(Option("size", "ints", "the output's [height, width] (an int: square); written bare: "
+                              "adaptive_avgpool2d: 7", required=True, minimum=1),),
+              parse=checked(_parse_adaptive), takes=("name", "ignore"), build=_build, example=((2, 3, 5), [2, 3]),
+              torch=lambda input_shape, config: (__import__("torch").nn.AdaptiveAvgPool2d(config["size"]), {}),
+              memory_doc="its input and output", saturation_doc="none (no activation)", aliases=("adaptive_avg_pool2d",),
+              bare="size", extra={"ndim": 2}),
 )
