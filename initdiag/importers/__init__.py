@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from initdiag.importers import hf
+from initdiag.importers import dl4j, hf, keras
 from initdiag.importers.base import ImportProblem
 from initdiag.importers.draft import Draft
 
@@ -25,6 +25,10 @@ class Importer(NamedTuple):
 IMPORTERS = {
     "hf": Importer("a Hugging Face config.json (model_type " + ", ".join(hf.TEMPLATES) + ")", hf.import_config,
                    ("steps", "batch", "layers")),
+    "keras": Importer("a Keras model.to_json() (Sequential or Functional, Keras 2 or 3)", keras.import_keras,
+                      ("input", "batch")),
+    "dl4j": Importer("a Deeplearning4j MultiLayerConfiguration or ComputationGraphConfiguration toJson()",
+                     dl4j.import_dl4j, ("input", "batch", "fans")),
 }
 
 __all__ = ["IMPORTERS", "Draft", "ImportProblem", "Importer"]
