@@ -153,10 +153,17 @@ def _weighted(ctx: Converter, layer: dict, kind: dict, kernel_key: str = "kernel
     if config.get("use_bias", True):
         bias = ctx.init(layer, "bias_initializer", "zeros")
         if bias not in ("zeros", "zero"):
-            written["bias_init"] = bias
+            written["bias_init"] = _number(bias)
     else:
         written["bias"] = False
     return written
+
+
+def _number(init):
+    """A constant bias as the plain number the spec takes (bias_init: 0.1); any other scheme as it is."""
+    if isinstance(init, dict) and "constant" in init:
+        return init["constant"]["value"]
+    return "ones" if init == "ones" else init
 
 
 def _require(ctx, layer, tensor: Tensor, *layouts):
@@ -372,7 +379,7 @@ def _recurrent(ctx, layer, tensors):
     if config.get("use_bias", True):
         bias = ctx.init(layer, "bias_initializer", "zeros")
         if bias not in ("zeros", "zero"):
-            written["bias_init"] = bias
+            written["bias_init"] = _number(bias)
             if kind == "lstm" and options["forget_bias"]:
                 ctx.notes.append(f"'{_name(layer)}': unit_forget_bias sets the forget gate's bias to 1 in Keras; "
                                  "the spec adds 1 to the drawn bias there")
