@@ -352,3 +352,37 @@ def test_invalid_json_and_a_missing_input_shape_are_located(tmp_path):
 
 def test_the_importer_is_registered_with_its_options():
     assert IMPORTERS["dl4j"].takes == ("input", "batch", "fans")
+
+
+def test_an_embedding_layer_reads_one_token_with_dl4js_fans(tmp_path):
+    embedding = json.loads(_dense("EmbeddingLayer", "emb", 500, 16, "Identity", RELU))
+    embedding["hasBias"] = False
+    head = json.loads(_dense("OutputLayer", "out", 16, 2, "Sigmoid"))
+    head["lossFn"] = {"@class": "org.nd4j.linalg.lossfunctions.impl.LossBinaryXENT"}
+    path, data = _import(tmp_path, json.dumps({"confs": [{"layer": embedding}, {"layer": head}]}))
+    assert data["input"] == [1] and data["input_distribution"] == "tokens" and data["loss"] == "binary_cross_entropy"
+    assert [next(iter(layer)) for layer in data["layers"]] == ["embedding", "select", "dense"]
+    table = spec.load(path).layers[0]
+    geometry = weightgeometry.main(table)
+    assert table.init.definition.std(geometry.fans, table.init.params) == pytest.approx(math.sqrt(2 / 500))  # RELU, fan_in = nIn
+    _checks(path)
+
+
+def test_a_graph_vertex_preprocessor_and_an_average(tmp_path):
+    conv = json.loads(_convolution("c1", 3, 8, 3, stride=2, activation="ReLU", mode="Same"))
+    conv2 = json.loads(_convolution("c2", 8, 8, 3, activation="ReLU", mode="Same"))
+    head = json.loads(_dense("OutputLayer", "out", 512, 10, "Softmax"))
+    vertex = {"@class": "org.deeplearning4j.nn.conf.graph.LayerVertex", "preProcessor": None, "outputVertex": False}
+    graph = {"networkInputs": ["img"], "networkOutputs": ["out"],
+             "vertexInputs": {"c1": ["img"], "c2": ["c1"], "mean": ["c1", "c2"], "out": ["mean"]},
+             "vertices": {"c1": {**vertex, "layerConf": {"layer": conv}}, "c2": {**vertex, "layerConf": {"layer": conv2}},
+                          "mean": {"@class": "org.deeplearning4j.nn.conf.graph.ElementWiseVertex", "op": "Average"},
+                          "out": {**vertex, "layerConf": {"layer": head}, "preProcessor": {
+                              "@class": "org.deeplearning4j.nn.conf.preprocessor.CnnToFeedForwardPreProcessor",
+                              "inputHeight": 8, "inputWidth": 8, "numChannels": 8}}}}
+    path, data = _import(tmp_path, json.dumps(graph), "--input", "3,16,16")
+    assert _layer(data, "c1")["conv2d"] == {"filters": 8, "kernel": 3, "stride": 2, "padding": "same"}
+    assert _layer(data, "mean") == {"add": {"scales": [0.5, 0.5]}, "name": "mean", "inputs": ["c1", "c2"]}
+    assert _layer(data, "out.preprocess")["flatten"] == {}
+    assert spec.load(path).layers[-1].fan_in == 512
+    _checks(path)

@@ -117,7 +117,8 @@ class Converter:
     def __init__(self, path: Path, fans: str):
         self.path, self.fans = path, fans
         self.layers: list[dict] = []
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # what is approximated
+        self.facts: list[str] = []  # what DL4J draws that its page or PyTorch's fans would not say (exact)
         self.loss: str | None = None
         self.inits: list[str] = []  # the WeightInit names met, for the header
 
@@ -158,7 +159,7 @@ class Converter:
         scale = 1.0 if scale is None else float(scale)
         family = enum.rsplit("_FAN_", 1)[0]
         if enum in NOT_AS_PAGE or family in NOT_AS_PAGE:
-            self.notes.append(NOT_AS_PAGE.get(enum) or NOT_AS_PAGE[family])
+            self.facts.append(NOT_AS_PAGE.get(enum) or NOT_AS_PAGE[family])
         if params == "truncated":
             return spec_init(scheme, {"truncated": True, "gain": TRUNCATED_STD * math.sqrt(scale)})
         if params == "bound":
@@ -395,7 +396,7 @@ def _recurrent(ctx, name, cls, layer, tensor: Tensor, return_sequences: bool = T
         if recurrent[1] != "XAVIER_LEGACY":
             recurrent = (refanned(recurrent[0], (units, 4 * units), theirs), recurrent[1])
         if {enum, recurrent[1]} - {"XAVIER_LEGACY", "DISTRIBUTION", "CONSTANT", "ZERO", "ONES", "IDENTITY"}:
-            ctx.notes.append(f"'{name}': DL4J's LSTM fans are fan_in = nOut, fan_out = nIn + nOut: the gains make the "
+            ctx.facts.append(f"'{name}': DL4J's LSTM fans are fan_in = nOut, fan_out = nIn + nOut: the gains make the "
                              "spec draw DL4J's variance")
     written.update({"init": init, "recurrent_init": recurrent[0]})
     if layer.get("biasInit"):
@@ -410,7 +411,11 @@ def _embedding(ctx, name, cls, layer, tensor: Tensor):
     found = ctx.weight_init(name, cls, layer)
     init = found[0] if found else ctx.scheme(name, cls, "XAVIER", {})
     if not found or found[1] != "XAVIER_LEGACY":
-        init = refanned(init, (dim, vocab), (vocab, dim))  # DL4J's table (nIn, nOut): fan_in = vocab
+        adjusted = refanned(init, (dim, vocab), (vocab, dim))  # DL4J's table (nIn, nOut): fan_in = vocab
+        if adjusted != init:
+            ctx.facts.append(f"'{name}': DL4J's embedding fans are fan_in = nIn (the vocabulary), fan_out = nOut: "
+                             "the gain makes the spec draw DL4J's variance")
+        init = adjusted
     written = [{"embedding": {"vocab": vocab, "dim": dim}, "init": init}]
     if layer.get("hasBias") and layer.get("biasInit"):
         raise ctx.problem(name, cls, f"hasBias with biasInit {layer['biasInit']}: initdiag's embedding has no bias")
@@ -692,6 +697,8 @@ def _draft(path, ctx: Converter, shape, layout, origin, what, batch) -> Draft:
     elif convs:
         draft.header.append("Fans: PyTorch's (--fans torch): a strided convolution's fan_out is nOut·kh·kw; DL4J "
                             "divides it by the stride area, so fan_out- and fan_avg-based schemes draw otherwise here.")
+    if ctx.facts:
+        draft.header.append("Drawn as DL4J's code does: " + "; ".join(dict.fromkeys(ctx.facts)) + ".")
     draft.header.append("Approximated: " + ("; ".join(dict.fromkeys(ctx.notes)) if ctx.notes else "nothing") + ".")
     draft.keys["input"] = list(shape)
     if layout == "tokens":

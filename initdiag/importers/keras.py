@@ -62,7 +62,6 @@ ACTIVATIONS = {"linear": None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "ta
 class Tensor(NamedTuple):
     source: str        # the spec layer that makes it ("input": the spec's input)
     layout: str        # flat, sequence, tokens, map1d, map2d
-    emitted: int       # how many spec layers existed when it was made (its maker is the last one if it is theirs)
 
 
 class Converter:
@@ -72,6 +71,7 @@ class Converter:
         self.path, self.version = path, version
         self.layers: list[dict] = []
         self.notes: list[str] = []       # what is approximated
+        self.facts: list[str] = []       # what Keras computes otherwise than PyTorch, kept exactly
         self.channels_last = True
 
     def problem(self, layer: dict, message: str) -> ImportProblem:
@@ -163,7 +163,7 @@ def _number(init):
     """A constant bias as the plain number the spec takes (bias_init: 0.1); any other scheme as it is."""
     if isinstance(init, dict) and "constant" in init:
         return init["constant"]["value"]
-    return "ones" if init == "ones" else init
+    return init
 
 
 def _require(ctx, layer, tensor: Tensor, *layouts):
@@ -343,7 +343,7 @@ def _embedding(ctx, layer, tensors):
     keras_fans, our_fans = (vocab, dim), (dim, vocab)
     adjusted = refanned(init, our_fans, keras_fans)
     if adjusted != init:
-        ctx.notes.append(f"'{_name(layer)}': Keras computes the table's fans as fan_in = input_dim, fan_out = "
+        ctx.facts.append(f"'{_name(layer)}': Keras computes the table's fans as fan_in = input_dim, fan_out = "
                          "output_dim (PyTorch's are the other way round): the gain makes the spec draw Keras' variance")
     if config.get("mask_zero"):
         ctx.notes.append(f"'{_name(layer)}': mask_zero is left out (every token counts)")
@@ -578,11 +578,11 @@ def import_keras(path, *, input: str | None = None, batch: int | None = None) ->
     ctx.channels_last = formats != {"channels_first"}
     layout = _input_layout(layers, sources, shape)
     tensors: dict[str, Tensor] = {}
-    previous = Tensor("input", layout, 0)
+    previous = Tensor("input", layout)
     for entry in layers:
         name, keras_class = _name(entry), ALIASES.get(entry["class_name"], entry["class_name"])
         if keras_class == "InputLayer":
-            tensors[name] = previous = Tensor("input", layout, 0)
+            tensors[name] = previous = Tensor("input", layout)
             continue
         if keras_class not in CONVERTERS:
             raise ImportProblem(f"{path}: layer '{name}' ({entry['class_name']}) has no spec equivalent; supported: "
@@ -596,7 +596,7 @@ def import_keras(path, *, input: str | None = None, batch: int | None = None) ->
             tensors[name] = previous = inbound[0]
             continue
         emit(ctx.layers, written, name, [tensor.source for tensor in inbound])
-        tensors[name] = previous = Tensor(name, out_layout, len(ctx.layers))
+        tensors[name] = previous = Tensor(name, out_layout)
     if output is not None and (not ctx.layers or tensors[output].source != ctx.layers[-1]["name"]):
         raise ImportProblem(f"{path}: the output layer '{output}' must come last; a layer after it is not read by it")
     return _draft(path, data, ctx, version, class_name, model_name, shape, layout, batch)
@@ -616,6 +616,8 @@ def _draft(path, data, ctx: Converter, version, class_name, model_name, shape, l
                         "= xavier_uniform, zeros, orthogonal; an LSTM's unit_forget_bias is forget_bias 1); "
                         "GlorotNormal, HeNormal, LecunNormal and VarianceScaling draw a normal truncated at 2σ and "
                         "rescaled to the variance: truncated: true.")
+    if ctx.facts:
+        draft.header.append("Fans: " + "; ".join(dict.fromkeys(ctx.facts)) + ".")
     draft.header.append("Approximated: " + ("; ".join(dict.fromkeys(ctx.notes)) if ctx.notes else "nothing") + ".")
     draft.keys["input"] = spec_shape
     if layout == "tokens":
