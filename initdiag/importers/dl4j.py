@@ -157,6 +157,8 @@ class Converter:
         scheme, params = WEIGHT_INITS[enum]
         scale = fields.get("scale")
         scale = 1.0 if scale is None else float(scale)
+        if enum == "IDENTITY" and scale != 1.0:
+            raise self.problem(name, cls, f"IDENTITY with scale {scale}: the identity scheme has no scale")
         family = enum.rsplit("_FAN_", 1)[0]
         if enum in NOT_AS_PAGE or family in NOT_AS_PAGE:
             self.facts.append(NOT_AS_PAGE.get(enum) or NOT_AS_PAGE[family])
@@ -614,6 +616,8 @@ def _vertex_layer(value) -> tuple[str, dict]:
     if kind != "LayerVertex":
         return kind, {}
     cls, layer = typed(vertex.get("layerConf", {}).get("layer"))
+    if cls == "LastTimeStep":
+        cls, layer = typed(layer.get("underlying"))
     return LEGACY_LAYERS.get(cls, cls), layer
 
 
