@@ -386,3 +386,14 @@ def test_a_graph_vertex_preprocessor_and_an_average(tmp_path):
     assert _layer(data, "out.preprocess")["flatten"] == {}
     assert spec.load(path).layers[-1].fan_in == 512
     _checks(path)
+
+
+def test_forget_gate_bias_init_is_the_forget_gates_bias_over_a_bias_init(tmp_path):
+    lstm = json.loads(_dense("LSTM", "lstm", 8, 16, "TanH"))
+    lstm.update({"forgetGateBiasInit": 1.0, "biasInit": 0.5})  # DL4J: every bias 0.5, then the forget slice 1.0
+    text = json.dumps({"confs": [{"layer": lstm}]})
+    out = tmp_path / "lstm.yaml"
+    assert invoke("import", "dl4j", _write(tmp_path, text), "--input", "5,8", "-o", out).exit_code == 0
+    from initdiag import network
+    bias = network.build(spec.load(out)).layers[0].params["bias"]
+    assert np.allclose(bias[16:32], 1.0) and np.allclose(bias[:16], 0.5) and np.allclose(bias[32:], 0.5)

@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -290,3 +291,15 @@ def test_the_importer_is_registered_with_its_options():
     assert IMPORTERS["keras"].takes == ("input", "batch")
     result = invoke("import", "keras", "model.json", "--fans", "dl4j")
     assert result.exit_code == 2 and "--fans: not read by the keras importer" in result.stderr
+
+
+def test_unit_forget_bias_sets_the_forget_gate_to_one_over_a_constant_bias(tmp_path):
+    model = json.loads(LSTM3)
+    model["config"]["layers"][2]["config"]["bias_initializer"] = _init("Constant", value=0.25)
+    path, data, _ = _import(tmp_path, model)
+    assert data["layers"][1]["bias_init"] == 0.25 and data["layers"][1]["lstm"]["forget_bias"] == 0.75
+    from initdiag import network
+    lstm = network.build(spec.load(path)).layers[1]
+    bias = lstm.params["bias"]
+    units = 64  # PyTorch's gates i, f, g, o: the forget gate's slice is 1 as Keras sets it, the others 0.25
+    assert np.allclose(bias[units:2 * units], 1.0) and np.allclose(bias[:units], 0.25) and np.allclose(bias[2 * units:], 0.25)

@@ -403,6 +403,8 @@ def _recurrent(ctx, name, cls, layer, tensor: Tensor, return_sequences: bool = T
     written.update({"init": init, "recurrent_init": recurrent[0]})
     if layer.get("biasInit"):
         written["bias_init"] = float(layer["biasInit"])
+        if kind == "lstm":  # DL4J sets the forget gate's bias to forgetGateBiasInit; the spec adds to bias_init
+            options["forget_bias"] -= float(layer["biasInit"])
     return [written], "sequence" if return_sequences else "flat"
 
 

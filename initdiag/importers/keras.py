@@ -380,7 +380,9 @@ def _recurrent(ctx, layer, tensors):
         bias = ctx.init(layer, "bias_initializer", "zeros")
         if bias not in ("zeros", "zero"):
             written["bias_init"] = _number(bias)
-            if kind == "lstm" and options["forget_bias"]:
+            if kind == "lstm" and options["forget_bias"] and isinstance(written["bias_init"], (int, float)):
+                options["forget_bias"] -= written["bias_init"]  # Keras sets the forget gate's bias to 1
+            elif kind == "lstm" and options["forget_bias"]:
                 ctx.notes.append(f"'{_name(layer)}': unit_forget_bias sets the forget gate's bias to 1 in Keras; "
                                  "the spec adds 1 to the drawn bias there")
     else:
