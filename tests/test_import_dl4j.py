@@ -397,3 +397,10 @@ def test_forget_gate_bias_init_is_the_forget_gates_bias_over_a_bias_init(tmp_pat
     from initdiag import network
     bias = network.build(spec.load(out)).layers[0].params["bias"]
     assert np.allclose(bias[16:32], 1.0) and np.allclose(bias[:16], 0.5) and np.allclose(bias[32:], 0.5)
+
+
+def test_an_unknown_fans_value_is_a_located_spec_error(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text("input: [3, 8, 8]\nfans: dl4k\nlayers:\n  - conv2d: {filters: 4, kernel: 3, stride: 2}\n")
+    result = invoke("check", path)
+    assert result.exit_code == 2 and "net.yaml:2:7: fans: unknown fans 'dl4k' (did you mean 'dl4j'?)" in result.stderr, result.stderr
