@@ -196,6 +196,8 @@ TOP_DOCS = {
     "input_distribution": ("normal = N(0,1) (default), uniform = U(-1,1), tokens (integer ids for an embedding), or a .npy batch",
                            {"anyOf": [_choice(spec.INPUT_DISTRIBUTIONS, "input distribution"), {"type": "string", "pattern": r"\.npy$"}]}),
     "loss": ("what starts the backward pass (default auto)", _choice(spec.LOSSES, "loss")),
+    "fans": ("whose conv fans the schemes read: torch (default; PyTorch's and Keras') or dl4j (Deeplearning4j's: "
+             "fan_out = filters · kernel area / stride area)", _choice(spec.FANS, "fans")),
     "defaults": ("global defaults, overridden per layer", None),
     "layers": ("the layers, input to output", {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}}),
     "thresholds": ("this spec's threshold overrides (they win over config files and flags)", None),

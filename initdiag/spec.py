@@ -18,12 +18,13 @@ from initdiag.speclayers import LayerSpec, parse_activation, parse_layers  # noq
 from initdiag.validate import Checker
 from initdiag.yamlsource import Document, SpecErrors, SpecProblem
 
-TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "loss", "defaults", "layers", "thresholds",
-            "ignore")
+TOP_KEYS = ("name", "input", "batch", "seed", "dtype", "input_distribution", "loss", "fans", "defaults", "layers",
+            "thresholds", "ignore")
 DEFAULT_KEYS = ("init", "activation", "bias_init")
 DTYPES = ("float32", "float64")
 INPUT_DISTRIBUTIONS = ("normal", "uniform", "tokens")
 LOSSES = ("auto", "mse", "cross_entropy", "binary_cross_entropy", "unit")
+FANS = ("torch", "dl4j")  # whose conv fans the schemes read: PyTorch's (and Keras'), or Deeplearning4j's
 DEFAULT_BATCH = 256
 
 
@@ -79,6 +80,7 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     seed = check.integer(("seed",), data.get("seed", 0), minimum=0)
     dtype = check.choice(("dtype",), data.get("dtype", "float32"), DTYPES, "dtype")
     loss = check.choice(("loss",), data.get("loss", "auto"), LOSSES, "loss")
+    fans = check.choice(("fans",), data.get("fans", "torch"), FANS, "fans")
     distribution, batch = _input_distribution(check, data, input_shape, batch)
 
     defaults = data.get("defaults", {})
@@ -91,6 +93,8 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     default_bias = paramspec.parse_bias_init(check, ("defaults", "bias_init"), defaults["bias_init"]) if "bias_init" in defaults else None
 
     layers, complete = parse_layers(check, data, input_shape, default_init, default_activation, default_bias)
+    if fans == "dl4j":
+        layers = [_dl4j_fans(layer) for layer in layers]
     tokens = distribution == "tokens"
     for layer in layers:
         reads_tokens = LAYERS[layer.kind].reads_tokens
@@ -110,6 +114,16 @@ def parse(doc: Document, base_dir: Path, default_name: str, allow_custom: bool =
     if problems:
         raise SpecErrors(sorted(problems, key=_position), pending=check.pending)
     return spec
+
+
+def _dl4j_fans(layer: LayerSpec) -> LayerSpec:
+    """A conv layer with Deeplearning4j's fans (ConvolutionParamInitializer: fan_out = filters · kernel area /
+    stride area); the other layers as they are. The conv kind reads the rule from its config (conv.Conv.fans)."""
+    if layer.kind not in ("conv1d", "conv2d"):
+        return layer
+    config = {**layer.config, "fans": "dl4j"}
+    fan_out = LAYERS[layer.kind].cls.fans(layer.input_shape, config)[1]
+    return layer._replace(config=config, fan_out=fan_out)
 
 
 def _per_token(layer) -> bool:

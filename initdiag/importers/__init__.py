@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from initdiag.importers import hf, onnx_graph
+from initdiag.importers import dl4j, hf, keras, onnx_graph
 from initdiag.importers.base import ImportProblem
 from initdiag.importers.draft import Draft
 
@@ -35,6 +35,10 @@ IMPORTERS = {
                       _torch_import, ("input", "arg", "batch")),
     "onnx": Importer("an ONNX model file (.onnx), its initializers kept as supplied arrays", onnx_graph.import_model,
                      ("input", "batch")),
+    "keras": Importer("a Keras model.to_json() (Sequential or Functional, Keras 2 or 3)", keras.import_keras,
+                      ("input", "batch")),
+    "dl4j": Importer("a Deeplearning4j MultiLayerConfiguration or ComputationGraphConfiguration toJson()",
+                     dl4j.import_dl4j, ("input", "batch", "fans")),
 }
 
 __all__ = ["IMPORTERS", "Draft", "ImportProblem", "Importer"]

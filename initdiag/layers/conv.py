@@ -366,11 +366,17 @@ class _Conv:
         return (config["filters"],) + g.out[2 - cls.ndim:]
 
     @classmethod
-    def fans(cls, input_shape, config) -> tuple[int, int]:
-        """As torch.nn.init._calculate_fan_in_and_fan_out on the PyTorch weight (out, in/groups, *kernel)."""
+    def fans(cls, input_shape, config) -> tuple:
+        """As torch.nn.init._calculate_fan_in_and_fan_out on the PyTorch weight (out, in/groups, *kernel); with
+        the spec's `fans: dl4j` (config["fans"]), Deeplearning4j's ConvolutionParamInitializer: fan_out divided by
+        the stride area, filters · kernel area / (stride area), a float as DL4J computes it."""
         g = cls._geometry(input_shape, config)
         taps = math.prod(config["kernel"])
-        return g.channels // config["groups"] * taps, config["filters"] * taps
+        fan_in, fan_out = g.channels // config["groups"] * taps, config["filters"] * taps
+        if config.get("fans") == "dl4j":
+            stride = math.prod(config["stride"])
+            return fan_in, fan_out / stride if fan_out % stride else fan_out // stride
+        return fan_in, fan_out
 
     @classmethod
     def weight_shape(cls, input_shape, config) -> tuple[int, int]:
