@@ -338,7 +338,10 @@ def _spec_paths(paths: list, torch_model: str | None, input_shape: str | None, a
         draft = torch_fx.import_module(torch_model, input=input_shape, arg=arguments)
     except ImportProblem as problem:
         raise _invalid([str(problem)]) from None
+    import atexit
+
     path, holder = draft.written_to_temporary()
+    atexit.register(holder.cleanup)  # removed when the command ends, however it ends
     return [path], holder
 
 

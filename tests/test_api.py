@@ -235,8 +235,8 @@ def test_import_initdiag_is_light():
 
 
 def test_an_unknown_attribute_is_an_attribute_error():
-    with pytest.raises(AttributeError, match="no attribute 'check_module'"):
-        initdiag.check_module  # noqa: B018 (comes with the PyTorch importer)
+    with pytest.raises(AttributeError, match="no attribute 'check_modules'"):
+        initdiag.check_modules  # noqa: B018
 
 
 def test_the_package_is_typed():

@@ -72,7 +72,8 @@ def test_junit_counts_and_attributes(real):
         assert int(suite.get("tests")) == len(cases)
         assert int(suite.get("failures")) == sum(case.find("failure") is not None for case in cases)
         assert suite.get("errors") == "0"
-    assert int(suites[0].get("failures")) == 2 and suites[1].get("failures") == "0"
+    # zero_init: its hidden layer fails (the output layer's units are told apart by the loss, not symmetric)
+    assert int(suites[0].get("failures")) == 1 and suites[1].get("failures") == "0"
     bad = suites[len(real)]
     assert bad.get("name") == "bad.yaml" and bad.get("errors") == "1" and bad.get("tests") == "1"
     error = bad.find("testcase/error")

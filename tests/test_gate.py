@@ -100,6 +100,8 @@ layers:
   - dense: 256
     activation: relu
     ignore: {codes: [symmetry, saturation], reason: studying symmetric nets}
+  - dense: 64
+    activation: relu
   - dense: 10
     activation: softmax
 """

@@ -331,6 +331,8 @@ def _module_call(writer: Writer, node, submodule) -> Value:
     source = inputs[0]
     if isinstance(source, Value) and source.pending == "channels_last" and len(inputs) == 1:
         return _channels_last_call(writer, node, submodule, converter, source)
+    if isinstance(source, Value) and source.pending == "pooled" and len(inputs) == 1:
+        return _pooled_call(writer, node, submodule, converter, source)
     if not isinstance(source, Value) or source.layer is None or source.pending:
         raise torch_modules.Unsupported("its input is not a layer's output")
     if any(isinstance(other, Value) and other is not source for other in inputs[1:]):
@@ -352,7 +354,38 @@ def _module_call(writer: Writer, node, submodule) -> Value:
         for name in written[:-1]:  # the node's output is the last layer's; the ones before have no node
             writer.origins.pop(name, None)
         return value
-    return writer.emit(node, *converted, [source], shape)
+    return pooled(writer, writer.emit(node, *converted, [source], shape))
+
+
+def pooled(writer: Writer, value: Value, inputs=()) -> Value:
+    """The Value of a global average (torch keeps [C, 1, 1], the spec's global_avgpool gives [C]: 'pooled'), or
+    of an elementwise op on one; any other Value as it is."""
+    if not (isinstance(value, Value) and value.layer is not None and value.pending is None and value.shape is not None
+            and len(value.shape) == 3 and value.shape[1:] == (1, 1)):
+        return value
+    written = writer.draft.layers[-1] if writer.draft.layers else {}
+    from_mean = written.get("name") == value.layer and "global_avgpool" in written
+    from_pooled = any(isinstance(item, Value) and item.pending == "pooled" for item in inputs)
+    return value._replace(pending="pooled") if from_mean or from_pooled else value
+
+
+def _pooled_call(writer: Writer, node, submodule, converter, source: Value) -> Value:
+    """A module on a globally pooled map (spec [C], torch [C, 1, 1]): a 1x1 conv is a dense layer, ConvNeXt's
+    LayerNorm2d a layernorm of the [C] vector, an elementwise module itself, a flatten nothing."""
+    from initdiag.importers import torch_modules
+
+    shape = _shape(node)
+    if converter is torch_modules.flatten:
+        return Value(source.layer, shape)
+    if converter is torch_modules.convolution:
+        layer, arrays = torch_modules.pooled_conv(submodule)
+    elif converter is torch_modules.channels_layernorm:
+        layer, arrays = {"layernorm": {"eps": float(submodule.eps)}}, torch_modules._norm_arrays(submodule)
+    else:
+        layer, arrays = converter(submodule, source)
+        if layer is not None and not (set(layer) & {"activation", "dropout", "stochastic_depth"}):
+            raise torch_modules.Unsupported(f"{type(submodule).__name__} on a globally pooled [C, 1, 1] map")
+    return writer.emit(node, layer, arrays, [source], shape)._replace(pending="pooled" if len(shape) == 3 else None)
 
 
 def _channels_last_call(writer: Writer, node, submodule, converter, source: Value) -> Value:

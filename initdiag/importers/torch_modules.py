@@ -258,12 +258,26 @@ def adaptive_avg_pool(output_size, value):
         raise Unsupported(f"an adaptive average pool on a {len(value.shape)}-axis input (the spec pools feature maps)")
     if wanted == spatial:
         return None, None
+    if wanted == (1, 1):  # the [C] mean; the importer reads its [C, 1, 1] as pooled (torch_fx.pooled)
+        return {"global_avgpool": {}}, None
     if all(have % want == 0 for have, want in zip(spatial, wanted)):
         kernel = _one([have // want for have, want in zip(spatial, wanted)])
         return {"avgpool2d": {"kernel": kernel}}, None
     if all(want % have == 0 for have, want in zip(spatial, wanted)):
         return {"upsample": {"scale": _one([want // have for have, want in zip(spatial, wanted)])}}, None
     return {"adaptive_avgpool2d": _one(list(wanted))}, None  # windows that overlap: VGG's 7x7 from 2x2
+
+
+def pooled_conv(module):
+    """A 1x1 conv (groups 1, no padding) on a globally pooled [C, 1, 1] map: a dense layer on the [C] mean
+    (squeeze-excitation's fc1/fc2, MobileNetV3's conv head), with the kernel's matrix."""
+    if any(size != 1 for size in module.kernel_size) or module.groups != 1 or any(module.padding) \
+            if not isinstance(module.padding, str) else module.padding != "valid":
+        raise Unsupported("a conv other than 1x1 (groups 1, no padding) on a globally pooled map")
+    layer = {"dense": module.out_channels}
+    if module.bias is None:
+        layer["bias"] = False
+    return layer, _with_bias({"weights": array(module.weight)[:, :, 0, 0].T}, module)
 
 
 def adaptive_module(module, value):

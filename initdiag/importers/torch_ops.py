@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from initdiag.importers.torch_fx import Value, _shape
+from initdiag.importers.torch_fx import Value, _shape, pooled
 from initdiag.importers.torch_modules import Unsupported, adaptive_avg_pool, array
 
 NOT_A_TENSOR = Value(None, None)
@@ -25,7 +25,8 @@ def _tensor(value) -> bool:
 
 
 def _layer(value) -> bool:
-    return isinstance(value, Value) and value.layer is not None and not value.pending
+    """A layer's output as the spec has it (a globally pooled [C, 1, 1] is the spec's [C]: 'pooled')."""
+    return isinstance(value, Value) and value.layer is not None and value.pending in (None, "pooled")
 
 
 def _argument(args, kwargs, index: int, name: str, default=None):
@@ -126,6 +127,8 @@ def reshape(writer, node, args, kwargs):
     have = source.shape
     if out == have:
         return source
+    if source.pending == "pooled" and len(out) == 1:  # flattening a [C, 1, 1] mean: the spec's [C] already
+        return Value(source.layer, out)
     if len(out) == 1 and int(np.prod(have)) == out[0]:
         return writer.emit(node, {"flatten": {}}, None, [source], out)
     if len(have) == 3 and out == (have[0], have[1] * have[2]):
@@ -225,8 +228,7 @@ def mean(writer, node, args, kwargs):
     rank = len(source.shape) + 1
     dims = sorted(d % rank for d in (dims if isinstance(dims, (tuple, list)) else (dims,)))
     if rank == 4 and dims == [2, 3]:
-        layer = {"avgpool2d": {"kernel": list(source.shape[1:])}} if keep else {"global_avgpool": {}}
-        return writer.emit(node, layer, None, [source], _shape(node))
+        return writer.emit(node, {"global_avgpool": {}}, None, [source], _shape(node))  # keepdim: pooled
     if rank == 3 and dims == [1] and not keep:
         return writer.emit(node, {"global_avgpool": {}}, None, [source], _shape(node))
     raise Unsupported(f"a mean over dims {dims} of a {rank}-axis tensor (the spec averages a map's positions or a "
@@ -342,7 +344,8 @@ def convert(writer, node) -> Value:
         if node.meta.get("tensor_meta") is None and not any(_tensor(a) for a in args):
             return NOT_A_TENSOR  # arithmetic on sizes
         raise Unsupported("has no spec equivalent")
-    return handler(writer, node, args, kwargs)
+    flat_args = [item for arg in args for item in (arg if isinstance(arg, (list, tuple)) else (arg,))]
+    return pooled(writer, handler(writer, node, args, kwargs), flat_args)  # a mean, or an op on one, kept [C, 1, 1]
 
 
 def _resolved(writer, argument):
