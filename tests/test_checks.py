@@ -298,3 +298,15 @@ def test_a_batchnorm_with_gamma_zero_in_a_residual_branch_has_no_dead_units(tmp_
             "  - {activation: relu}\n  - {global_avgpool: {}}\n  - {dense: 4}\n")
     found, _ = _codes(text, tmp_path)
     assert not {code for code, layer in found if code == "dead-units"}, found
+
+
+def test_dead_units_on_a_gate_path_are_a_warning_and_in_the_chain_an_error():
+    gated = SQUEEZE.replace("{dense: 4, activation: tanh, init: {normal: {std: 0.002}}, name: reduce}",
+                            "{dense: 4, activation: relu, bias_init: -1.0, name: reduce}")
+    report = pipeline.diagnose(make(gated), checks.Thresholds()).report
+    dead = [f for f in report["findings"] if f["code"] == "dead-units" and f["layer"] == "reduce"]
+    assert [f["severity"] for f in dead] == ["warning"] and "gate" in dead[0]["message"]
+    chain = gated.replace("  - {multiply: {}, inputs: [trunk, expand], name: excite}\n", "").replace(
+        "  - {conv2d: {filters: 16, kernel: 3, padding: 1}, activation: relu, init: relu}\n  - {global_avgpool: {}}\n", "")
+    report = pipeline.diagnose(make(chain), checks.Thresholds()).report
+    assert [f["severity"] for f in report["findings"] if f["code"] == "dead-units" and f["layer"] == "reduce"] == ["error"]

@@ -84,15 +84,15 @@ def acting_activation(spec, index: int):
     return layer.activation
 
 
-def branch_layers(spec) -> set:
+def branch_layers(spec, gates_only: bool = False) -> set:
     """Indices of the layers inside residual branches and gate paths: the layers between a stream join (a
     residual end, an add) or a gate (multiply) and the point its inputs fork from, i.e. what only some of its
-    inputs come through."""
+    inputs come through. `gates_only`: the gate paths alone."""
     read, inside = reads(spec), set()
     for layer in spec.layers:
-        if LAYERS[layer.kind].block:
+        if LAYERS[layer.kind].block and not gates_only:
             inside.update(range(layer.config["start"], layer.index))
-        elif LAYERS[layer.kind].joins and (_stream_block(layer) or LAYERS[layer.kind].gates):
+        elif LAYERS[layer.kind].joins and (LAYERS[layer.kind].gates or (_stream_block(layer) and not gates_only)):
             # each input's line back to the spec's input (-1); what is not on every line is a branch
             lines = [_ancestors(read, source) | {source} if source >= 0 else {-1} for source in read[layer.index]]
             inside.update((set().union(*lines) - set.intersection(*lines)) - {-1} if len(lines) > 1 else set())

@@ -4,14 +4,20 @@ README: "Findings and thresholds"."""
 from __future__ import annotations
 
 from initdiag.checks import Check, FindingCode, Threshold
-from initdiag.checks._architecture import NORMALIZING_KINDS, RESCALING_KINDS, WEIGHTLESS_PASS_KINDS
+from initdiag.checks._architecture import NORMALIZING_KINDS, RESCALING_KINDS, WEIGHTLESS_PASS_KINDS, branch_layers
 from initdiag.checks._shared import finding, percent
 
 
 def dead_units(run, spec, t, phase=None) -> list:
-    findings = []
+    findings, gating = [], branch_layers(spec, gates_only=True)
     for layer, layer_spec in zip(run.layers, spec.layers):
-        findings += _dead(run, layer, layer_spec, t)
+        found = _dead(run, layer, layer_spec, t)
+        if layer.index in gating:
+            # on a gate's path (a squeeze-excitation's reduce layer) dead units narrow the gate, which still scales
+            # the signal that carries the gradient: a warning at most (RegNetY's SE layers, 20-60% dead, train)
+            found = [f._replace(severity="warning", message=f.message + " (on a gate's path: they narrow the gate, which still scales the signal)")
+                     for f in found]
+        findings += found
     return findings
 
 

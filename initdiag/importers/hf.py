@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple
 
 from initdiag.importers.base import ImportProblem
 from initdiag.importers.draft import Draft, plain as _plain
+from initdiag.importers.jsonfile import read_json
 
 MODELING = "huggingface/transformers src/transformers/models/{0}/modeling_{0}.py"
 
@@ -301,20 +302,7 @@ def _common_notes(config: Config, model_type: str) -> None:
 
 def read_config(path) -> dict:
     """The config file's JSON object; ImportProblem (located) if it cannot be read or is not one."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ImportProblem(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ImportProblem(f"{path}: cannot read it: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ImportProblem(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from None
-    if not isinstance(values, dict):
-        raise ImportProblem(f"{path}: expected a JSON object (a Hugging Face config.json), not {type(values).__name__}")
-    return values
+    return read_json(path, "a Hugging Face config.json")
 
 
 def import_config(path, *, steps: int | None = None, batch: int | None = None, layers: int | None = None) -> Draft:

@@ -1,4 +1,4 @@
-"""What the JSON importers (keras, dl4j) share: reading the file, `--input`, and a scheme's gain re-scaled to other fans.
+"""What the JSON importers (hf, keras, dl4j) share: reading the file, `--input`, and a scheme's gain re-scaled to other fans.
 
 A framework that computes a parameter's fans differently from PyTorch (Keras' embedding table, DL4J's LSTM) draws
 another variance from the same scheme name; `refanned` keeps the name and multiplies its gain so that the spec,
