@@ -158,7 +158,8 @@ def check_module(model, example_input, *, scheme: str | Mapping[str, Any] | None
     """Check a PyTorch nn.Module as `initdiag check --torch` does: trace it with torch.fx on `example_input` (a
     batch tensor: images, or integer token ids when the model starts with an embedding), write it as a spec
     whose layers hold the module's current parameters, and check that (under `scheme` if given, redrawing the
-    matrices). The model is left as it was. Raises SpecError (located problems) if the model cannot be written
+    matrices). The model is left as it was; modules that do not feed its first output (auxiliary heads) are
+    left out with a UserWarning naming them. Raises SpecError (located problems) if the model cannot be written
     as a spec (an op with no spec equivalent, named with its module path)."""
     from initdiag.importers import ImportProblem, torch_fx
 
@@ -167,6 +168,11 @@ def check_module(model, example_input, *, scheme: str | Mapping[str, Any] | None
                                      header=[f"{type(model).__name__}, checked by initdiag.check_module."])
     except ImportProblem as problem:
         raise SpecError([SpecProblem(None, "", str(problem), file="<module>")]) from None
+    if draft.left_out:
+        import warnings
+
+        warnings.warn(f"{type(model).__name__}: not analysed: {', '.join(draft.left_out)} (they do not feed the first "
+                      "output)", stacklevel=2)
     path, holder = draft.written_to_temporary()
     with holder:
         return check(path, scheme=scheme, seed=seed, batch=batch, thresholds=thresholds, max_memory=max_memory)

@@ -342,6 +342,9 @@ def _spec_paths(paths: list, torch_model: str | None, input_shape: str | None, a
 
     path, holder = draft.written_to_temporary()
     atexit.register(holder.cleanup)  # removed when the command ends, however it ends
+    if draft.left_out:
+        typer.echo(f"{torch_model}: not analysed: {', '.join(draft.left_out)} (they do not feed the first output)",
+                   err=True)
     return [path], holder
 
 

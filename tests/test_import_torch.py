@@ -279,3 +279,14 @@ def test_bad_torch_inputs_are_one_located_error_and_exit_2(arguments, message):
     result = runner.invoke(app, arguments)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_auxiliary_heads_are_left_out_and_the_check_says_which():
+    result = runner.invoke(app, ["check", "--torch", "torchvision.models:googlenet", "--input", "3,64,64",
+                                 "--arg", "init_weights=true", "--format", "json"])
+    assert result.exit_code in (0, 1), result.output
+    assert "not analysed: aux1." in result.output and "aux2." in result.output
+    import initdiag
+
+    with pytest.warns(UserWarning, match="not analysed: aux1"):
+        initdiag.check_module(_model("torchvision.models:googlenet", init_weights=True), torch.randn(4, 3, 64, 64))

@@ -32,6 +32,7 @@ class Draft:
         self.keys: dict = {"name": name}
         self.layers: list[dict] = []
         self.arrays: dict[str, dict[str, np.ndarray]] = {}
+        self.left_out: list[str] = []  # parts of the model the spec does not hold (auxiliary heads): said in reports
         self.origins: dict[str, str] = {}  # layer -> the source's node it stands for (tests compare them)
         self.source = None  # what the importer read (a traced torch module), for those comparisons
 

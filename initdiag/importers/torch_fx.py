@@ -283,6 +283,7 @@ def convert(module, example, *, name: str, header: list, batch: int, tokens: boo
         "it is trained): change it if yours trains otherwise.",
         "Not analysed: " + (", ".join(left_out) + " (they do not feed the first output: auxiliary heads)"
                             if left_out else "nothing") + "."]
+    draft.left_out = list(left_out)
     draft.origins = writer.origins
     draft.source = module
     return draft
