@@ -174,8 +174,8 @@ def _shufflenet_channel_shuffle():
 class Writer:
     """Walks the traced graph in order, writing a Draft: each node's Value, the layers, their inputs."""
 
-    def __init__(self, module, draft: Draft):
-        self.module, self.draft = module, draft
+    def __init__(self, draft: Draft):
+        self.draft = draft
         self.values: dict = {}
         self.names: set = {"input"}
         self.last = "input"
@@ -221,17 +221,19 @@ def _node_name(node) -> str:
     return f"{path}.{op}" if path else op
 
 
-def _where(node) -> str:
-    """The module path (and class) the node was traced in, and the op, for errors."""
+def _where(node, module) -> str:
+    """Where the problem is, for errors: a module call's path and class (`avgpool (AdaptiveAvgPool2d)`), or an op
+    with the path and class of the module it was traced in (`features.1.0.attn (ShiftedWindowAttention):
+    call_function _get_relative_position_bias`)."""
+    if node.op == "call_module":
+        return f"{node.target} ({type(module.get_submodule(node.target)).__name__})"
     stack = list((node.meta.get("nn_module_stack") or {}).values())
     path = ""
-    if node.op == "call_module":
-        path = node.target
-    elif stack and isinstance(stack[-1], tuple) and stack[-1][0]:
+    if stack and isinstance(stack[-1], tuple) and stack[-1][0]:
         qualified, kind = stack[-1][:2]
-        path = f"{qualified} ({getattr(kind, '__name__', kind)})"
+        path = f"{qualified} ({getattr(kind, '__name__', kind)}): "
     op = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
-    return f"{path + ': ' if path else ''}{node.op} {op}"
+    return f"{path}{node.op} {op}"
 
 
 def _shape(node) -> tuple | None:
@@ -240,12 +242,12 @@ def _shape(node) -> tuple | None:
     return tuple(int(size) for size in shape[1:]) if shape is not None else None
 
 
-def convert(module, example, *, name: str, header: list, batch: int, tokens: bool) -> Draft:
-    """The Draft of the traced `module` (its example input `example`)."""
+def convert(module, *, name: str, header: list, batch: int, tokens: bool) -> Draft:
+    """The Draft of the traced `module` (a GraphModule whose nodes carry their shapes)."""
     from initdiag.importers import torch_modules, torch_ops
 
     draft = Draft(name)
-    writer = Writer(module, draft)
+    writer = Writer(draft)
     graph = module.graph
     result = next(node for node in graph.nodes if node.op == "output").args[0]
     needed = _ancestors(result)
@@ -267,10 +269,10 @@ def convert(module, example, *, name: str, header: list, batch: int, tokens: boo
             else:
                 writer.values[node] = torch_ops.convert(writer, node)
         except torch_modules.Unsupported as problem:
-            raise ImportProblem(f"{name}: {_where(node)}: {problem}") from None
+            raise ImportProblem(f"{name}: {_where(node, module)}: {problem}") from None
     final = writer.values[result]
     if final.layer is None or final.layer != writer.last or final.pending:
-        raise ImportProblem(f"{name}: the output ({_where(result)}) is not the last layer written")
+        raise ImportProblem(f"{name}: the output ({_where(result, module)}) is not the last layer written")
     shape = list(_shape(placeholders[0]))
     draft.keys["input"] = shape
     if tokens:
@@ -443,7 +445,7 @@ def from_module(model, example, *, name: str, header: list | None = None, batch:
         for module, training in modes.items():
             module.training = training
     default_batch = 4 if tokens else 8
-    return convert(traced, example, name=name, header=list(header or []), batch=batch or default_batch, tokens=tokens)
+    return convert(traced, name=name, header=list(header or []), batch=batch or default_batch, tokens=tokens)
 
 
 def traced_draft(model, example, **options) -> tuple:

@@ -64,8 +64,7 @@ def multiply(writer, node, args, kwargs):
     if not _tensor(a) and not _tensor(b):
         return NOT_A_TENSOR
     if _layer(a) and _layer(b):
-        full, gate = (a, b) if len(a.shape) >= len(b.shape) and np.prod(a.shape) >= np.prod(b.shape) else (b, a)
-        return writer.emit(node, {"multiply": {}}, None, [a, b], full.shape)
+        return writer.emit(node, {"multiply": {}}, None, [a, b], _shape(node))  # a gate broadcasts to the full shape
     layer, other = (a, b) if _layer(a) else (b, a)
     if _layer(layer) and isinstance(other, Value) and other.param is not None:
         units = layer.shape[-1] if len(layer.shape) == 2 else layer.shape[0]
