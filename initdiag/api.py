@@ -156,15 +156,16 @@ def check_module(model, example_input, *, scheme: str | Mapping[str, Any] | None
                  batch: int | None = None, thresholds: Mapping[str, float] | None = None,
                  max_memory: int | str | None = None) -> Report:
     """Check a PyTorch nn.Module as `initdiag check --torch` does: trace it with torch.fx on `example_input` (a
-    batch tensor: images, or integer token ids when the model starts with an embedding), write it as a spec
-    whose layers hold the module's current parameters, and check that (under `scheme` if given, redrawing the
-    matrices). The model is left as it was; modules that do not feed its first output (auxiliary heads) are
+    batch tensor: images, or integer token ids when the model starts with an embedding; its first axis is the
+    check's batch unless `batch` is given), write it as a spec whose layers hold the module's current
+    parameters, and check that (under `scheme` if given, redrawing the matrices). The model is left as it was; modules that do not feed its first output (auxiliary heads) are
     left out with a UserWarning naming them. Raises SpecError (located problems) if the model cannot be written
     as a spec (an op with no spec equivalent, named with its module path)."""
     from initdiag.importers import ImportProblem, torch_fx
 
     try:
-        draft = torch_fx.from_module(model, example_input, name=type(model).__name__, batch=batch,
+        draft = torch_fx.from_module(model, example_input, name=type(model).__name__,
+                                     batch=batch or int(example_input.shape[0]),
                                      header=[f"{type(model).__name__}, checked by initdiag.check_module."])
     except ImportProblem as problem:
         raise SpecError([SpecProblem(None, "", str(problem), file="<module>")]) from None

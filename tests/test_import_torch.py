@@ -290,3 +290,11 @@ def test_auxiliary_heads_are_left_out_and_the_check_says_which():
 
     with pytest.warns(UserWarning, match="not analysed: aux1"):
         initdiag.check_module(_model("torchvision.models:googlenet", init_weights=True), torch.randn(4, 3, 64, 64))
+
+
+def test_check_module_takes_its_batch_from_the_example():
+    import initdiag
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    assert initdiag.check_module(model, torch.randn(12, 6)).to_dict()["batch"] == 12
+    assert initdiag.check_module(model, torch.randn(12, 6), batch=5).to_dict()["batch"] == 5
