@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from initdiag import checks, network, propagate, report, theory
+from initdiag import checks, network, propagate, report, theory, threads
 
 
 class Diagnosis(NamedTuple):
@@ -29,7 +29,8 @@ def diagnose(spec, thresholds=None, scheme: str | None = None, max_memory=None, 
     (recommend keeps its drawn weights)."""
     # the spec's own thresholds win; their names (and its ignore: codes) are checked against the declared checks
     thresholds = (thresholds or checks.Thresholds()).override(checks.spec_thresholds(spec))
-    run = propagate.run(built if built is not None else network.build(spec, max_memory, draws), histogram_bins)
+    with threads.sized_to(spec):  # one BLAS thread for small GEMMs: waking more costs more than it saves
+        run = propagate.run(built if built is not None else network.build(spec, max_memory, draws), histogram_bins)
     moments = [layer.weight_std**2 + layer.weight_mean**2 if layer.weight_std is not None else None for layer in run.layers]
     predicted = theory.mean_field(spec, run.input_second_moment, moments)
     findings = checks.find(run, spec, thresholds, theory.phase(predicted, spec))

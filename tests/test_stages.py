@@ -14,7 +14,7 @@ STAGES = (
                     "schemes", "initspec", "losses")),
     ("spec", ("layers", "specgraph", "supplied", "paramspec", "speclayers", "weightgeometry", "spec", "specfiles")),
     ("network", ("network",)),
-    ("run", ("propagate", "probes", "stats")),
+    ("run", ("propagate", "probes", "stats", "threads")),
     ("theory", ("theory",)),
     ("checks", ("checks",)),
     ("report", ("report", "baseline")),
