@@ -47,7 +47,7 @@ split is therefore asymmetric.
 Pools have no padding and floor their output size (PyTorch's defaults, ceil_mode=False).
 Max-pool backward sends each window's gradient to its first maximum in row-major window order
 (PyTorch's CPU kernel keeps the first of tied maxima, `val > maxval`), accumulating where
-windows overlap.
+windows overlap (pooling.py: per-tap masks and shifted adds).
 
 Constructors:
     Conv1d(name, weights, bias, activation, input_shape, config)   input (channels, length)

@@ -1,10 +1,17 @@
 """Pooling (max, average, global average) and flatten: weightless layers in the Dense contract.
 
 Arrays are (batch, channels, *spatial), as PyTorch's NCHW; see conv.py for the window machinery
-(im2col views, col2im scatter, the workspace) they share with the convolutions. Pools take PyTorch's
-`padding` (default 0) and `ceil_mode` (default false: the output size is floored). Max-pool backward sends
-each window's gradient to its first maximum in row-major window order (PyTorch's CPU kernel keeps
-the first of tied maxima), accumulating where windows overlap. Weightless layers have weights =
+(tap slices, padding, the workspace) they share with the convolutions. Pools take PyTorch's
+`padding` (default 0) and `ceil_mode` (default false: the output size is floored).
+
+No kh·kw-sized buffer: the forward folds one strided slice of the padded input per kernel tap into the
+output (np.maximum or np.add, in row-major tap order as PyTorch's CPU kernel), and the backward adds
+back per tap (shifted adds) into an accumulator the size of the padded input. Max-pool backward sends
+each window's gradient to its first maximum in row-major window order (PyTorch's CPU kernel keeps the
+first of tied maxima): per tap, a mask of the positions equal to the window's maximum that no earlier tap
+took. Where a window has more taps than the output has positions (a window as large as the map), the
+loop runs over output positions instead, reducing each window (argmax of one contiguous copy per window
+for the max), so that such a pool costs O(input) in time, calls and memory. Weightless layers have weights =
 bias = None, an identity `activation` (z is y) and return {} as grads.
 """
 
@@ -424,20 +431,34 @@ _POOL_OPTIONS = (Option("kernel", "ints", "the window: an int, or one per spatia
                         default=False))
 
 
-def _kind(kind_class, summary: str, options: tuple, example: tuple, torch, **facts) -> LayerKind:
+def _kind(kind_class, summary: str, options: tuple, example: tuple, torch, memory_doc="its input and output",
+          **facts) -> LayerKind:
     return LayerKind(kind_class.kind, kind_class, summary, options=options,
                      parse=checked(lambda raw: normalize_config(kind_class.kind, raw)), takes=("name", "ignore"), build=_build,
-                     example=example, torch=torch, memory_doc="its input and output", saturation_doc="none (no activation)",
+                     example=example, torch=torch, memory_doc=memory_doc, saturation_doc="none (no activation)",
                      **facts)
+
+
+_POOL_MEMORY = ("its input and output; scratch: the padded input and the backward's accumulator (when padded), and "
+                "masks or a divided gradient the output's size (a window larger than the output: one window per map)")
+
+
+def _scratch_elements(layer) -> int:
+    """Per sample: every workspace role a pool's pass takes (see _Pool2d.scratch; its boolean masks counted
+    as whole elements)."""
+    cls = {kind.key: kind.cls for kind in KINDS}[layer.kind]
+    return sum(cls.scratch(layer.input_shape, layer.config, 1, 1).values())
 
 
 KINDS = (
     _kind(MaxPool2d, "the max over each window (nn.MaxPool2d)", _POOL_OPTIONS,
           ((2, 6, 5), {"kernel": 3, "stride": 2, "padding": 1}),
-          _torch_pool("MaxPool2d"), extra={"ndim": 2}),
+          _torch_pool("MaxPool2d"), memory_doc=_POOL_MEMORY,
+          scratch_elements=_scratch_elements, extra={"ndim": 2}),
     _kind(AvgPool2d, "the mean over each window (nn.AvgPool2d)", _POOL_OPTIONS,
           ((2, 7, 5), {"kernel": 3, "stride": [2, 1], "padding": 1, "ceil_mode": True}),
-          _torch_pool("AvgPool2d"), extra={"ndim": 2}),
+          _torch_pool("AvgPool2d"), memory_doc=_POOL_MEMORY,
+          scratch_elements=_scratch_elements, extra={"ndim": 2}),
     _kind(GlobalAvgPool, "the mean over every position of a feature map, or over a sequence's steps", (),
           ((3, 4, 5), {}), _torch("AdaptiveAvgPool2d", 1), reads_layout=True),
     _kind(Flatten, "[channels, *spatial] → [channels·positions], as torch.flatten(x, 1)", (), ((2, 3, 4), {}),
