@@ -15,13 +15,13 @@ ordered (channel, kernel row, kernel column) as PyTorch flattens a kernel; then
     backward  dW    = cols @ dzt.T    (C·kh·kw, F), dzt being dz transposed to (F, N·Ho·Wo)
               dcols = W @ dzt         (C·kh·kw, N·Ho·Wo), scattered back onto the input by col2im
 
-col2im writes each tap's columns into its own slice of a (N, C, kh, kw, Hp, Wp) buffer through
-one strided view (no two taps share memory, so a plain assignment is a scatter) and sums over
-the taps. The backward pass rebuilds `cols` from cache.x rather than keeping it in the cache:
+col2im is shifted adds: each tap's (Ho, Wo) grid is added, in row-major tap order, onto the input
+positions it read, in a (C, N, Hp, Wp) accumulator the size of the padded input (no kh·kw-sized
+buffer), a block of channels at a time so that the block stays in cache. The backward pass rebuilds `cols` from cache.x rather than keeping it in the cache:
 `cols` is kh·kw times the input, and a run keeps every layer's cache until the backward pass.
 With groups, the GEMMs are batched over the groups (np.matmul on (groups, ...) stacks).
 
-Temporaries (padded input, cols, GEMM outputs, the col2im buffer) live in per-thread scratch
+Temporaries (padded input, cols, GEMM outputs, the col2im accumulator) live in per-thread scratch
 buffers reused from layer to layer and pass to pass, since taking fresh pages for them on
 every call can cost more than the arithmetic. They are kept after a pass, sized by the largest
 layer; `scratch()` tells a layer's need, `workspace_bytes()` what is held, and
@@ -47,7 +47,7 @@ split is therefore asymmetric.
 Pools have no padding and floor their output size (PyTorch's defaults, ceil_mode=False).
 Max-pool backward sends each window's gradient to its first maximum in row-major window order
 (PyTorch's CPU kernel keeps the first of tied maxima, `val > maxval`), accumulating where
-windows overlap.
+windows overlap (pooling.py: per-tap masks and shifted adds).
 
 Constructors:
     Conv1d(name, weights, bias, activation, input_shape, config)   input (channels, length)
@@ -272,14 +272,26 @@ def workspace_bytes() -> int:
 
 
 # ------------------------------------------------------------------------------- im2col / col2im
-def _pad(x4: np.ndarray, pads, role: str = "pad") -> np.ndarray:
-    """x4 (N, C, H, W) zero-padded by pads ((top, bottom), (left, right)), on the workspace (or x4 itself)."""
+_BLOCK_BYTES = 1 << 20  # a block of rows whose accumulator stays in cache across the taps (about L2)
+
+
+def _blocks(rows: int, row_bytes: int):
+    """Slices cutting `rows` leading rows into blocks of about _BLOCK_BYTES (at least one row each)."""
+    step = max(1, _BLOCK_BYTES // max(row_bytes, 1))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _pad(x4: np.ndarray, pads, role: str = "pad", value: float = 0.0) -> np.ndarray:
+    """x4 (N, C, H, W) padded by pads ((top, bottom), (left, right)) with `value`, on the workspace (or x4 itself).
+
+    The whole buffer is filled, then the interior copied: filling only the border is slower (its column
+    strips are runs of one or two elements)."""
     (top, bottom), (left, right) = pads
     if not (top or bottom or left or right):
         return x4
     n, c, h, w = x4.shape
     xp = _WORKSPACE.get(role, (n, c, h + top + bottom, w + left + right), x4.dtype)
-    xp.fill(0)
+    xp.fill(value)
     xp[:, :, top:top + h, left:left + w] = x4
     return xp
 
@@ -290,6 +302,15 @@ def _windows(xp: np.ndarray, g: _Geometry) -> np.ndarray:
     extent = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
     view = sliding_window_view(xp, extent, axis=(2, 3))  # (N, C, Hp-eh+1, Wp-ew+1, eh, ew)
     return view[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _taps(g, grid=None):
+    """(i, j, rows, columns) per kernel tap in row-major order: the slices of the padded input that tap
+    (i, j) reads across the (Ho, Wo) output grid (rows i·dh + oy·sh, columns j·dw + ox·sw); `grid` is
+    that grid where it is not g.out (a transposed convolution's: its input)."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = g.kernel, g.stride, g.dilation, grid or g.out
+    return [(i, j, slice(i * dh, i * dh + (ho - 1) * sh + 1, sh), slice(j * dw, j * dw + (wo - 1) * sw + 1, sw))
+            for i in range(kh) for j in range(kw)]
 
 
 def _im2col(xp: np.ndarray, g: _Geometry) -> np.ndarray:
@@ -304,25 +325,22 @@ def _im2col(xp: np.ndarray, g: _Geometry) -> np.ndarray:
     return cols.reshape(c * kh * kw, n * ho * wo)
 
 
-def _col2im(d6: np.ndarray, padded, g: _Geometry, out: np.ndarray | None = None) -> np.ndarray:
-    """Sum the window gradients d6 (N, C, kh, kw, Ho, Wo), any strides, into (N, C, Hp, Wp).
+def _col2im(d6: np.ndarray, padded, g: _Geometry) -> np.ndarray:
+    """Sum the window gradients d6 (C, kh, kw, N, Ho, Wo) into (C, N, Hp, Wp) on the workspace ("col2im").
 
-    Every tap (i, j) owns the slice E[:, :, i, j] of the buffer E, and its (Ho, Wo) grid lands
-    at rows i·dh + oy·sh, columns j·dw + ox·sw of that slice; the view V below addresses
-    exactly those elements, all distinct, so one assignment does the scatter and one sum over
-    the tap axes the accumulation. The row index stays below Hp because
-    Ho = (Hp - (kh-1)·dh - 1) // sh + 1, and likewise for columns.
+    Shifted adds: tap (i, j)'s (Ho, Wo) grid is added onto the rows and columns it read (see _taps), in
+    row-major tap order, into an accumulator the size of the padded input (zeroed once), a block of
+    channels at a time so that the block stays in cache across the taps. No kh·kw-sized buffer.
     """
-    n, c, kh, kw, ho, wo = d6.shape
-    (sh, sw), (dh, dw) = g.stride, g.dilation
-    hp, wp = padded
-    buffer = _WORKSPACE.get("col2im", (n, c, kh, kw, hp, wp), d6.dtype)
-    buffer.fill(0)
-    en, ec, ei, ej, eh, ew = buffer.strides
-    view = as_strided(buffer, shape=(n, c, kh, kw, ho, wo),
-                      strides=(en, ec, ei + dh * eh, ej + dw * ew, sh * eh, sw * ew))
-    view[...] = d6
-    return np.sum(buffer, axis=(2, 3), out=out)
+    c, kh, kw, n, ho, wo = d6.shape
+    acc = _WORKSPACE.get("col2im", (c, n) + tuple(padded), d6.dtype)
+    taps = _taps(g, (ho, wo))
+    for block in _blocks(c, acc[0].nbytes):
+        out = acc[block]
+        out.fill(0)
+        for i, j, rows, columns in taps:
+            out[:, :, rows, columns] += d6[block, i, j]
+    return acc
 
 
 # ------------------------------------------------------------------------------- PyTorch layout
@@ -394,9 +412,9 @@ class _Conv:
         rows, filters = g.channels * math.prod(g.kernel), config["filters"]
         columns = batch * math.prod(g.out)
         roles = {"cols": rows * columns, "gemm": max(rows, filters) * columns, "dzt": filters * columns,
-                 "col2im": batch * rows * math.prod(g.padded)}
+                 "col2im": batch * g.channels * math.prod(g.padded)}  # the shifted adds' accumulator
         if g.padded != g.size:
-            roles["pad"] = roles["sum"] = batch * g.channels * math.prod(g.padded)
+            roles["pad"] = batch * g.channels * math.prod(g.padded)
         return {role: count * itemsize for role, count in roles.items()}
 
     def __init__(self, name: str, weights: np.ndarray, bias: np.ndarray | None, activation: Activation,
@@ -480,12 +498,9 @@ class _Conv:
             np.matmul(self._group_stack(self.weights), dzt.reshape(groups, -1, dzt.shape[1]),
                       out=dcols.reshape(groups, rows // groups, -1))
         (kh, kw), (h, w), ((top, _), (left, _)) = g.kernel, g.size, g.pads
-        d6 = dcols.reshape((g.channels, kh, kw, batch) + g.out).transpose(3, 0, 1, 2, 4, 5)  # (N, C, kh, kw, Ho, Wo)
-        if g.padded == g.size:
-            dx = _col2im(d6, g.padded, g, out=np.empty((batch, g.channels, h, w), dtype=dcols.dtype))
-        else:
-            dxp = _col2im(d6, g.padded, g, out=_WORKSPACE.get("sum", (batch, g.channels) + g.padded, dcols.dtype))
-            dx = np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
+        acc = _col2im(dcols.reshape((g.channels, kh, kw, batch) + g.out), g.padded, g)  # (C, N, Hp, Wp)
+        dx = np.empty((batch, g.channels, h, w), dtype=dcols.dtype)
+        np.copyto(dx, acc[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))  # crop and transpose, one copy
         return dx.reshape(cache.x.shape), grads
 
     def __repr__(self) -> str:
@@ -525,10 +540,10 @@ def _build(spec, weights, bias, activation, context):
     return LAYERS_BY_KIND[spec.kind](spec.name, weights, bias, activation, spec.input_shape, spec.config)
 
 
-def _im2col_elements(layer) -> int:
-    """Per sample: the im2col matrix, positions × (fan_in · groups)."""
-    positions = math.prod(layer.output_shape[1:])
-    return positions * layer.fan_in * layer.config.get("groups", 1)
+def _scratch_elements(layer) -> int:
+    """Per sample: every workspace role one pass takes (the im2col matrix, the GEMM outputs, the transposed
+    output gradient, the col2im accumulator and the padded input; see _Conv.scratch)."""
+    return sum(LAYERS_BY_KIND[layer.kind].scratch(layer.input_shape, layer.config, 1, 1).values())
 
 
 OPTIONS = (
@@ -549,8 +564,9 @@ def _kind(kind_class, summary: str, example: tuple, layout=None) -> LayerKind:
         kind_class.kind, kind_class, summary, options=OPTIONS, parse=checked(lambda raw: normalize_config(kind_class.kind, raw)),
         takes=("name", "activation", "init", "bias_init", "ignore"), build=_build, example=example, torch=_torch,
         weights=_weights(kind_class), layout=layout, elementwise_activation=True,
-        scratch_elements=_im2col_elements, extra={"ndim": kind_class.ndim},
-        memory_doc="its input, pre-activation and output; scratch: the im2col matrix (rebuilt in backward)",
+        scratch_elements=_scratch_elements, extra={"ndim": kind_class.ndim},
+        memory_doc="its input, pre-activation and output; scratch: the im2col matrix (rebuilt in backward), the GEMM "
+                   "outputs and the col2im accumulator (the padded input's size)",
     )
 
 

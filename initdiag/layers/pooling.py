@@ -1,10 +1,17 @@
 """Pooling (max, average, global average) and flatten: weightless layers in the Dense contract.
 
 Arrays are (batch, channels, *spatial), as PyTorch's NCHW; see conv.py for the window machinery
-(im2col views, col2im scatter, the workspace) they share with the convolutions. Pools take PyTorch's
-`padding` (default 0) and `ceil_mode` (default false: the output size is floored). Max-pool backward sends
-each window's gradient to its first maximum in row-major window order (PyTorch's CPU kernel keeps
-the first of tied maxima), accumulating where windows overlap. Weightless layers have weights =
+(tap slices, padding, the workspace) they share with the convolutions. Pools take PyTorch's
+`padding` (default 0) and `ceil_mode` (default false: the output size is floored).
+
+No kh·kw-sized buffer: the forward folds one strided slice of the padded input per kernel tap into the
+output (np.maximum or np.add, in row-major tap order as PyTorch's CPU kernel), and the backward adds
+back per tap (shifted adds) into an accumulator the size of the padded input. Max-pool backward sends
+each window's gradient to its first maximum in row-major window order (PyTorch's CPU kernel keeps the
+first of tied maxima): per tap, a mask of the positions equal to the window's maximum that no earlier tap
+took. Where a window has more taps than the output has positions (a window as large as the map), the
+loop runs over output positions instead, reducing each window (argmax of one contiguous copy per window
+for the max), so that such a pool costs O(input) in time, calls and memory. Weightless layers have weights =
 bias = None, an identity `activation` (z is y) and return {} as grads.
 """
 
@@ -15,7 +22,8 @@ import math
 import numpy as np
 
 from initdiag import activations
-from initdiag.layers.conv import _WORKSPACE, Cache, _col2im, _geometry, _Geometry, _shape_str, _windows, normalize_config
+from initdiag.layers.conv import (_WORKSPACE, Cache, _blocks, _geometry, _Geometry, _pad, _shape_str, _taps,
+                                  normalize_config)
 from initdiag.layers.declare import LayerKind, Option, checked
 
 
@@ -72,45 +80,79 @@ class _Pool2d(_Weightless):
         super().__init__(name, input_shape, config)
         self.geometry = self._geometry(self.input_shape, config)
 
+    def _per_tap(self) -> bool:
+        """Loop over kernel taps (the usual small window), or, where a window has more taps than the output has
+        positions (a window as large as the map), over output positions: either way O(input) work and at most
+        as many numpy calls as the smaller of the two."""
+        g = self.geometry
+        return math.prod(g.kernel) <= math.prod(g.out)
+
     @classmethod
     def scratch(cls, input_shape, config, batch: int, itemsize: int) -> dict[str, int]:
         g = cls._geometry(input_shape, config)
-        windows = batch * g.channels * math.prod(g.kernel)
-        roles = {"col2im": windows * math.prod(g.padded), "cols": windows * math.prod(g.out)}
+        maps, padded, out = batch * g.channels, math.prod(g.padded), math.prod(g.out)
+        roles = {}
         if g.padded != g.size:
-            roles["pad"] = batch * g.channels * math.prod(g.padded)
-        if cls.kind == "maxpool2d":
-            roles["gemm"] = roles["cols"]
-        return {role: count * itemsize for role, count in roles.items()}
+            roles["pad"] = roles["col2im"] = maps * padded * itemsize  # the padded input; backward's accumulator
+        if cls.kind == "avgpool2d":
+            roles["dzt"] = maps * out * itemsize  # the output gradient divided by the window count
+        elif math.prod(g.kernel) <= out:
+            roles["mask"] = roles["taken"] = maps * out  # booleans: a tap holds the maximum; a window is served
+            if any(s < k for s, k in zip(g.stride, g.kernel)):
+                roles["gemm"] = maps * out * itemsize  # a tap's masked gradient, added where windows overlap
+        else:
+            roles["cols"] = maps * math.prod(g.kernel) * itemsize  # one window per map, contiguous for argmax
+        return roles
 
     def _padded(self, x: np.ndarray) -> np.ndarray:
-        (top, bottom), (left, right) = self.geometry.pads
-        if not (top or bottom or left or right):
-            return x
-        n, c, h, w = x.shape
-        xp = _WORKSPACE.get("pad", (n, c, h + top + bottom, w + left + right), x.dtype)
-        xp.fill(self.pad_value)
-        xp[:, :, top:top + h, left:left + w] = x
-        return xp
-
-    def _taps(self, x: np.ndarray) -> np.ndarray:
-        """The windows of x (padded) as (kh·kw, N, C, Ho, Wo) on the workspace: a reduction over taps is
-        then elementwise over whole arrays, about ten times faster than reducing a strided view."""
+        """x as (N·C, Hp, Wp), padded with pad_value on the workspace (or x itself, reshaped)."""
         g = self.geometry
-        windows = _windows(self._padded(x), g).transpose(4, 5, 0, 1, 2, 3)  # (kh, kw, N, C, Ho, Wo), a view
-        taps = _WORKSPACE.get("cols", windows.shape, x.dtype)
-        np.copyto(taps, windows)
-        return taps.reshape((-1,) + taps.shape[2:])
+        xp = _pad(x.reshape((x.shape[0], g.channels) + g.size), g.pads, value=self.pad_value)
+        return xp.reshape((-1,) + xp.shape[2:])
 
-    def _scatter(self, d: np.ndarray, x_shape) -> np.ndarray:
-        """Window gradients d (kh·kw, N, C, Ho, Wo) summed back onto the input (the padding's share dropped)."""
+    def _windows(self):
+        """(rows, columns) per output position (oy, ox) in row-major order: the window it reads."""
+        (kh, kw), (sh, sw), (ho, wo) = self.geometry.kernel, self.geometry.stride, self.geometry.out
+        return [(oy, ox, slice(oy * sh, oy * sh + kh), slice(ox * sw, ox * sw + kw)) for oy in range(ho) for ox in range(wo)]
+
+    def _reduce(self, x: np.ndarray, ufunc) -> np.ndarray:
+        """ufunc (np.maximum or np.add) over each window of x (N, C, H, W) padded: (N, C, Ho, Wo), a new array.
+
+        Per tap, a strided slice of the padded input is folded into the output in row-major tap order (the
+        order PyTorch's CPU kernel visits a window), a block of maps at a time so that it stays in cache."""
         g = self.geometry
-        d6 = d.reshape(g.kernel + d.shape[1:]).transpose(2, 3, 0, 1, 4, 5)  # (N, C, kh, kw, Ho, Wo)
-        dxp = _col2im(d6, g.padded, g)
+        xp = self._padded(x)
+        y = np.empty((xp.shape[0],) + g.out, dtype=x.dtype)
+        if self._per_tap():
+            taps = _taps(g)
+            for block in _blocks(len(y), y[0].nbytes + xp[0].nbytes):
+                out, source = y[block], xp[block]
+                _, _, rows, columns = taps[0]
+                np.copyto(out, source[:, rows, columns])
+                for _, _, rows, columns in taps[1:]:
+                    ufunc(out, source[:, rows, columns], out=out)
+        else:
+            for oy, ox, rows, columns in self._windows():
+                ufunc.reduce(xp[:, rows, columns], axis=(1, 2), out=y[:, oy, ox])
+        return y.reshape((x.shape[0], g.channels) + g.out)
+
+    def _accumulator(self, x_shape, dtype) -> np.ndarray:
+        """The input gradient as (N·C, Hp, Wp), zeroed: the returned dx itself when there is no padding."""
+        g = self.geometry
+        maps = x_shape[0] * g.channels
+        if g.padded == g.size:
+            return np.zeros((maps,) + g.size, dtype=dtype)
+        acc = _WORKSPACE.get("col2im", (maps,) + g.padded, dtype)
+        acc.fill(0)
+        return acc
+
+    def _cropped(self, acc: np.ndarray, x_shape) -> np.ndarray:
+        """The accumulator (N·C, Hp, Wp) less the padding's share, as x_shape (a copy when cropped)."""
+        g = self.geometry
+        if g.padded == g.size:
+            return acc.reshape(x_shape)
         (top, _), (left, _) = g.pads
-        if dxp.shape[2:] == tuple(g.size):
-            return dxp.reshape(x_shape)
-        return np.ascontiguousarray(dxp[:, :, top:top + g.size[0], left:left + g.size[1]]).reshape(x_shape)
+        return np.ascontiguousarray(acc[:, top:top + g.size[0], left:left + g.size[1]]).reshape(x_shape)
 
 
 class MaxPool2d(_Pool2d):
@@ -121,22 +163,57 @@ class MaxPool2d(_Pool2d):
     pad_value = -np.inf  # padding never wins a window
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        y = np.maximum.reduce(self._taps(x), axis=0)
+        y = self._reduce(x, np.maximum)
         return y, Cache(x, y, y)
 
     def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        """Each window's gradient goes to its first maximum in row-major window order (a NaN counts as the
+        maximum): per tap, the positions equal to the window's maximum (cache.y) that no earlier tap took."""
         if dz is None:
             dz = dy
         if not need_dx:
             return None, {}
-        taps = self._taps(cache.x)
-        first = np.argmax(taps, axis=0)[None]  # the first maximum in row-major window order; NaN counts as one
-        d = _WORKSPACE.get("gemm", taps.shape, dz.dtype)
-        d.fill(0)
-        np.put_along_axis(d, first, dz[None], axis=0)
-        return self._scatter(d, cache.x.shape), {}
-
-
+        g = self.geometry
+        xp = self._padded(cache.x)
+        maps = xp.shape[0]
+        y, dz = cache.y.reshape((maps,) + g.out), dz.reshape((maps,) + g.out)
+        acc = self._accumulator(cache.x.shape, dz.dtype)
+        if not self._per_tap():
+            kw = g.kernel[1]
+            flat = _WORKSPACE.get("cols", (maps, math.prod(g.kernel)), xp.dtype)
+            every = np.arange(maps)
+            for oy, ox, rows, columns in self._windows():
+                np.copyto(flat.reshape((maps,) + g.kernel), xp[:, rows, columns])
+                row, column = np.divmod(np.argmax(flat, axis=1), kw)  # the first maximum; NaN counts as one
+                acc[every, rows.start + row, columns.start + column] += dz[:, oy, ox]
+            return self._cropped(acc, cache.x.shape), {}
+        nan = np.isnan(y) if np.isnan(y).any() else None  # windows whose maximum is NaN: their first NaN wins
+        mask = _WORKSPACE.get("mask", y.shape, np.bool_)
+        taken = _WORKSPACE.get("taken", y.shape, np.bool_)
+        overlap = any(s < k for s, k in zip(g.stride, g.kernel))  # else no two taps write the same position
+        product = _WORKSPACE.get("gemm", y.shape, dz.dtype) if overlap else None
+        finite = np.isfinite(dz).all()  # then dz·hit is dz where hit and 0 elsewhere (inf·0 would be NaN)
+        taps = _taps(g)
+        for block in _blocks(maps, acc[0].nbytes + xp[0].nbytes):
+            source, target, best, grad, hit, done = xp[block], acc[block], y[block], dz[block], mask[block], taken[block]
+            for n, (_, _, rows, columns) in enumerate(taps):
+                np.equal(source[:, rows, columns], best, out=hit)
+                if nan is not None:
+                    hit |= np.isnan(source[:, rows, columns]) & nan[block]
+                if n == 0:
+                    np.copyto(done, hit)
+                else:
+                    np.greater(hit, done, out=hit)  # and not taken by an earlier tap
+                    if n < len(taps) - 1:
+                        np.logical_or(done, hit, out=done)
+                tap = target[:, rows, columns]
+                if not overlap:  # this tap's positions are its own: write, where masked writes are slow
+                    np.multiply(grad, hit, out=tap) if finite else np.copyto(tap, grad, where=hit)
+                elif finite:
+                    tap += np.multiply(grad, hit, out=product[block])
+                else:
+                    np.add(tap, grad, out=tap, where=hit)
+        return self._cropped(acc, cache.x.shape), {}
 class AvgPool2d(_Pool2d):
     """Mean over kh×kw windows moved by stride, zero `padding` counted in the mean (PyTorch's
     count_include_pad); with `ceil_mode` a last window that runs past the padded input is divided by the
@@ -162,18 +239,31 @@ class AvgPool2d(_Pool2d):
         return self.divisor if isinstance(self.divisor, int) else self.divisor.astype(dtype, copy=False)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
-        taps = self._taps(x)
-        y = np.add.reduce(taps, axis=0)
+        y = self._reduce(x, np.add)
         y /= self._divisor_in(y.dtype)  # the sum, then one division, as PyTorch
         return y, Cache(x, y, y)
 
     def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        """Each window's gradient divided by its count, added onto every position of the window (shifted adds)."""
         if dz is None:
             dz = dy
         if not need_dx:
             return None, {}
-        share = dz / self._divisor_in(dz.dtype)
-        return self._scatter(np.broadcast_to(share, (math.prod(self.geometry.kernel),) + share.shape), cache.x.shape), {}
+        g = self.geometry
+        share = _WORKSPACE.get("dzt", dz.shape, dz.dtype)
+        np.divide(dz, self._divisor_in(dz.dtype), out=share)
+        share = share.reshape((-1,) + g.out)
+        acc = self._accumulator(cache.x.shape, dz.dtype)
+        if self._per_tap():
+            taps = _taps(g)
+            for block in _blocks(len(acc), acc[0].nbytes):
+                target, grad = acc[block], share[block]
+                for _, _, rows, columns in taps:
+                    target[:, rows, columns] += grad
+        else:
+            for oy, ox, rows, columns in self._windows():
+                acc[:, rows, columns] += share[:, oy, ox, None, None]
+        return self._cropped(acc, cache.x.shape), {}
 
 
 def _pool_pads(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> tuple[int, int]:
@@ -341,20 +431,34 @@ _POOL_OPTIONS = (Option("kernel", "ints", "the window: an int, or one per spatia
                         default=False))
 
 
-def _kind(kind_class, summary: str, options: tuple, example: tuple, torch, **facts) -> LayerKind:
+def _kind(kind_class, summary: str, options: tuple, example: tuple, torch, memory_doc="its input and output",
+          **facts) -> LayerKind:
     return LayerKind(kind_class.kind, kind_class, summary, options=options,
                      parse=checked(lambda raw: normalize_config(kind_class.kind, raw)), takes=("name", "ignore"), build=_build,
-                     example=example, torch=torch, memory_doc="its input and output", saturation_doc="none (no activation)",
+                     example=example, torch=torch, memory_doc=memory_doc, saturation_doc="none (no activation)",
                      **facts)
+
+
+_POOL_MEMORY = ("its input and output; scratch: the padded input and the backward's accumulator (when padded), and "
+                "masks or a divided gradient the output's size (a window larger than the output: one window per map)")
+
+
+def _scratch_elements(layer) -> int:
+    """Per sample: every workspace role a pool's pass takes (see _Pool2d.scratch; its boolean masks counted
+    as whole elements)."""
+    cls = {kind.key: kind.cls for kind in KINDS}[layer.kind]
+    return sum(cls.scratch(layer.input_shape, layer.config, 1, 1).values())
 
 
 KINDS = (
     _kind(MaxPool2d, "the max over each window (nn.MaxPool2d)", _POOL_OPTIONS,
           ((2, 6, 5), {"kernel": 3, "stride": 2, "padding": 1}),
-          _torch_pool("MaxPool2d"), extra={"ndim": 2}),
+          _torch_pool("MaxPool2d"), memory_doc=_POOL_MEMORY,
+          scratch_elements=_scratch_elements, extra={"ndim": 2}),
     _kind(AvgPool2d, "the mean over each window (nn.AvgPool2d)", _POOL_OPTIONS,
           ((2, 7, 5), {"kernel": 3, "stride": [2, 1], "padding": 1, "ceil_mode": True}),
-          _torch_pool("AvgPool2d"), extra={"ndim": 2}),
+          _torch_pool("AvgPool2d"), memory_doc=_POOL_MEMORY,
+          scratch_elements=_scratch_elements, extra={"ndim": 2}),
     _kind(GlobalAvgPool, "the mean over every position of a feature map, or over a sequence's steps", (),
           ((3, 4, 5), {}), _torch("AdaptiveAvgPool2d", 1), reads_layout=True),
     _kind(Flatten, "[channels, *spatial] → [channels·positions], as torch.flatten(x, 1)", (), ((2, 3, 4), {}),

@@ -8,7 +8,7 @@ Arrays are (batch, channels, *spatial), as PyTorch's NCL / NCHW. Everything is v
 Transposed convolution (nn.ConvTranspose1d/2d) is the gradient of a convolution with respect to its
 input, so it runs conv.py's machinery the other way round: every input position's channel vector is
 multiplied by the kernel (one GEMM per group: x @ W), and the resulting window of taps is scatter-added
-onto the output by col2im; the backward pass gathers the output gradient's windows (im2col, a strided
+onto the output by col2im (shifted adds, conv.py); the backward pass gathers the output gradient's windows (im2col, a strided
 view and one copy) and multiplies them back (two GEMMs, dx and dW). Per axis the output has
 
     (L - 1)·stride - 2·padding + dilation·(kernel - 1) + output_padding + 1
@@ -160,9 +160,9 @@ class _ConvTranspose:
         columns = batch * math.prod(g.size)
         rows = config["filters"] * math.prod(g.kernel)  # filters · taps
         roles = {"dzt": g.channels * columns, "gemm": max(rows, g.channels) * columns, "cols": rows * columns,
-                 "col2im": batch * rows * math.prod(g.full), "sum": batch * config["filters"] * math.prod(g.full)}
+                 "col2im": batch * config["filters"] * math.prod(g.full)}  # the shifted adds' accumulator
         if g.full != g.out:
-            roles["pad"] = roles["sum"]
+            roles["pad"] = roles["col2im"]
         return {role: count * itemsize for role, count in roles.items()}
 
     # the convolution's constructor: it checks the weights' and bias's shapes against this class's own
@@ -192,11 +192,10 @@ class _ConvTranspose:
         rows = filters * kh * kw
         cols = _WORKSPACE.get("gemm", (rows, xt.shape[2]), np.result_type(xt, w_stack))
         np.matmul(w_stack.transpose(0, 2, 1), xt, out=cols.reshape(self.groups, rows // self.groups, -1))  # x @ W
-        d6 = cols.reshape(filters, kh, kw, batch, h, w).transpose(3, 0, 1, 2, 4, 5)  # (N, F, kh, kw, H, W)
-        full = _col2im(d6, g.full, g, out=_WORKSPACE.get("sum", (batch, filters) + g.full, cols.dtype))
+        full = _col2im(cols.reshape(filters, kh, kw, batch, h, w), g.full, g)  # (F, N, *full), shifted adds
         (top, left), (ho, wo) = g.padding, g.out
         z = np.empty((batch,) + self.out_shape, dtype=cols.dtype)
-        cropped = full[:, :, top:top + ho, left:left + wo].reshape(z.shape)
+        cropped = full[:, :, top:top + ho, left:left + wo].transpose(1, 0, 2, 3).reshape(z.shape)
         if self.bias is not None and self.bias.any():
             np.add(cropped, self.bias.reshape((filters,) + (1,) * self.ndim), out=z)
         else:
@@ -416,7 +415,8 @@ def _build(spec, weights, bias, activation, context):
 
 
 def _scratch_elements(layer) -> int:
-    """Per sample: every workspace role one pass takes (the col2im buffer, filters·taps times the output, leads)."""
+    """Per sample: every workspace role one pass takes (the GEMM output and im2col matrix, filters·taps times the
+    input, lead)."""
     cls = LAYER_CLASSES[layer.kind]
     return sum(cls.scratch(layer.input_shape, layer.config, 1, 1).values())
 
@@ -452,8 +452,8 @@ def _conv_transpose_kind(kind_class, summary: str, example: tuple, layout=None) 
         takes=("name", "activation", "init", "bias_init", "ignore"), build=_build, example=example,
         torch=_torch_conv_transpose, weights=_weights(kind_class), layout=layout, elementwise_activation=True,
         scratch_elements=_scratch_elements, extra={"ndim": kind_class.ndim},
-        memory_doc="its input, pre-activation and output; scratch: the col2im buffer (filters·taps × the output) "
-                   "and the windows of the output gradient",
+        memory_doc="its input, pre-activation and output; scratch: the GEMM output (filters·taps × the input), the "
+                   "col2im accumulator (the output's size) and the windows of the output gradient",
     )
 
 
