@@ -89,20 +89,41 @@ class RunStats(NamedTuple):
 def mean_var(x: np.ndarray) -> tuple[float, float]:
     """Mean and (population) variance over all entries.
 
-    Computed in the array's dtype with BLAS reductions (row sums for the mean, a dot of the
-    deviations for the variance: relative error about sqrt(n)·eps, 1e-7 at a million entries),
-    and again in float64 only when float32 squares overflowed although the data is finite.
+    Computed in the array's dtype with BLAS reductions and no full-size temporary: row sums for the mean
+    (gemv with ones), a dot of x with itself for the second moment (relative error about sqrt(n)·eps, 1e-7
+    at a million entries), var = E[x²] - mean². That difference loses relative accuracy by E[x²]/var, so
+    where the mean is large (mean² > E[x²]/2, a factor above 2) the variance is the dot of the deviations
+    instead, formed a cache-sized block at a time. Again in float64 only when float32 squares overflowed
+    although the data is finite.
     """
     if x.size == 0:
         return 0.0, 0.0
     rows = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
     # Row sums by BLAS (gemv with ones), then their float64 sum: a third of x.mean()'s time.
     mean = (rows @ np.ones(rows.shape[1], rows.dtype)).sum(dtype=np.float64) / x.size
-    deviation = (x - x.dtype.type(mean)).ravel()
-    var = np.vdot(deviation, deviation) / x.size
+    flat = rows.reshape(-1)
+    second = float(np.vdot(flat, flat)) / x.size  # vdot: no overflow warning; handled below
+    if mean * mean <= 0.5 * second:
+        var = max(second - mean * mean, 0.0)
+    else:
+        var = _deviation_square_sum(flat, x.dtype.type(mean)) / x.size
     if not (np.isfinite(mean) and np.isfinite(var)) and x.dtype != np.float64 and np.isfinite(x).all():
         mean, var = x.mean(dtype=np.float64), x.var(dtype=np.float64)
     return float(mean), float(var)
+
+
+_BLOCK = 1 << 16  # entries: 256 KiB of float32 deviations, which stay in cache between subtract and dot
+
+
+def _deviation_square_sum(flat: np.ndarray, mean) -> float:
+    """sum((flat - mean)²) for a 1-d array, with a block-sized buffer instead of a full-size temporary."""
+    buffer = np.empty(min(flat.size, _BLOCK), flat.dtype)
+    total = 0.0
+    for start in range(0, flat.size, _BLOCK):
+        block = flat[start:start + _BLOCK]
+        deviation = np.subtract(block, mean, out=buffer[:block.size])
+        total += float(np.vdot(deviation, deviation))
+    return total
 
 
 def active_units(y: np.ndarray, unit_axis: int = 1) -> np.ndarray:
