@@ -384,10 +384,8 @@ _NR_C0 = -1.26551223 - math.log(2.0)
 _NR_K = 0.5 * _SQRT_HALF
 
 
-def _phi_tail32(x):
-    """Phi(-|x|) for a float32 array, a new array of x's shape."""
-    a = np.abs(x)
-    np.minimum(a, 40.0, out=a)  # the tail is 0 long before; keeps a*a finite for huge or inf x
+def _phi_tail32(a):
+    """Phi(-a) for a float32 array a of |x| clamped to [0, 40] (the tail is 0 long before), a new array."""
     t = a * _NR_K
     t += 1.0
     np.reciprocal(t, out=t)
@@ -396,12 +394,24 @@ def _phi_tail32(x):
         acc += c
         acc *= t
     acc += _NR_C0
-    a *= a
-    a *= 0.5
-    acc -= a  # -x^2/2 + P(t)
+    square = a * a
+    square *= 0.5
+    acc -= square  # -x^2/2 + P(t)
     np.exp(acc, out=acc)
     acc *= t
     return acc
+
+
+def _gelu32(x):
+    """x*Phi(x) for a float32 array: max(x, 0) - |x|*Phi(-|x|), which is x*Phi(-|x|) for x < 0 (the tail keeps
+    its relative accuracy) and x - x*Phi(-x) for x >= 0, without a select between the two."""
+    a = np.abs(x)
+    np.minimum(a, 40.0, out=a)  # beyond, Phi(-a) is 0: keeps a*a and a*Phi(-a) finite for huge or inf x
+    h = _phi_tail32(a)
+    h *= a
+    y = np.maximum(x, 0.0)
+    y -= h
+    return y
 
 
 def _phi(x):
@@ -410,7 +420,7 @@ def _phi(x):
         # Phi(x) = erfc(-x/sqrt(2))/2 keeps relative accuracy in the far negative tail,
         # where 1 + erf(x/sqrt(2)) would cancel to 0.
         return 0.5 * erfc(x * -_SQRT_HALF)
-    h = _phi_tail32(x)
+    h = _phi_tail32(np.minimum(np.abs(x), 40.0))
     return np.where(x < 0, h, 1.0 - h)
 
 
@@ -440,6 +450,8 @@ class GELU(Activation):
     # 1 - tanh^2 = 4 s (1 - s) with s near 1 for x > 2, where y/x (a few float32 ulps) would give 1 - s
     # with 8x the error of PyTorch's float32 1 - t*t.
     def forward(self, z):
+        if z.dtype == np.float32 and self.approximate == "none":
+            return _gelu32(z)
         x = np.maximum(z, _FLOOR)
         y = self._s(x)
         y *= x
