@@ -90,11 +90,11 @@ def mean_var(x: np.ndarray) -> tuple[float, float]:
     """Mean and (population) variance over all entries.
 
     Computed in the array's dtype with BLAS reductions and no full-size temporary: row sums for the mean
-    (gemv with ones), a dot of x with itself for the second moment (relative error about sqrt(n)·eps, 1e-7
-    at a million entries), var = E[x²] - mean². That difference loses relative accuracy by E[x²]/var, so
-    where the mean is large (mean² > E[x²]/2, a factor above 2) the variance is the dot of the deviations
-    instead, formed a cache-sized block at a time. Again in float64 only when float32 squares overflowed
-    although the data is finite.
+    (gemv with ones), dots of x with itself a block at a time for the second moment (the blocks' sums added
+    in float64: float32 rounding of about sqrt(block)·eps, 1.5e-5 at worst, 1e-7 typically, whatever the size),
+    var = E[x²] - mean². That difference loses relative accuracy by E[x²]/var, so where the mean is large
+    (mean² > E[x²]/2, a factor above 2) the variance is the blocked dot of the deviations instead. Again in
+    float64 only when float32 squares overflowed although the data is finite.
     """
     if x.size == 0:
         return 0.0, 0.0
@@ -102,27 +102,29 @@ def mean_var(x: np.ndarray) -> tuple[float, float]:
     # Row sums by BLAS (gemv with ones), then their float64 sum: a third of x.mean()'s time.
     mean = (rows @ np.ones(rows.shape[1], rows.dtype)).sum(dtype=np.float64) / x.size
     flat = rows.reshape(-1)
-    second = float(np.vdot(flat, flat)) / x.size  # vdot: no overflow warning; handled below
+    second = _square_sum(flat) / x.size
     if mean * mean <= 0.5 * second:
         var = max(second - mean * mean, 0.0)
     else:
-        var = _deviation_square_sum(flat, x.dtype.type(mean)) / x.size
+        var = _square_sum(flat, x.dtype.type(mean)) / x.size
     if not (np.isfinite(mean) and np.isfinite(var)) and x.dtype != np.float64 and np.isfinite(x).all():
         mean, var = x.mean(dtype=np.float64), x.var(dtype=np.float64)
     return float(mean), float(var)
 
 
-_BLOCK = 1 << 16  # entries: 256 KiB of float32 deviations, which stay in cache between subtract and dot
+_BLOCK = 1 << 16  # entries: 256 KiB of float32, which stay in cache between a subtraction and its dot
 
 
-def _deviation_square_sum(flat: np.ndarray, mean) -> float:
-    """sum((flat - mean)²) for a 1-d array, with a block-sized buffer instead of a full-size temporary."""
-    buffer = np.empty(min(flat.size, _BLOCK), flat.dtype)
+def _square_sum(flat: np.ndarray, mean=None) -> float:
+    """sum(flat²), or sum((flat - mean)²) with a block-sized buffer instead of a full-size temporary, for a
+    1-d array: a BLAS dot per block (vdot: no overflow warning, handled by the caller), summed in float64."""
+    buffer = None if mean is None else np.empty(min(flat.size, _BLOCK), flat.dtype)
     total = 0.0
     for start in range(0, flat.size, _BLOCK):
         block = flat[start:start + _BLOCK]
-        deviation = np.subtract(block, mean, out=buffer[:block.size])
-        total += float(np.vdot(deviation, deviation))
+        if buffer is not None:
+            block = np.subtract(block, mean, out=buffer[:block.size])
+        total += float(np.vdot(block, block))
     return total
 
 
