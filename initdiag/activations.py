@@ -424,17 +424,17 @@ def _phi(x):
     return np.where(x < 0, h, 1.0 - h)
 
 
-def _ratio(z, y, exact):
-    """y/z: the part of y = z*s(z) the backward needs (Phi, or the tanh form's (1 + tanh)/2), read back from
-    the forward's output instead of recomputed. Where the quotient is inexact or undefined (|z| tiny, where
-    y is subnormal or 0/0; |z| > 8, where y may underflow or be inf; NaN) `exact(z)` fills in: rare entries."""
+def _phi_from_output(z, y):
+    """Phi(z) = y/z, read back from the exact GELU's output y = z*Phi(z) instead of recomputed: a few ulps
+    (y's rounding and the division's). Where the quotient is inexact or undefined (|z| tiny: y subnormal, or
+    0/0; |z| > 8: y may underflow, or be inf; NaN) Phi is computed: rare entries."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         s = y / z
     a = np.abs(z)
     bad = np.flatnonzero(~((a >= 4.0 * np.finfo(z.dtype).tiny) & (a <= 8.0)))
     if bad.size:
         flat = s.reshape(-1)  # s is a fresh contiguous array: a view
-        flat[bad] = exact(np.maximum(z.reshape(-1)[bad], _FLOOR))
+        flat[bad] = _phi(np.maximum(z.reshape(-1)[bad], _FLOOR))
     return s
 
 
@@ -462,7 +462,7 @@ class GELU(Activation):
             x = np.clip(z, -40.0, 40.0)  # beyond, the tanh form is exactly 0 or 1
             t = np.tanh(self._inner(x))
             return dy * (0.5 * (1.0 + t) + (0.5 * x) * ((1.0 - t * t) * (_SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x))))
-        s = _ratio(z, y, self._s)
+        s = _phi_from_output(z, y)
         x = np.clip(z, -40.0, 40.0)  # beyond, Phi is exactly 0 or 1 and x*phi(x) exactly 0
         g = x * x
         g *= -0.5
