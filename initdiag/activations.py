@@ -411,7 +411,7 @@ def _gelu32(x):
     h *= a
     y = np.maximum(x, 0.0)
     y -= h
-    return y
+    return np.copysign(y, x, out=y)  # y has x's sign: this only gives x*Phi(x)'s -0.0 where the tail underflows
 
 
 def _phi(x):
