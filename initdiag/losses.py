@@ -55,7 +55,7 @@ class OneHot:
     def argmax(self, axis: int = -1) -> np.ndarray:
         if axis not in (-1, self.ndim - 1):
             raise ValueError(f"one-hot targets have their classes on the last axis, not axis {axis}")
-        return self.labels
+        return self.labels.copy()  # a fresh array, as ndarray.argmax gives: callers may write into it
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         dense = np.zeros(self.shape, dtype=dtype or self.dtype)
