@@ -374,6 +374,69 @@ _SQRT_HALF = math.sqrt(0.5)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
+# Phi(-|x|) = erfc(|x|/sqrt 2)/2 in one pass for float32: Numerical Recipes' erfcc (Press et al., 2nd ed.,
+# section 6.2, a Chebyshev fit), erfc(a) = t exp(-a^2 + P(t)) with t = 1/(1 + a/2), fractional error below
+# 1.2e-7 for every a >= 0 (so the negative tail keeps its relative accuracy). The 1/2 and 1/sqrt 2 are folded
+# into the constants. float64 keeps the Cephes erfc above (about 1 ulp), which the float64 tests ask for.
+_NR = (0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418,
+       0.37409196, 1.00002368)
+_NR_C0 = -1.26551223 - math.log(2.0)
+_NR_K = 0.5 * _SQRT_HALF
+
+
+def _phi_tail32(a):
+    """Phi(-a) for a float32 array a of |x| clamped to [0, 40] (the tail is 0 long before), a new array."""
+    t = a * _NR_K
+    t += 1.0
+    np.reciprocal(t, out=t)
+    acc = t * _NR[0]
+    for c in _NR[1:]:
+        acc += c
+        acc *= t
+    acc += _NR_C0
+    square = a * a
+    square *= 0.5
+    acc -= square  # -x^2/2 + P(t)
+    np.exp(acc, out=acc)
+    acc *= t
+    return acc
+
+
+def _gelu32(x):
+    """x*Phi(x) for a float32 array: max(x, 0) - |x|*Phi(-|x|), which is x*Phi(-|x|) for x < 0 (the tail keeps
+    its relative accuracy) and x - x*Phi(-x) for x >= 0, without a select between the two."""
+    a = np.abs(x)
+    np.minimum(a, 40.0, out=a)  # beyond, Phi(-a) is 0: keeps a*a and a*Phi(-a) finite for huge or inf x
+    h = _phi_tail32(a)
+    h *= a
+    y = np.maximum(x, 0.0)
+    y -= h
+    return np.copysign(y, x, out=y)  # y has x's sign: this only gives x*Phi(x)'s -0.0 where the tail underflows
+
+
+def _phi(x):
+    """The standard normal CDF Phi(x), x a float array (finite, or clamped by the caller)."""
+    if x.dtype != np.float32:
+        # Phi(x) = erfc(-x/sqrt(2))/2 keeps relative accuracy in the far negative tail,
+        # where 1 + erf(x/sqrt(2)) would cancel to 0.
+        return 0.5 * erfc(x * -_SQRT_HALF)
+    h = _phi_tail32(np.minimum(np.abs(x), 40.0))
+    return np.where(x < 0, h, 1.0 - h)
+
+
+def _phi_from_output(z, y):
+    """Phi(z) = y/z, read back from the exact GELU's output y = z*Phi(z) instead of recomputed: a few ulps
+    (y's rounding and the division's). Where the quotient is inexact or undefined (|z| tiny: y subnormal, or
+    0/0; |z| > 8: y may underflow, or be inf; NaN) Phi is computed: rare entries."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        s = y / z
+    a = np.abs(z)
+    bad = np.flatnonzero(~((a >= 4.0 * np.finfo(z.dtype).tiny) & (a <= 8.0)))
+    if bad.size:
+        flat = s.reshape(-1)  # s is a fresh contiguous array: a view
+        flat[bad] = _phi(np.maximum(z.reshape(-1)[bad], _FLOOR))
+    return s
+
 
 @_register
 class GELU(Activation):
@@ -382,21 +445,42 @@ class GELU(Activation):
     formula = ("x*Phi(x) = 0.5*x*(1 + erf(x/sqrt(2))); approximate=tanh: "
                "0.5*x*(1 + tanh(sqrt(2/pi)*(x + 0.044715*x^3))), as PyTorch's gelu(approximate=)")
 
+    # The exact form's backward reads Phi(x) = y/x back from y = forward(z): no second erfc, and nothing cached
+    # beyond the z and y every activation keeps. The tanh form recomputes tanh: its derivative needs
+    # 1 - tanh^2 = 4 s (1 - s) with s near 1 for x > 2, where y/x (a few float32 ulps) would give 1 - s
+    # with 8x the error of PyTorch's float32 1 - t*t.
     def forward(self, z):
+        if z.dtype == np.float32 and self.approximate == "none":
+            return _gelu32(z)
         x = np.maximum(z, _FLOOR)
-        if self.approximate == "tanh":
-            return (0.5 * x) * (1.0 + np.tanh(self._inner(x)))
-        # Phi(x) = erfc(-x/sqrt(2))/2 keeps relative accuracy in the far negative tail,
-        # where 1 + erf(x/sqrt(2)) would cancel to 0.
-        return (0.5 * x) * erfc(x * -_SQRT_HALF)
+        y = self._s(x)
+        y *= x
+        return y
 
     def backward(self, z, y, dy):
-        x = np.clip(z, -40.0, 40.0)  # beyond, Phi (and the tanh form) is exactly 0 or 1, x*phi(x) exactly 0
         if self.approximate == "tanh":  # PyTorch's GeluBackward with approximate="tanh"
+            x = np.clip(z, -40.0, 40.0)  # beyond, the tanh form is exactly 0 or 1
             t = np.tanh(self._inner(x))
             return dy * (0.5 * (1.0 + t) + (0.5 * x) * ((1.0 - t * t) * (_SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x))))
-        cdf = 0.5 * erfc(x * -_SQRT_HALF)
-        return dy * (cdf + x * (np.exp(-0.5 * x * x) * _INV_SQRT_2PI))
+        s = _phi_from_output(z, y)
+        x = np.clip(z, -40.0, 40.0)  # beyond, Phi is exactly 0 or 1 and x*phi(x) exactly 0
+        g = x * x
+        g *= -0.5
+        np.exp(g, out=g)
+        g *= x
+        g *= _INV_SQRT_2PI
+        g += s
+        g *= dy
+        return g
+
+    def _s(self, x):
+        """s(x) with gelu(x) = x*s(x): Phi(x), or (1 + tanh(sqrt(2/pi)*(x + 0.044715*x^3)))/2; a new array."""
+        if self.approximate == "tanh":
+            t = np.tanh(self._inner(x))
+            t += 1.0
+            t *= 0.5
+            return t
+        return _phi(x)
 
     @staticmethod
     def _inner(x):

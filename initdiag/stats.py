@@ -89,20 +89,43 @@ class RunStats(NamedTuple):
 def mean_var(x: np.ndarray) -> tuple[float, float]:
     """Mean and (population) variance over all entries.
 
-    Computed in the array's dtype with BLAS reductions (row sums for the mean, a dot of the
-    deviations for the variance: relative error about sqrt(n)·eps, 1e-7 at a million entries),
-    and again in float64 only when float32 squares overflowed although the data is finite.
+    Computed in the array's dtype with BLAS reductions and no full-size temporary: row sums for the mean
+    (gemv with ones), dots of x with itself a block at a time for the second moment (the blocks' sums added
+    in float64: float32 rounding of about sqrt(block)·eps, 1.5e-5 at worst, 1e-7 typically, whatever the size),
+    var = E[x²] - mean². That difference loses relative accuracy by E[x²]/var, so where the mean is large
+    (mean² > E[x²]/2, a factor above 2) the variance is the blocked dot of the deviations instead. Again in
+    float64 only when float32 squares overflowed although the data is finite.
     """
     if x.size == 0:
         return 0.0, 0.0
     rows = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
     # Row sums by BLAS (gemv with ones), then their float64 sum: a third of x.mean()'s time.
     mean = (rows @ np.ones(rows.shape[1], rows.dtype)).sum(dtype=np.float64) / x.size
-    deviation = (x - x.dtype.type(mean)).ravel()
-    var = np.vdot(deviation, deviation) / x.size
+    flat = rows.reshape(-1)
+    second = _square_sum(flat) / x.size
+    if mean * mean <= 0.5 * second:
+        var = max(second - mean * mean, 0.0)
+    else:
+        var = _square_sum(flat, x.dtype.type(mean)) / x.size
     if not (np.isfinite(mean) and np.isfinite(var)) and x.dtype != np.float64 and np.isfinite(x).all():
         mean, var = x.mean(dtype=np.float64), x.var(dtype=np.float64)
     return float(mean), float(var)
+
+
+_BLOCK = 1 << 16  # entries: 256 KiB of float32, which stay in cache between a subtraction and its dot
+
+
+def _square_sum(flat: np.ndarray, mean=None) -> float:
+    """sum(flat²), or sum((flat - mean)²) with a block-sized buffer instead of a full-size temporary, for a
+    1-d array: a BLAS dot per block (vdot: no overflow warning, handled by the caller), summed in float64."""
+    buffer = None if mean is None else np.empty(min(flat.size, _BLOCK), flat.dtype)
+    total = 0.0
+    for start in range(0, flat.size, _BLOCK):
+        block = flat[start:start + _BLOCK]
+        if buffer is not None:
+            block = np.subtract(block, mean, out=buffer[:block.size])
+        total += float(np.vdot(block, block))
+    return total
 
 
 def active_units(y: np.ndarray, unit_axis: int = 1) -> np.ndarray:
@@ -120,17 +143,26 @@ def symmetry(weights: np.ndarray, bias: np.ndarray | None) -> float:
     """Fraction of units that duplicate an earlier unit: identical incoming weights and bias.
 
     Identical columns have bit-identical column sums (each column is summed in the same
-    order), so distinct sums prove distinct units and the exact comparison only runs when
-    sums collide, as they do for constant inits.
+    order), so distinct sums prove distinct units and the exact comparison only runs on the
+    columns whose sums collide: all of them for constant inits, a handful by chance among
+    50,000 float32 sums (an embedding's vocabulary), which then costs no copy of the matrix.
     """
     units = weights.shape[1]
     if units < 2:
         return 0.0
-    if _distinct(weights.sum(axis=0)) == units:
+    sums = weights.sum(axis=0)
+    order = np.argsort(sums)
+    equal = sums[order[1:]] == sums[order[:-1]]
+    if not equal.any():
         return 0.0
-    columns = weights if bias is None else np.vstack([weights, bias[None, :]])
+    colliding = np.zeros(units, dtype=bool)
+    colliding[1:] = equal
+    colliding[:-1] |= equal
+    picked = order[colliding] if not colliding.all() else slice(None)
+    columns = weights[:, picked] if bias is None else np.vstack([weights[:, picked], bias[None, picked]])
     rows = np.ascontiguousarray(columns.T) + 0.0  # + 0.0 turns -0.0 into 0.0 so bytes compare as values
-    return (units - _distinct(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel())) / units
+    candidates = rows.shape[0]
+    return (candidates - _distinct(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel())) / units
 
 
 def _distinct(values: np.ndarray) -> int:

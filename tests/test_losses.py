@@ -43,3 +43,19 @@ def test_targets_are_drawn_as_before_one_label_per_row():
 def test_cross_entropy_needs_classes_on_the_last_axis_of_a_flat_or_sequence_output():
     with pytest.raises(ValueError, match="cross_entropy needs"):
         losses.resolve("cross_entropy", "softmax").targets(np.random.default_rng(0), (2, 3, 4, 5), np.float64)
+
+
+def test_cross_entropy_targets_stay_labels_and_read_as_the_one_hot_array():
+    """A 50,257-token vocabulary: 8 bytes a token, not 200 KB; what callers read is the one-hot array's."""
+    loss = losses.resolve("cross_entropy", "identity")
+    targets = loss.targets(np.random.default_rng(2), (2, 3, 50_257), np.float32)
+    assert targets.shape == (2, 3, 50_257) and targets.dtype == np.float32 and targets.nbytes == 2 * 3 * 8
+    dense = np.asarray(targets)
+    assert dense.dtype == np.float32 and (dense.argmax(axis=-1) == targets.argmax(axis=-1)).all()
+    assert (dense.sum(axis=-1) == 1).all()
+    logits = np.random.default_rng(3).standard_normal((2, 3, 50_257)).astype(np.float32)
+    # bit for bit the gradients the dense one-hot gives
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    fused = losses.resolve("cross_entropy", "softmax")
+    np.testing.assert_array_equal(fused.logit_gradient(probabilities, targets), (probabilities - dense) / 6)
+    np.testing.assert_array_equal(loss.output_gradient(logits, targets), (losses._softmax(logits) - dense) / 6)

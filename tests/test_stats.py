@@ -44,3 +44,32 @@ def test_run_statistics_pickle_for_jobs(run):
     again = pickle.loads(pickle.dumps(diagnosis))
     assert again.run == diagnosis.run and again.findings == diagnosis.findings
     assert again.run.layers[-1].signal_second_moment == diagnosis.run.layers[-1].signal_second_moment
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.5, 1.0, 30.0])  # 30: mean² > E[x²]/2, the blocked deviations' path
+def test_mean_var_without_a_full_size_temporary_matches_float64(offset):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 70_001)) + offset).astype(np.float32)  # 3 blocks and a remainder
+    mean, var = stats.mean_var(x)
+    reference = x.astype(np.float64)
+    # float32 dots over n entries, ~sqrt(n)·eps32 relative, times E[x²]/var <= 2 where it subtracts the means
+    tolerance = 2 * np.sqrt(x.size) * float(np.finfo(np.float32).eps)
+    assert var == pytest.approx(reference.var(), rel=tolerance)
+    assert abs(mean - reference.mean()) <= tolerance * reference.std()
+
+
+def test_mean_var_of_a_constant_is_exactly_zero():
+    assert stats.mean_var(np.full((64, 33), 0.7, dtype=np.float32)) == (pytest.approx(0.7), 0.0)
+    assert stats.mean_var(np.zeros((5, 5), dtype=np.float32)) == (0.0, 0.0)
+
+
+def test_symmetry_compares_only_the_columns_whose_sums_collide():
+    rng = np.random.default_rng(5)
+    weights = rng.standard_normal((6, 9)).astype(np.float32)
+    weights[:, 4] = weights[:, 1]  # a duplicate
+    weights[:, 7] = weights[::-1, 2]  # a permutation: the same sum, a different unit
+    assert stats.symmetry(weights, None) == pytest.approx(1 / 9)
+    bias = np.zeros(9, dtype=np.float32)
+    bias[4] = 1.0  # the bias tells the duplicate apart
+    assert stats.symmetry(weights, bias) == 0.0
+    assert stats.symmetry(np.full((3, 5), 0.5, dtype=np.float32), None) == pytest.approx(4 / 5)  # constant init

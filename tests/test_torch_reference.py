@@ -4,6 +4,7 @@ Skipped where torch is not installed (it is not a test dependency: see README, "
 against PyTorch"). Float64 throughout, so agreement is to rounding, not to sampling noise.
 """
 
+import numpy as np
 import pytest
 
 from initdiag import losses, network, propagate, spec, yamlsource
@@ -48,7 +49,7 @@ def _torch_stats(built, net_spec, targets, loss_name):
         y.retain_grad()
         weights.append(w), preacts.append(z), outputs.append(y)
         x = y
-    t = torch.tensor(targets)
+    t = torch.tensor(np.asarray(targets))  # cross-entropy targets are losses.OneHot (labels); np.asarray: the one-hot array
     logits = preacts[-1]
     logits.retain_grad()
     # The fused losses as PyTorch computes them, from the logits: the gradient that enters the network
