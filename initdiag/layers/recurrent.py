@@ -98,10 +98,45 @@ from initdiag.activations import Activation
 from initdiag.layers.declare import SEQUENCE, LayerKind, Option, Weight, checked, params_layer
 
 _SIGMOID = activations.make("sigmoid")
+_TANH = type(activations.make("tanh"))
 
 
 def _sigmoid_backward(s: np.ndarray, d: np.ndarray) -> np.ndarray:
     return d * s * (1.0 - s)
+
+
+def _sigmoid_into(z: np.ndarray, out: np.ndarray) -> None:
+    """out = σ(z) = 1/(1 + e^-z) in four in-place passes (no temporaries). For z < -88 (float32)
+    e^-z overflows to inf and σ to 0, its limit: call under np.errstate(over="ignore")."""
+    np.negative(z, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    np.reciprocal(out, out=out)
+
+
+def _apply_into(phi: Activation, z: np.ndarray, out: np.ndarray) -> None:
+    """out = φ(z); tanh (every framework's default) in place, any other activation through its forward."""
+    if type(phi) is _TANH:
+        np.tanh(z, out=out)
+    else:
+        out[...] = phi.forward(z)
+
+
+def _derivative_into(phi: Activation, z: np.ndarray, y: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """out = scale · φ'(z), y = φ(z) (φ elementwise: its backward is linear in dy); tanh in place."""
+    if type(phi) is _TANH:
+        np.multiply(y, y, out=out)
+        np.subtract(1.0, out, out=out)
+        out *= scale
+    else:
+        out[...] = phi.backward(z, y, scale)
+
+
+def _sigmoid_derivative_into(s: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """out = scale · σ'(a) = scale · s (1 - s), s = σ(a)."""
+    np.subtract(1.0, s, out=out)
+    out *= s
+    out *= scale
 
 
 def _variance(a: np.ndarray) -> float:
@@ -424,10 +459,12 @@ class RNN(_Recurrent):
     def _run(self, x_steps, z):
         w_h, phi = self.params["recurrent_weights"], self.activation
         hidden = np.empty(z.shape, dtype=z.dtype)
+        recurrent = np.empty(z.shape[1:], dtype=np.result_type(z, w_h))     # h_{t-1} W_h, reused every step
         for t in range(z.shape[0]):
             if t:
-                z[t] += hidden[t - 1] @ w_h
-            hidden[t] = phi.forward(z[t])
+                np.matmul(hidden[t - 1], w_h, out=recurrent)
+                z[t] += recurrent
+            _apply_into(phi, z[t], hidden[t])
         return RecurrentCache((), x_steps, z, None, hidden, None)
 
     def _bptt(self, cache, direct_at):
@@ -435,13 +472,16 @@ class RNN(_Recurrent):
         z, hidden = cache.z_steps, cache.hidden_steps
         dz = np.empty_like(z)
         carried = self._start(cache)
+        w_h_t = np.ascontiguousarray(w_h.T)        # a contiguous operand: the per-step product is faster
         for t in reversed(range(z.shape[0])):
-            direct = direct_at(t)
-            dh = carried if direct is None else carried + direct
-            cache.hidden_grad_steps[t] = dh
+            direct, dh = direct_at(t), cache.hidden_grad_steps[t]
+            if direct is None:
+                dh[...] = carried
+            else:
+                np.add(carried, direct, out=dh)
             dz[t] = phi.backward(z[t], hidden[t], dh)
             if t:
-                carried = dz[t] @ w_h.T
+                np.matmul(dz[t], w_h_t, out=carried)
         return dz, dz
 
 
@@ -476,50 +516,70 @@ class LSTM(_Recurrent):
         cell = np.empty((steps, batch, u), dtype=z.dtype)
         cell_act = np.empty_like(cell)
         hidden = np.empty_like(cell)
-        for t in range(steps):
-            zt, gt = z[t], gates[t]
-            if t:
-                zt += hidden[t - 1] @ w_h
-            gt[:, :2 * u] = _SIGMOID.forward(zt[:, :2 * u])   # i, f
-            gt[:, 2 * u:3 * u] = phi.forward(zt[:, 2 * u:3 * u])  # g
-            gt[:, 3 * u:] = _SIGMOID.forward(zt[:, 3 * u:])   # o
-            i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
-            np.multiply(i, g, out=cell[t])
-            if t:
-                cell[t] += f * cell[t - 1]
-            cell_act[t] = phi.forward(cell[t])
-            np.multiply(o, cell_act[t], out=hidden[t])
+        recurrent = np.empty((batch, 4 * u), dtype=np.result_type(z, w_h))  # h_{t-1} W_h, reused every step
+        forget = np.empty((batch, u), dtype=z.dtype)                          # f c_{t-1}
+        with np.errstate(over="ignore"):                                      # σ's e^-z -> inf gives 0, its limit
+            for t in range(steps):
+                zt, gt = z[t], gates[t]
+                if t:
+                    np.matmul(hidden[t - 1], w_h, out=recurrent)
+                    zt += recurrent
+                _sigmoid_into(zt[:, :2 * u], gt[:, :2 * u])               # i, f
+                _apply_into(phi, zt[:, 2 * u:3 * u], gt[:, 2 * u:3 * u])  # g
+                _sigmoid_into(zt[:, 3 * u:], gt[:, 3 * u:])               # o
+                i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
+                np.multiply(i, g, out=cell[t])
+                if t:
+                    np.multiply(f, cell[t - 1], out=forget)
+                    cell[t] += forget
+                _apply_into(phi, cell[t], cell_act[t])
+                np.multiply(o, cell_act[t], out=hidden[t])
         return RecurrentCache(self.gate_names, x_steps, z, gates, hidden, None,
                               cell_steps=cell, cell_act_steps=cell_act)
 
     def _bptt(self, cache, direct_at):
+        """Each step works in place on its own (batch, 4·units) slice of dz, which stays in cache: the
+        factors beside dc and dh first (dz_i = dc·g·σ'(a_i), dz_f = dc·c_{t-1}·σ'(a_f),
+        dz_g = dc·i·φ'(a_g), dz_o = dh·φ(c_t)·σ'(a_o)), then one broadcast product by dc."""
         w_h, phi, u = self.params["recurrent_weights"], self.activation, self.units
         z, gates, cell, cell_act = cache.z_steps, cache.gate_steps, cache.cell_steps, cache.cell_act_steps
+        steps, batch, _ = z.shape
         dz = np.empty_like(z)
         carried = self._start(cache)
+        hidden_grad = cache.hidden_grad_steps
+        dc = np.empty_like(carried)
         carried_cell = np.zeros_like(carried)
-        for t in reversed(range(z.shape[0])):
-            direct = direct_at(t)
-            dh = carried if direct is None else carried + direct
-            cache.hidden_grad_steps[t] = dh
-            gt, dzt = gates[t], dz[t]
+        w_h_t = np.ascontiguousarray(w_h.T)        # a contiguous operand: the per-step product is faster
+        for t in reversed(range(steps)):
+            direct, dh, gt, dzt = direct_at(t), hidden_grad[t], gates[t], dz[t]
+            if direct is None:
+                dh[...] = carried
+            else:
+                np.add(carried, direct, out=dh)
             i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
-            dc = phi.backward(cell[t], cell_act[t], dh * o)
-            dc += carried_cell
-            if t == z.shape[0] - 1:  # the memory path: what reaches the first step through the cell
+            dz_i, dz_f, dz_g, dz_o = dzt[:, :u], dzt[:, u:2 * u], dzt[:, 2 * u:3 * u], dzt[:, 3 * u:]
+            _derivative_into(phi, cell[t], cell_act[t], o, dc)                # o·φ'(c_t)
+            dc *= dh
+            dc += carried_cell                      # dc_t = dh_t·o·φ'(c_t) + f_{t+1}·dc_{t+1}
+            if t == steps - 1:  # the memory path: what reaches the first step through the cell
                 cache.cell_grad_var_last_step = _variance(dc)
             if t == 0:
                 cache.cell_grad_var_first_step = _variance(dc)
-            dzt[:, :u] = _sigmoid_backward(i, dc * g)
+            np.subtract(1.0, gt, out=dzt)
+            dzt *= gt                               # σ' = s(1 - s) on every block (g's is overwritten below)
+            dz_i *= g
             if t:
-                dzt[:, u:2 * u] = _sigmoid_backward(f, dc * cell[t - 1])
+                dz_f *= cell[t - 1]
             else:
-                dzt[:, u:2 * u] = 0.0                       # c_{-1} = 0
-            dzt[:, 2 * u:3 * u] = phi.backward(z[t, :, 2 * u:3 * u], g, dc * i)
-            dzt[:, 3 * u:] = _sigmoid_backward(o, dh * cell_act[t])
+                dz_f[...] = 0.0                     # c_{-1} = 0
+            _derivative_into(phi, z[t, :, 2 * u:3 * u], g, i, dz_g)
+            dz_o *= cell_act[t]
+            first_three = dzt.reshape(batch, 4, u)[:, :3]
+            np.multiply(first_three, dc[:, None, :], out=first_three)
+            dz_o *= dh
             if t:
-                carried_cell = dc * f
-                carried = dzt @ w_h.T
+                np.multiply(dc, f, out=carried_cell)
+                np.matmul(dzt, w_h_t, out=carried)
         return dz, dz
 
 
@@ -572,6 +632,7 @@ class GRU(_Recurrent):
         dzx = np.empty_like(z)
         dzh = np.empty_like(z)
         carried = self._start(cache)
+        w_h_t = np.ascontiguousarray(w_h.T)        # a contiguous operand: the per-step product is faster
         for t in reversed(range(z.shape[0])):
             direct = direct_at(t)
             dh = carried if direct is None else carried + direct
@@ -586,7 +647,7 @@ class GRU(_Recurrent):
             dzh[t, :, :2 * u] = dzx[t, :, :2 * u]
             np.multiply(dan, r, out=dzh[t, :, 2 * u:])
             if t:
-                carried = dh * update + dzh[t] @ w_h.T
+                carried = dh * update + dzh[t] @ w_h_t
         return dzx, dzh
 
 
