@@ -139,6 +139,44 @@ def _sigmoid_derivative_into(s: np.ndarray, scale: np.ndarray, out: np.ndarray) 
     out *= scale
 
 
+def _scale_up(small: float, *arrays: np.ndarray) -> int:
+    """k >= 0: multiply the arrays by 2^k (exact) when their largest |value| is below ``small``, so that it is
+    about 1; 0 (nothing done) otherwise, or when they are all 0."""
+    largest = max(float(np.max(np.abs(a))) for a in arrays)
+    if not 0.0 < largest < small:
+        return 0
+    k = -math.frexp(largest)[1]
+    for a in arrays:
+        np.ldexp(a, k, out=a)
+    return k
+
+
+def _bring_down(e: int, direct: np.ndarray, *arrays: np.ndarray) -> int:
+    """The exponent to add a direct gradient at: e, or less where direct · 2^e could overflow (the
+    arrays, at scale 2^e, are brought to the lower scale: their values below it were negligible)."""
+    largest = float(np.max(np.abs(direct)))
+    room = max(0, -math.frexp(largest)[1]) if largest > 0 else e
+    if room >= e:
+        return e
+    for a in arrays:
+        np.ldexp(a, room - e, out=a)
+    return room
+
+
+def _to_scale_one(cache, dz: np.ndarray, exponents: np.ndarray) -> None:
+    """Back to true values after a rescaled backward pass: exact variances per step first, then
+    hidden_grad (rounded once), and dz with values below the normal range set to 0."""
+    steps = exponents.shape[0]
+    grads = cache.hidden_grad_steps
+    scaled = np.array([_variance(grads[t]) for t in range(steps)])  # per step: no float64 copy of them all
+    cache.hidden_grad_var_steps = np.ldexp(scaled, -2 * exponents)
+    tiny = np.finfo(dz.dtype).tiny
+    for t in np.flatnonzero(exponents):
+        np.ldexp(grads[t], -exponents[t], out=grads[t])
+        np.ldexp(dz[t], -exponents[t], out=dz[t])
+        np.copyto(dz[t], 0.0, where=np.abs(dz[t]) < tiny)
+
+
 def _variance(a: np.ndarray) -> float:
     """Population variance in float64 (float32 sums over big arrays lose digits)."""
     return float(np.var(a, dtype=np.float64)) if a.size else float("nan")
@@ -192,6 +230,7 @@ class RecurrentCache:
         self.cell_act_steps = cell_act_steps    # LSTM: φ(c_t)
         self.reset_hidden_steps = reset_hidden_steps  # GRU: m_t = h_{t-1} W_hn + b_hn
         self.hidden_grad_steps = None           # set by backward
+        self.hidden_grad_var_steps = None       # (T,) float64 Var(dLoss/dh_t), where backward rescaled (LSTM): exact
         self.cell_grad_var_first_step = None    # LSTM: Var(dLoss/dc) at t = 0 (its memory path), set by backward
         self.cell_grad_var_last_step = None     # ... and at t = T-1
 
@@ -243,16 +282,22 @@ class RecurrentCache:
     @property
     def grad_var_first_step(self) -> float:
         """Var(dLoss/dh_0) over batch and units."""
-        return _variance(self._hidden_grad_at(0))
+        return self._variance_at(0)
 
     @property
     def grad_var_last_step(self) -> float:
         """Var(dLoss/dh_{T-1}) over batch and units."""
-        return _variance(self._hidden_grad_at(-1))
+        return self._variance_at(-1)
+
+    def _variance_at(self, t: int) -> float:
+        g = self._hidden_grad_at(t)
+        return _variance(g) if self.hidden_grad_var_steps is None else float(self.hidden_grad_var_steps[t])
 
     def hidden_grad_var_by_step(self) -> np.ndarray:
         """(steps,) float64: Var(dLoss/dh_t) for every t, for a plot of gradient through time."""
         g = self._hidden_grad_at(slice(None))
+        if self.hidden_grad_var_steps is not None:
+            return self.hidden_grad_var_steps.copy()
         return np.var(g.reshape(g.shape[0], -1), axis=1, dtype=np.float64)
 
 
@@ -442,6 +487,7 @@ class _Recurrent:
         steps, batch, units = cache.hidden_steps.shape
         dtype = cache.z_steps.dtype
         cache.hidden_grad_steps = np.empty((steps, batch, units), dtype=dtype)
+        cache.hidden_grad_var_steps = None
         return np.zeros((batch, units), dtype=dtype)
 
 
@@ -540,7 +586,19 @@ class LSTM(_Recurrent):
     def _bptt(self, cache, direct_at):
         """Each step works in place on its own (batch, 4·units) slice of dz, which stays in cache: the
         factors beside dc and dh first (dz_i = dc·g·σ'(a_i), dz_f = dc·c_{t-1}·σ'(a_f),
-        dz_g = dc·i·φ'(a_g), dz_o = dh·φ(c_t)·σ'(a_o)), then one broadcast product by dc."""
+        dz_g = dc·i·φ'(a_g), dz_o = dh·φ(c_t)·σ'(a_o)), then one broadcast product by dc.
+
+        The gradient carried back is linear in (dh, dc), and on long sequences it fades by e every few
+        steps into the subnormal range (below 1.2e-38 in float32), where x86 cores without flush-to-zero
+        take microcode assists on every product (an LSTM over 640 steps took 13x the time of 320).
+        Numpy has no flush-to-zero switch, and flushing would turn a gradient that fades into one that
+        is gone (0 at the first step: a different finding). So the carried pair is kept at scale 2^e
+        instead: multiplied by a power of two (exact) whenever its largest value drops below
+        sqrt(tiny), the exponent of every step recorded. Statistics are taken from the scaled values
+        (exact: Var · 4^-e in float64); hidden_grad and dz are brought back to scale 1 after the loop,
+        where dz's values below the normal range become 0 (they feed only the sums over all steps,
+        dW and db, and dx, next to values 2^24 larger or more).
+        """
         w_h, phi, u = self.params["recurrent_weights"], self.activation, self.units
         z, gates, cell, cell_act = cache.z_steps, cache.gate_steps, cache.cell_steps, cache.cell_act_steps
         steps, batch, _ = z.shape
@@ -550,21 +608,29 @@ class LSTM(_Recurrent):
         dc = np.empty_like(carried)
         carried_cell = np.zeros_like(carried)
         w_h_t = np.ascontiguousarray(w_h.T)        # a contiguous operand: the per-step product is faster
+        exponents = np.zeros(steps, dtype=np.int64)
+        small = math.sqrt(np.finfo(dc.dtype).tiny) if dc.dtype.kind == "f" else 0.0
+        e = 0                                       # the carried pair is the true one times 2^e
         for t in reversed(range(steps)):
             direct, dh, gt, dzt = direct_at(t), hidden_grad[t], gates[t], dz[t]
             if direct is None:
                 dh[...] = carried
-            else:
+            elif e == 0:
                 np.add(carried, direct, out=dh)
+            else:
+                e = _bring_down(e, direct, carried, carried_cell)
+                np.ldexp(direct, e, out=dh)
+                dh += carried
+            exponents[t] = e
             i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
             dz_i, dz_f, dz_g, dz_o = dzt[:, :u], dzt[:, u:2 * u], dzt[:, 2 * u:3 * u], dzt[:, 3 * u:]
             _derivative_into(phi, cell[t], cell_act[t], o, dc)                # o·φ'(c_t)
             dc *= dh
             dc += carried_cell                      # dc_t = dh_t·o·φ'(c_t) + f_{t+1}·dc_{t+1}
             if t == steps - 1:  # the memory path: what reaches the first step through the cell
-                cache.cell_grad_var_last_step = _variance(dc)
+                cache.cell_grad_var_last_step = math.ldexp(_variance(dc), -2 * e)
             if t == 0:
-                cache.cell_grad_var_first_step = _variance(dc)
+                cache.cell_grad_var_first_step = math.ldexp(_variance(dc), -2 * e)
             np.subtract(1.0, gt, out=dzt)
             dzt *= gt                               # σ' = s(1 - s) on every block (g's is overwritten below)
             dz_i *= g
@@ -580,6 +646,9 @@ class LSTM(_Recurrent):
             if t:
                 np.multiply(dc, f, out=carried_cell)
                 np.matmul(dzt, w_h_t, out=carried)
+                e += _scale_up(small, carried, carried_cell)
+        if exponents.any():
+            _to_scale_one(cache, dz, exponents)
         return dz, dz
 
 
