@@ -163,18 +163,24 @@ def _bring_down(e: int, direct: np.ndarray, *arrays: np.ndarray) -> int:
     return room
 
 
-def _to_scale_one(cache, dz: np.ndarray, exponents: np.ndarray) -> None:
+def _to_scale_one(cache, dz: np.ndarray, exponents: np.ndarray, chunk: int = 32) -> None:
     """Back to true values after a rescaled backward pass: exact variances per step first, then
-    hidden_grad (rounded once), and dz with values below the normal range set to 0."""
+    hidden_grad (rounded once), and dz with values below the normal range set to 0. In chunks of
+    steps: few calls, temporaries of one chunk."""
     steps = exponents.shape[0]
     grads = cache.hidden_grad_steps
-    scaled = np.array([_variance(grads[t]) for t in range(steps)])  # per step: no float64 copy of them all
-    cache.hidden_grad_var_steps = np.ldexp(scaled, -2 * exponents)
+    variances = np.empty(steps)
     tiny = np.finfo(dz.dtype).tiny
-    for t in np.flatnonzero(exponents):
-        np.ldexp(grads[t], -exponents[t], out=grads[t])
-        np.ldexp(dz[t], -exponents[t], out=dz[t])
-        np.copyto(dz[t], 0.0, where=np.abs(dz[t]) < tiny)
+    for start in range(0, steps, chunk):
+        block = slice(start, start + chunk)
+        g, d, e = grads[block], dz[block], exponents[block]
+        variances[block] = np.ldexp(np.var(g.reshape(g.shape[0], -1), axis=1, dtype=np.float64), -2 * e)
+        if e.any():
+            shift = -e[:, None, None]
+            np.ldexp(g, shift, out=g)
+            np.ldexp(d, shift, out=d)
+            np.copyto(d, 0.0, where=np.abs(d) < tiny)
+    cache.hidden_grad_var_steps = variances
 
 
 def _variance(a: np.ndarray) -> float:
@@ -570,9 +576,8 @@ class LSTM(_Recurrent):
                 if t:
                     np.matmul(hidden[t - 1], w_h, out=recurrent)
                     zt += recurrent
-                _sigmoid_into(zt[:, :2 * u], gt[:, :2 * u])               # i, f
+                _sigmoid_into(zt, gt)           # i, f, o (and g, overwritten: one contiguous call is faster than two)
                 _apply_into(phi, zt[:, 2 * u:3 * u], gt[:, 2 * u:3 * u])  # g
-                _sigmoid_into(zt[:, 3 * u:], gt[:, 3 * u:])               # o
                 i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
                 np.multiply(i, g, out=cell[t])
                 if t:
