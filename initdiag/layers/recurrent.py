@@ -164,22 +164,31 @@ def _bring_down(e: int, direct: np.ndarray, *arrays: np.ndarray) -> int:
 
 
 def _to_scale_one(cache, dz: np.ndarray, exponents: np.ndarray, chunk: int = 32) -> None:
-    """Back to true values after a rescaled backward pass: exact variances per step first, then
-    hidden_grad (rounded once), and dz with values below the normal range set to 0. In chunks of
-    steps: few calls, temporaries of one chunk."""
+    """Back to true values after a rescaled backward pass: exact variances per step first (from the
+    scaled values), then hidden_grad and dz, where values below the normal range become 0 and the
+    rest are multiplied by 2^-e (exactly: in two normal powers of two, the results normal). In
+    chunks of steps: few calls, temporaries of one chunk."""
     steps = exponents.shape[0]
     grads = cache.hidden_grad_steps
     variances = np.empty(steps)
     tiny = np.finfo(dz.dtype).tiny
     for start in range(0, steps, chunk):
         block = slice(start, start + chunk)
-        g, d, e = grads[block], dz[block], exponents[block]
+        e = exponents[block]
+        g = grads[block]
         variances[block] = np.ldexp(np.var(g.reshape(g.shape[0], -1), axis=1, dtype=np.float64), -2 * e)
-        if e.any():
-            shift = -e[:, None, None]
-            np.ldexp(g, shift, out=g)
-            np.ldexp(d, shift, out=d)
-            np.copyto(d, 0.0, where=np.abs(d) < tiny)
+        if not e.any():
+            continue
+        # in scaled units, tiny is tiny·2^e (inf where that is beyond the dtype: everything is below it)
+        with np.errstate(over="ignore"):
+            below = np.ldexp(tiny, e).astype(dz.dtype)[:, None, None]
+        half = e // 2
+        first = np.ldexp(1.0, -half).astype(dz.dtype)[:, None, None]
+        second = np.ldexp(1.0, half - e).astype(dz.dtype)[:, None, None]
+        for a in (g, dz[block]):
+            np.copyto(a, 0.0, where=np.abs(a) < below)
+            a *= first
+            a *= second
     cache.hidden_grad_var_steps = variances
 
 
@@ -601,7 +610,7 @@ class LSTM(_Recurrent):
         instead: multiplied by a power of two (exact) whenever its largest value drops below
         sqrt(tiny), the exponent of every step recorded. Statistics are taken from the scaled values
         (exact: Var · 4^-e in float64); hidden_grad and dz are brought back to scale 1 after the loop,
-        where dz's values below the normal range become 0 (they feed only the sums over all steps,
+        where their values below the normal range become 0 (dz's feed only the sums over all steps,
         dW and db, and dx, next to values 2^24 larger or more).
         """
         w_h, phi, u = self.params["recurrent_weights"], self.activation, self.units
