@@ -163,11 +163,11 @@ def _bring_down(e: int, direct: np.ndarray, *arrays: np.ndarray) -> int:
     return room
 
 
-def _to_scale_one(cache, dz: np.ndarray, exponents: np.ndarray, chunk: int = 32) -> None:
+def _to_scale_one(cache, dz: np.ndarray, exponents: np.ndarray, chunk: int = 8) -> None:
     """Back to true values after a rescaled backward pass: exact variances per step first (from the
     scaled values), then hidden_grad and dz, where values below the normal range become 0 and the
     rest are multiplied by 2^-e (exactly: in two normal powers of two, the results normal). In
-    chunks of steps: few calls, temporaries of one chunk."""
+    chunks of 8 steps: few calls, temporaries of 8 steps at most."""
     steps = exponents.shape[0]
     grads = cache.hidden_grad_steps
     variances = np.empty(steps)
