@@ -462,3 +462,45 @@ def test_saturation_and_gate_access():
         cache.grad_var_first_step
     rnn = make_layer("rnn", random_params("rnn", 3, 4, rng), True)
     assert set(rnn.saturation(rnn.forward(rng.standard_normal((5, 6, 3)))[1])) == {"h"}
+
+
+def _fading_lstm(dtype, rng, units=16, features=4):
+    """An LSTM whose gradient fades by about 1/3 per step (small weights, no forget bias)."""
+    params = random_params("lstm", features, units, rng, scale=0.1)
+    return make_layer("lstm", {name: value.astype(dtype) for name, value in params.items()}, True)
+
+
+@pytest.mark.parametrize("early_direct", [False, True])
+def test_a_gradient_fading_below_float32s_range_keeps_its_statistics(early_direct):
+    # Over 200 steps dLoss/dc falls to ~1e-55, far below float32's smallest subnormal (1.4e-45). The
+    # backward pass carries it at a power-of-two scale (no subnormal arithmetic), so the float32 run's
+    # per-step variances agree with float64's, where an unscaled float32 run would report 0 or the
+    # subnormal floor. With early_direct, a gradient arriving at step 0 (next to a carried one 1e-60
+    # of it) brings the scale back down.
+    rng = np.random.default_rng(11)
+    batch, steps = 8, 200
+    layer64 = _fading_lstm(np.float64, rng)
+    layer32 = make_layer("lstm", {n: p.astype(np.float32) for n, p in layer64.params.items()}, True)
+    x = rng.standard_normal((batch, steps, 4))
+    dy = np.zeros((batch, steps, 16))
+    dy[:, -1] = rng.standard_normal((batch, 16))
+    if early_direct:
+        dy[:, 0] = rng.standard_normal((batch, 16))
+    results = []
+    for layer, dtype in ((layer64, np.float64), (layer32, np.float32)):
+        y, cache = layer.forward(x.astype(dtype))
+        dx, grads = layer.backward(dy.astype(dtype), cache)
+        results.append((cache, dx, grads))
+    (c64, dx64, g64), (c32, dx32, g32) = results
+    by_step64, by_step32 = c64.hidden_grad_var_by_step(), c32.hidden_grad_var_by_step()
+    assert by_step64[1] < 1e-100 and (early_direct or by_step64[0] < 1e-100)  # RMS below float32's subnormals
+    np.testing.assert_allclose(by_step32, by_step64, rtol=1e-3)
+    assert c32.grad_var_first_step == pytest.approx(c64.grad_var_first_step, rel=1e-3)
+    assert c32.cell_grad_var_first_step == pytest.approx(c64.cell_grad_var_first_step, rel=1e-3)
+    assert c32.grad_var_last_step == pytest.approx(c64.grad_var_last_step, rel=1e-5)
+    for name in g64:
+        np.testing.assert_allclose(g32[name], g64[name], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(dx32, dx64, rtol=1e-4, atol=1e-6)
+    if early_direct:
+        np.testing.assert_allclose(c32.hidden_grad[:, 0], dy[:, 0], rtol=1e-6)
+    assert c32.hidden_grad.dtype == np.float32

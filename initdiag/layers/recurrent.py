@@ -98,10 +98,98 @@ from initdiag.activations import Activation
 from initdiag.layers.declare import SEQUENCE, LayerKind, Option, Weight, checked, params_layer
 
 _SIGMOID = activations.make("sigmoid")
+_TANH = type(activations.make("tanh"))
 
 
 def _sigmoid_backward(s: np.ndarray, d: np.ndarray) -> np.ndarray:
     return d * s * (1.0 - s)
+
+
+def _sigmoid_into(z: np.ndarray, out: np.ndarray) -> None:
+    """out = σ(z) = 1/(1 + e^-z) in four in-place passes (no temporaries). For z < -88 (float32)
+    e^-z overflows to inf and σ to 0, its limit: call under np.errstate(over="ignore")."""
+    np.negative(z, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    np.reciprocal(out, out=out)
+
+
+def _apply_into(phi: Activation, z: np.ndarray, out: np.ndarray) -> None:
+    """out = φ(z); tanh (every framework's default) in place, any other activation through its forward."""
+    if type(phi) is _TANH:
+        np.tanh(z, out=out)
+    else:
+        out[...] = phi.forward(z)
+
+
+def _derivative_into(phi: Activation, z: np.ndarray, y: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """out = scale · φ'(z), y = φ(z) (φ elementwise: its backward is linear in dy); tanh in place."""
+    if type(phi) is _TANH:
+        np.multiply(y, y, out=out)
+        np.subtract(1.0, out, out=out)
+        out *= scale
+    else:
+        out[...] = phi.backward(z, y, scale)
+
+
+def _sigmoid_derivative_into(s: np.ndarray, scale: np.ndarray, out: np.ndarray) -> None:
+    """out = scale · σ'(a) = scale · s (1 - s), s = σ(a)."""
+    np.subtract(1.0, s, out=out)
+    out *= s
+    out *= scale
+
+
+def _scale_up(small: float, *arrays: np.ndarray) -> int:
+    """k >= 0: multiply the arrays by 2^k (exact) when their largest |value| is below ``small``, so that it is
+    about 1; 0 (nothing done) otherwise, or when they are all 0."""
+    largest = max(float(np.max(np.abs(a))) for a in arrays)
+    if not 0.0 < largest < small:
+        return 0
+    k = -math.frexp(largest)[1]
+    for a in arrays:
+        np.ldexp(a, k, out=a)
+    return k
+
+
+def _bring_down(e: int, direct: np.ndarray, *arrays: np.ndarray) -> int:
+    """The exponent to add a direct gradient at: e, or less where direct · 2^e could overflow (the
+    arrays, at scale 2^e, are brought to the lower scale: their values below it were negligible)."""
+    largest = float(np.max(np.abs(direct)))
+    room = max(0, -math.frexp(largest)[1]) if largest > 0 else e
+    if room >= e:
+        return e
+    for a in arrays:
+        np.ldexp(a, room - e, out=a)
+    return room
+
+
+def _to_scale_one(cache, dz: np.ndarray, exponents: np.ndarray, chunk: int = 8) -> None:
+    """Back to true values after a rescaled backward pass: exact variances per step first (from the
+    scaled values), then hidden_grad and dz, where values below the normal range become 0 and the
+    rest are multiplied by 2^-e (exactly: in two normal powers of two, the results normal). In
+    chunks of 8 steps: few calls, temporaries of 8 steps at most."""
+    steps = exponents.shape[0]
+    grads = cache.hidden_grad_steps
+    variances = np.empty(steps)
+    tiny = np.finfo(dz.dtype).tiny
+    for start in range(0, steps, chunk):
+        block = slice(start, start + chunk)
+        e = exponents[block]
+        g = grads[block]
+        variances[block] = np.ldexp(np.var(g.reshape(g.shape[0], -1), axis=1, dtype=np.float64), -2 * e)
+        if not e.any():
+            continue
+        # in scaled units, tiny is tiny·2^e (inf where that is beyond the dtype: everything is below it)
+        with np.errstate(over="ignore"):
+            below = np.ldexp(tiny, e).astype(dz.dtype)[:, None, None]
+        half = e // 2
+        first = np.ldexp(1.0, -half).astype(dz.dtype)[:, None, None]
+        second = np.ldexp(1.0, half - e).astype(dz.dtype)[:, None, None]
+        for a in (g, dz[block]):
+            np.copyto(a, 0.0, where=np.abs(a) < below)
+            a *= first
+            a *= second
+    cache.hidden_grad_var_steps = variances
 
 
 def _variance(a: np.ndarray) -> float:
@@ -157,6 +245,7 @@ class RecurrentCache:
         self.cell_act_steps = cell_act_steps    # LSTM: φ(c_t)
         self.reset_hidden_steps = reset_hidden_steps  # GRU: m_t = h_{t-1} W_hn + b_hn
         self.hidden_grad_steps = None           # set by backward
+        self.hidden_grad_var_steps = None       # (T,) float64 Var(dLoss/dh_t), where backward rescaled (LSTM): exact
         self.cell_grad_var_first_step = None    # LSTM: Var(dLoss/dc) at t = 0 (its memory path), set by backward
         self.cell_grad_var_last_step = None     # ... and at t = T-1
 
@@ -208,16 +297,22 @@ class RecurrentCache:
     @property
     def grad_var_first_step(self) -> float:
         """Var(dLoss/dh_0) over batch and units."""
-        return _variance(self._hidden_grad_at(0))
+        return self._variance_at(0)
 
     @property
     def grad_var_last_step(self) -> float:
         """Var(dLoss/dh_{T-1}) over batch and units."""
-        return _variance(self._hidden_grad_at(-1))
+        return self._variance_at(-1)
+
+    def _variance_at(self, t: int) -> float:
+        g = self._hidden_grad_at(t)
+        return _variance(g) if self.hidden_grad_var_steps is None else float(self.hidden_grad_var_steps[t])
 
     def hidden_grad_var_by_step(self) -> np.ndarray:
         """(steps,) float64: Var(dLoss/dh_t) for every t, for a plot of gradient through time."""
         g = self._hidden_grad_at(slice(None))
+        if self.hidden_grad_var_steps is not None:
+            return self.hidden_grad_var_steps.copy()
         return np.var(g.reshape(g.shape[0], -1), axis=1, dtype=np.float64)
 
 
@@ -407,6 +502,7 @@ class _Recurrent:
         steps, batch, units = cache.hidden_steps.shape
         dtype = cache.z_steps.dtype
         cache.hidden_grad_steps = np.empty((steps, batch, units), dtype=dtype)
+        cache.hidden_grad_var_steps = None
         return np.zeros((batch, units), dtype=dtype)
 
 
@@ -424,10 +520,12 @@ class RNN(_Recurrent):
     def _run(self, x_steps, z):
         w_h, phi = self.params["recurrent_weights"], self.activation
         hidden = np.empty(z.shape, dtype=z.dtype)
+        recurrent = np.empty(z.shape[1:], dtype=np.result_type(z, w_h))     # h_{t-1} W_h, reused every step
         for t in range(z.shape[0]):
             if t:
-                z[t] += hidden[t - 1] @ w_h
-            hidden[t] = phi.forward(z[t])
+                np.matmul(hidden[t - 1], w_h, out=recurrent)
+                z[t] += recurrent
+            _apply_into(phi, z[t], hidden[t])
         return RecurrentCache((), x_steps, z, None, hidden, None)
 
     def _bptt(self, cache, direct_at):
@@ -435,13 +533,16 @@ class RNN(_Recurrent):
         z, hidden = cache.z_steps, cache.hidden_steps
         dz = np.empty_like(z)
         carried = self._start(cache)
+        w_h_t = np.ascontiguousarray(w_h.T)        # a contiguous operand: the per-step product is faster
         for t in reversed(range(z.shape[0])):
-            direct = direct_at(t)
-            dh = carried if direct is None else carried + direct
-            cache.hidden_grad_steps[t] = dh
+            direct, dh = direct_at(t), cache.hidden_grad_steps[t]
+            if direct is None:
+                dh[...] = carried
+            else:
+                np.add(carried, direct, out=dh)
             dz[t] = phi.backward(z[t], hidden[t], dh)
             if t:
-                carried = dz[t] @ w_h.T
+                np.matmul(dz[t], w_h_t, out=carried)
         return dz, dz
 
 
@@ -476,50 +577,92 @@ class LSTM(_Recurrent):
         cell = np.empty((steps, batch, u), dtype=z.dtype)
         cell_act = np.empty_like(cell)
         hidden = np.empty_like(cell)
-        for t in range(steps):
-            zt, gt = z[t], gates[t]
-            if t:
-                zt += hidden[t - 1] @ w_h
-            gt[:, :2 * u] = _SIGMOID.forward(zt[:, :2 * u])   # i, f
-            gt[:, 2 * u:3 * u] = phi.forward(zt[:, 2 * u:3 * u])  # g
-            gt[:, 3 * u:] = _SIGMOID.forward(zt[:, 3 * u:])   # o
-            i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
-            np.multiply(i, g, out=cell[t])
-            if t:
-                cell[t] += f * cell[t - 1]
-            cell_act[t] = phi.forward(cell[t])
-            np.multiply(o, cell_act[t], out=hidden[t])
+        recurrent = np.empty((batch, 4 * u), dtype=np.result_type(z, w_h))  # h_{t-1} W_h, reused every step
+        forget = np.empty((batch, u), dtype=z.dtype)                          # f c_{t-1}
+        with np.errstate(over="ignore"):                                      # σ's e^-z -> inf gives 0, its limit
+            for t in range(steps):
+                zt, gt = z[t], gates[t]
+                if t:
+                    np.matmul(hidden[t - 1], w_h, out=recurrent)
+                    zt += recurrent
+                _sigmoid_into(zt, gt)           # i, f, o (and g, overwritten: one contiguous call is faster than two)
+                _apply_into(phi, zt[:, 2 * u:3 * u], gt[:, 2 * u:3 * u])  # g
+                i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
+                np.multiply(i, g, out=cell[t])
+                if t:
+                    np.multiply(f, cell[t - 1], out=forget)
+                    cell[t] += forget
+                _apply_into(phi, cell[t], cell_act[t])
+                np.multiply(o, cell_act[t], out=hidden[t])
         return RecurrentCache(self.gate_names, x_steps, z, gates, hidden, None,
                               cell_steps=cell, cell_act_steps=cell_act)
 
     def _bptt(self, cache, direct_at):
+        """Each step works in place on its own (batch, 4·units) slice of dz, which stays in cache: the
+        factors beside dc and dh first (dz_i = dc·g·σ'(a_i), dz_f = dc·c_{t-1}·σ'(a_f),
+        dz_g = dc·i·φ'(a_g), dz_o = dh·φ(c_t)·σ'(a_o)), then one broadcast product by dc.
+
+        The gradient carried back is linear in (dh, dc), and on long sequences it fades by e every few
+        steps into the subnormal range (below 1.2e-38 in float32), where x86 cores without flush-to-zero
+        take microcode assists on every product (an LSTM over 640 steps took 13x the time of 320).
+        Numpy has no flush-to-zero switch, and flushing would turn a gradient that fades into one that
+        is gone (0 at the first step: a different finding). So the carried pair is kept at scale 2^e
+        instead: multiplied by a power of two (exact) whenever its largest value drops below
+        sqrt(tiny), the exponent of every step recorded. Statistics are taken from the scaled values
+        (exact: Var · 4^-e in float64); hidden_grad and dz are brought back to scale 1 after the loop,
+        where their values below the normal range become 0 (dz's feed only the sums over all steps,
+        dW and db, and dx, next to values 2^24 larger or more).
+        """
         w_h, phi, u = self.params["recurrent_weights"], self.activation, self.units
         z, gates, cell, cell_act = cache.z_steps, cache.gate_steps, cache.cell_steps, cache.cell_act_steps
+        steps, batch, _ = z.shape
         dz = np.empty_like(z)
         carried = self._start(cache)
+        hidden_grad = cache.hidden_grad_steps
+        dc = np.empty_like(carried)
         carried_cell = np.zeros_like(carried)
-        for t in reversed(range(z.shape[0])):
-            direct = direct_at(t)
-            dh = carried if direct is None else carried + direct
-            cache.hidden_grad_steps[t] = dh
-            gt, dzt = gates[t], dz[t]
-            i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
-            dc = phi.backward(cell[t], cell_act[t], dh * o)
-            dc += carried_cell
-            if t == z.shape[0] - 1:  # the memory path: what reaches the first step through the cell
-                cache.cell_grad_var_last_step = _variance(dc)
-            if t == 0:
-                cache.cell_grad_var_first_step = _variance(dc)
-            dzt[:, :u] = _sigmoid_backward(i, dc * g)
-            if t:
-                dzt[:, u:2 * u] = _sigmoid_backward(f, dc * cell[t - 1])
+        w_h_t = np.ascontiguousarray(w_h.T)        # a contiguous operand: the per-step product is faster
+        exponents = np.zeros(steps, dtype=np.int64)
+        small = math.sqrt(np.finfo(dc.dtype).tiny) if dc.dtype.kind == "f" else 0.0
+        e = 0                                       # the carried pair is the true one times 2^e
+        for t in reversed(range(steps)):
+            direct, dh, gt, dzt = direct_at(t), hidden_grad[t], gates[t], dz[t]
+            if direct is None:
+                dh[...] = carried
+            elif e == 0:
+                np.add(carried, direct, out=dh)
             else:
-                dzt[:, u:2 * u] = 0.0                       # c_{-1} = 0
-            dzt[:, 2 * u:3 * u] = phi.backward(z[t, :, 2 * u:3 * u], g, dc * i)
-            dzt[:, 3 * u:] = _sigmoid_backward(o, dh * cell_act[t])
+                e = _bring_down(e, direct, carried, carried_cell)
+                np.ldexp(direct, e, out=dh)
+                dh += carried
+            exponents[t] = e
+            i, f, g, o = gt[:, :u], gt[:, u:2 * u], gt[:, 2 * u:3 * u], gt[:, 3 * u:]
+            dz_i, dz_f, dz_g, dz_o = dzt[:, :u], dzt[:, u:2 * u], dzt[:, 2 * u:3 * u], dzt[:, 3 * u:]
+            _derivative_into(phi, cell[t], cell_act[t], o, dc)                # o·φ'(c_t)
+            dc *= dh
+            dc += carried_cell                      # dc_t = dh_t·o·φ'(c_t) + f_{t+1}·dc_{t+1}
+            if t == steps - 1:  # the memory path: what reaches the first step through the cell
+                cache.cell_grad_var_last_step = math.ldexp(_variance(dc), -2 * e)
+            if t == 0:
+                cache.cell_grad_var_first_step = math.ldexp(_variance(dc), -2 * e)
+            np.subtract(1.0, gt, out=dzt)
+            dzt *= gt                               # σ' = s(1 - s) on every block (g's is overwritten below)
+            dz_i *= g
             if t:
-                carried_cell = dc * f
-                carried = dzt @ w_h.T
+                dz_f *= cell[t - 1]
+            else:
+                dz_f[...] = 0.0                     # c_{-1} = 0
+            _derivative_into(phi, z[t, :, 2 * u:3 * u], g, i, dz_g)
+            dz_o *= cell_act[t]
+            first_three = dzt.reshape(batch, 4, u)[:, :3]
+            np.multiply(first_three, dc[:, None, :], out=first_three)
+            dz_o *= dh
+            if t:
+                np.multiply(dc, f, out=carried_cell)
+                np.matmul(dzt, w_h_t, out=carried)
+                e += _scale_up(small, carried, carried_cell)
+        if exponents.any():
+            _to_scale_one(cache, dz, exponents)
         return dz, dz
 
 
@@ -572,6 +715,7 @@ class GRU(_Recurrent):
         dzx = np.empty_like(z)
         dzh = np.empty_like(z)
         carried = self._start(cache)
+        w_h_t = np.ascontiguousarray(w_h.T)        # a contiguous operand: the per-step product is faster
         for t in reversed(range(z.shape[0])):
             direct = direct_at(t)
             dh = carried if direct is None else carried + direct
@@ -586,7 +730,7 @@ class GRU(_Recurrent):
             dzh[t, :, :2 * u] = dzx[t, :, :2 * u]
             np.multiply(dan, r, out=dzh[t, :, 2 * u:])
             if t:
-                carried = dh * update + dzh[t] @ w_h.T
+                carried = dh * update + dzh[t] @ w_h_t
         return dzx, dzh
 
 
