@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from initdiag import activations, paramspec, probes, sampling, schemes, supplied, weightgeometry
+from initdiag import activations, paramspec, sampling, schemes, supplied, weightgeometry
 from initdiag import layers as layer_kinds
 from initdiag.initspec import InitSpec
 from initdiag.spec import LayerSpec, NetworkSpec, input_batch
@@ -46,6 +46,7 @@ class MemoryEstimate(NamedTuple):
 
 RUN_OVERHEAD = 1_000_000  # bytes of Python objects a run holds besides its arrays (spec, report, statistics)
 CONTRAST_COPIES = 8  # float64 copies of the contrast probe's features (probes._near_far: x, near, centred, unit, ...)
+CONTRAST_SAMPLES = 96  # probes.CONTRAST_SAMPLES (a later stage: not imported here; tests/test_memory.py keeps them equal)
 
 
 def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
@@ -84,10 +85,11 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     spatial = [max(x, y) for x, y, work in zip(inputs, outputs, scratch) if work]
     workspace = 3 * max(scratch) + 3 * max(spatial, default=0)
     # the contrast probe: float64 copies of n samples and their near copies, at the input, then at the readout's
-    readout = probes.readout_index(spec)
+    weighted = [layer.index for layer in layers if layer.init is not None and not layer_kinds.LAYERS[layer.kind].block]
+    readout = weighted[-1] if weighted else 0  # as probes.readout_index: the last layer with weights
     features = max(math.prod(spec.input_shape), math.prod(layers[readout].input_shape)) if readout else 0
     features *= spec.input_distribution != "tokens" and batch >= 8
-    contrast = CONTRAST_COPIES * features * min(batch // 2, probes.CONTRAST_SAMPLES) * 8 // itemsize
+    contrast = CONTRAST_COPIES * features * min(batch // 2, CONTRAST_SAMPLES) * 8 // itemsize
     statistics = 2 * max(params)  # after the backward pass: a weight matrix's deviation and symmetry's copy
     input_bytes = batch * math.prod(spec.input_shape) * (8 if spec.input_distribution == "tokens" else itemsize)
     peak = sum(params) + workspace + max(sum(kept) + max(probe + contrast, loss + backward), statistics)

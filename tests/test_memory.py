@@ -15,7 +15,7 @@ import pytest
 
 import initdiag
 from conftest import SAMPLES, invoke, make_spec, write_spec
-from initdiag import network, pipeline, propagate, spec
+from initdiag import network, pipeline, probes, propagate, spec
 from initdiag.layers import conv
 
 # The heaviest samples run at a smaller batch (the estimate scales with the batch; their parameters, which do not,
@@ -54,6 +54,15 @@ def test_the_estimate_bounds_the_measured_peak_within_one_and_a_half(name):
     # a run of a few hundred KB is dominated by the fixed allowance for its Python objects
     assert estimate <= 1.5 * max(peak, network.RUN_OVERHEAD), \
         f"{name}: the estimate {estimate / 1e6:.1f} MB is {estimate / peak:.2f}x the measured {peak / 1e6:.1f} MB"
+
+
+def test_the_estimate_reads_the_probes_own_figures():
+    assert network.CONTRAST_SAMPLES == probes.CONTRAST_SAMPLES  # network, an earlier stage, cannot import probes
+    for name in ("mnist_relu_he", "resnet18", "vit_tiny"):
+        network_spec = spec.load(SAMPLES / f"{name}.yaml")
+        weighted = [layer.index for layer in network_spec.layers
+                    if layer.init is not None and not network.layer_kinds.LAYERS[layer.kind].block]
+        assert probes.readout_index(network_spec) == weighted[-1]
 
 
 TABLE = """
