@@ -464,6 +464,10 @@ def recommend(
         result = recommending.recommend(network_spec, thresholds, memory_bound, calibrate=calibrate, target=target)
     except SpecErrors as errors:
         raise _invalid(errors.problems) from None
+    except MemoryError as error:  # its gain calibration builds outside pipeline.diagnose, which converts its own
+        from initdiag import network
+
+        raise _invalid(network.out_of_memory(network_spec, error).problems) from None
     except ValueError as err:
         raise _invalid([f"--target: {err}"]) from None
 

@@ -9,6 +9,7 @@ draw a value of its own from its (otherwise unused) weight stream: a class token
 
 from __future__ import annotations
 
+import math
 import os
 from typing import NamedTuple
 
@@ -38,51 +39,116 @@ class Network(NamedTuple):
 
 class MemoryEstimate(NamedTuple):
     total: int  # bytes
-    largest_layer: LayerSpec
-    largest_bytes: int
+    largest_layer: LayerSpec  # the layer with the most parameters (else the largest output)
+    largest_bytes: int  # its parameters' bytes (its output's, for a network without parameters)
+    largest_shape: tuple = ()  # its main parameter's shape as the layer holds it ((vocab, dim) for an embedding)
+
+
+RUN_OVERHEAD = 1_000_000  # bytes of Python objects a run holds besides its arrays (spec, report, statistics)
+CONTRAST_COPIES = 8  # float64 copies of the contrast probe's features (probes._near_far: x, near, centred, unit, ...)
+CONTRAST_SAMPLES = 96  # probes.CONTRAST_SAMPLES (a later stage: not imported here; tests/test_memory.py keeps them equal)
 
 
 def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
-    """Bytes a run holds at its peak: parameters and their gradients, every layer's input,
-    pre-activation and output (kept for the backward pass), and the largest layer's gradients,
-    float64 statistics temporaries and (convolutions) im2col matrices, and one layer of a probe's pass."""
+    """Bytes a run holds at its peak, an upper bound: what is alive when the backward pass starts, or during the
+    probes' extra forward passes, whichever is more.
+
+    Alive from the build to the end: every parameter at its real shape (an embedding's table twice: the drawn
+    (dim, vocab) matrix its statistics read and the (vocab, dim) copy it looks up) and the input batch. After the
+    forward pass: every layer's output, its pre-activation (a layer with an activation, a normalization's x̂) and
+    what its kind declares its cache keeps beyond them (`cache_elements`: attention scores, a recurrent layer's
+    steps). Then either a probe's pass (two layers' caches and an output at a time, at most one batch of
+    samples, and the contrast's float64 features) or the loss (targets, dLoss/dy, dLoss/dz) and the backward pass,
+    which frees each layer's cache and gradients once it has used them: at layer i, its parameters' gradients,
+    dLoss/dy, dLoss/dz, dLoss/dx, the statistics' temporary and one gradient per element its kind's cache keeps
+    beyond them. Convolutions
+    and pools add their shared scratch buffers (`scratch_elements`: the im2col matrix), kept from the first
+    convolution on."""
     itemsize = np.dtype(spec.dtype).itemsize
     batch = spec.batch
-    per_layer = {}
-    for layer in spec.layers:
-        params = (_weight_elements(layer) + (layer.units if layer.bias else 0)) if layer.init is not None else 0
-        outputs = int(np.prod(layer.output_shape))
-        per_layer[layer.index] = itemsize * (2 * params + 2 * batch * outputs)
-    widest = max(max(int(np.prod(layer.output_shape)), int(np.prod(layer.input_shape))) for layer in spec.layers)
-    weighted = [layer for layer in spec.layers if layer.init is not None] or spec.layers
-    largest = max(weighted, key=lambda layer: (layer.fan_in or 0) * layer.units)
-    im2col = max((_im2col_elements(layer) for layer in spec.layers), default=0)
-    transient = itemsize * (3 * batch * widest + 3 * batch * im2col) + 8 * 2 * max(batch * widest, (largest.fan_in or 0) * largest.units)
-    kept = sum(_cache_elements(layer, batch) for layer in spec.layers) * itemsize
-    # the forward-only probes (probes.py: at most one batch of samples at a time) hold one layer's cache and
-    # output beside the measured pass's
-    probe = itemsize * max(_cache_elements(layer, batch) + 3 * batch * int(np.prod(layer.output_shape)) for layer in spec.layers)
-    total = sum(per_layer.values()) + itemsize * batch * int(np.prod(spec.input_shape)) + transient + kept + probe
-    return MemoryEstimate(total, largest, per_layer[largest.index])
+    layers = spec.layers
+    params = [_parameter_elements(layer) for layer in layers]
+    outputs = [batch * math.prod(layer.output_shape) for layer in layers]
+    inputs = [batch * math.prod(layer.input_shape) for layer in layers]
+    kept = [output * _arrays_kept(layer) + _cache_elements(layer, batch) for layer, output in zip(layers, outputs)]
+    scratch = [batch * _im2col_elements(layer) for layer in layers]
+    gradients = [_gradient_elements(layer, count) for layer, count in zip(layers, params)]
+    inputs[0] = 0  # the first layer computes no dLoss/dx (and its input is counted once, below)
+    extra = [_cache_elements(layer, batch) for layer in layers]
+    backward = max(grad + more + x + 2 * y + max(y, grad) for grad, more, x, y in zip(gradients, extra, inputs, outputs))
+    loss = 4 * outputs[-1]  # targets, dLoss/dy, dLoss/dz and one temporary while they are computed
+    # a probe's pass holds the cache of the layer it runs and of the one before (the loop's last item) and the output
+    probe = max(before + keep + 2 * y for before, keep, y in zip([0] + kept, kept, outputs))
+    # convolutions and pools share scratch buffers, one per role, grown to the largest layer's need and kept: the
+    # im2col matrix, its gradient and the col2im sum (each up to the largest scratch), and the padded input, the
+    # output's transpose and the padded gradient (each up to the largest map a convolution reads or writes)
+    spatial = [max(x, y) for x, y, work in zip(inputs, outputs, scratch) if work]
+    workspace = 3 * max(scratch) + 3 * max(spatial, default=0)
+    # the contrast probe: float64 copies of n samples and their near copies, at the input, then at the readout's
+    weighted = [layer.index for layer in layers if layer.init is not None and not layer_kinds.LAYERS[layer.kind].block]
+    readout = weighted[-1] if weighted else 0  # as probes.readout_index: the last layer with weights
+    features = max(math.prod(spec.input_shape), math.prod(layers[readout].input_shape)) if readout else 0
+    features *= spec.input_distribution != "tokens" and batch >= 8
+    contrast = CONTRAST_COPIES * features * min(batch // 2, CONTRAST_SAMPLES) * 8 // itemsize
+    statistics = 2 * max(params)  # after the backward pass: a weight matrix's deviation and symmetry's copy
+    input_bytes = batch * math.prod(spec.input_shape) * (8 if spec.input_distribution == "tokens" else itemsize)
+    peak = sum(params) + workspace + max(sum(kept) + max(probe + contrast, loss + backward), statistics)
+    largest, largest_bytes, shape = _largest_layer(spec, params, outputs)
+    return MemoryEstimate(itemsize * peak + input_bytes + RUN_OVERHEAD, largest, itemsize * largest_bytes, shape)
 
 
-def _weight_elements(layer: LayerSpec) -> int:
-    """The weights counted for a layer: fan_in × units, or the drawn matrix where its shape is not that (a
-    transposed conv's fan_in is PyTorch's, filters/groups · taps, while it draws in/groups · taps rows)."""
-    if layer_kinds.LAYERS[layer.kind].params_dict:
-        return layer.fan_in * layer.units
-    return int(np.prod(weightgeometry.main(layer).shape))
+def _parameter_elements(layer: LayerSpec) -> int:
+    """The parameters a built layer holds, at their real shapes (an attention block's every matrix, an
+    embedding's (vocab, dim) table, twice: see estimate_memory); a tied matrix is its embedding's, not counted."""
+    kind = layer_kinds.LAYERS[layer.kind]
+    shapes = kind.parameter_shapes(layer.input_shape, layer.config, bias=bool(layer.bias))
+    if layer.tie is not None:
+        shapes = {name: shape for name, shape in shapes.items() if name != "weights"}
+    count = sum(math.prod(shape) for shape in shapes.values())
+    return 2 * count if kind.reads_tokens else count
+
+
+def _gradient_elements(layer: LayerSpec, held: int) -> int:
+    """The gradients of a layer's parameters (a tied matrix's too: the dense layer computes its own)."""
+    if layer.tie is not None:
+        return held + math.prod(weightgeometry.main(layer).shape)
+    return held // 2 if layer_kinds.LAYERS[layer.kind].reads_tokens else held
+
+
+def _arrays_kept(layer: LayerSpec) -> int:
+    """Output-sized arrays a layer's cache keeps: its output, and its pre-activation when an activation makes a
+    new array (a normalization: x̂; dropout: its mask). A kind built from a parameter dict (attention, transformer,
+    recurrent) declares everything else in its `cache_elements`: its activation acts inside."""
+    kind = layer_kinds.LAYERS[layer.kind]
+    if kind.params_dict:
+        return 1
+    separate = layer.activation is not None and layer.activation.name != "identity"
+    return 2 if separate or kind.normalizes or layer.kind == "dropout" else 1
 
 
 def _cache_elements(layer: LayerSpec, batch: int) -> int:
-    """What a layer keeps for its backward pass beyond its output (its kind's declared `cache_elements`:
-    a recurrent layer's states and gates of every step, attention scores, ...)."""
+    """What a layer keeps for its backward pass beyond its output and pre-activation (its kind's declared
+    `cache_elements`: a recurrent layer's states and gates of every step, attention scores, ...)."""
     return layer_kinds.LAYERS[layer.kind].cache_elements(layer, batch)
 
 
 def _im2col_elements(layer: LayerSpec) -> int:
     """Per sample: scratch beside the layer's arrays (its kind's `scratch_elements`: a convolution's im2col matrix)."""
     return layer_kinds.LAYERS[layer.kind].scratch_elements(layer)
+
+
+def _largest_layer(spec: NetworkSpec, params: list, outputs: list) -> tuple:
+    """(layer, elements, shape) of the layer with the most parameters (an embedding's table once), else of the
+    largest output."""
+    held = [count // 2 if layer_kinds.LAYERS[layer.kind].reads_tokens else count for layer, count in zip(spec.layers, params)]
+    if max(held) > 0:
+        index = max(range(len(held)), key=held.__getitem__)
+        layer = spec.layers[index]
+        shapes = layer_kinds.LAYERS[layer.kind].parameter_shapes(layer.input_shape, layer.config, bias=False)
+        shape = max(shapes.values(), key=math.prod) if shapes else ()
+        return layer, held[index], tuple(shape)
+    index = max(range(len(outputs)), key=outputs.__getitem__)
+    return spec.layers[index], outputs[index], (spec.batch, *spec.layers[index].output_shape)
 
 
 def available_memory() -> int:
@@ -108,20 +174,72 @@ def format_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_memory(spec: NetworkSpec, max_memory: int | None) -> None:
+def check_memory(spec: NetworkSpec, max_memory: int | None, draws: dict | None = None) -> None:
+    """Refuse (SpecErrors, located at the largest layer) a run whose estimate exceeds `max_memory` (default: half
+    the memory available now), saying what would fit. `draws`, compare's shared family samples: what it holds
+    now, and one more family's draw of every weight matrix, come on top."""
     estimate = estimate_memory(spec)
     limit = max_memory if max_memory is not None else int(available_memory() * DEFAULT_MEMORY_FRACTION)
-    if estimate.total <= limit:
+    cached = _draws_bytes(spec, draws)
+    if estimate.total + cached <= limit:
         return
     layer = estimate.largest_layer
-    source = "--max-memory" if max_memory is not None else "half the memory available now; raise it with --max-memory"
+    source = "--max-memory" if max_memory is not None else "half the memory available now"
     raise SpecErrors([SpecProblem(
         layer.location, layer.path,
-        f"this run needs about {format_bytes(estimate.total)} (weights, activations and gradients at batch "
-        f"{spec.batch}), more than the {format_bytes(limit)} allowed ({source}); the largest layer is "
-        f"'{layer.name}' with {layer.fan_in}×{layer.units} weights ({format_bytes(estimate.largest_bytes)})",
+        f"this run needs about {format_bytes(estimate.total + cached)} ({describe(estimate, spec.batch)}), more than "
+        f"the {format_bytes(limit)} allowed ({source}); {_what_fits(spec, limit - cached)}",
         file=spec.file,
     )])
+
+
+def describe(estimate: MemoryEstimate, batch: int) -> str:
+    """'parameters, activations and gradients at batch 4; the largest layer is 'wte' with 50257×768 parameters
+    (154.4 MB)'."""
+    layer, shape = estimate.largest_layer, "×".join(map(str, estimate.largest_shape))
+    what = f"{shape} parameters" if layer.init is not None or layer_kinds.LAYERS[layer.kind].holds_parameters else f"a {shape} output"
+    return (f"parameters, activations and gradients at batch {batch}; the largest layer is '{layer.name}' with "
+            f"{what} ({format_bytes(estimate.largest_bytes)})")
+
+
+def fitting_batch(spec: NetworkSpec, limit: int) -> int:
+    """The largest batch below the spec's whose estimate is within `limit` bytes (0: not even batch 1)."""
+    low, high = 0, spec.batch  # estimate(low) fits (0: vacuously), estimate(high) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if estimate_memory(spec._replace(batch=middle)).total <= limit:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _what_fits(spec: NetworkSpec, limit: int) -> str:
+    batch = fitting_batch(spec, limit)
+    if batch:
+        return f"batch {batch} fits (set batch: {batch} in the spec), or raise the limit with --max-memory"
+    smallest = estimate_memory(spec._replace(batch=1)).total
+    return f"even batch 1 needs about {format_bytes(smallest)}: raise the limit with --max-memory"
+
+
+def _draws_bytes(spec: NetworkSpec, draws: dict | None) -> int:
+    """compare's shared draws: what they hold, and one more family's sample of every weight matrix."""
+    if draws is None:
+        return 0
+    weights = sum(math.prod(weightgeometry.main(layer).shape) for layer in spec.layers
+                  if layer.init is not None and layer.tie is None)
+    return sum(draw.nbytes for draw in list(draws.values())) + weights * np.dtype(spec.dtype).itemsize
+
+
+def out_of_memory(spec: NetworkSpec, error: MemoryError) -> SpecErrors:
+    """A MemoryError during a run, as the user's input problem (exit 2): what the run needed and what would fit."""
+    estimate = estimate_memory(spec)
+    detail = f" ({error})" if str(error) else ""
+    available = available_memory()
+    return SpecErrors([SpecProblem(None, "", (
+        f"out of memory{detail}: this run needs about {format_bytes(estimate.total)} ({describe(estimate, spec.batch)}), "
+        f"with {format_bytes(available)} available now; {_what_fits(spec, int(available * DEFAULT_MEMORY_FRACTION))}"),
+        file=spec.file)])
 
 
 def _standard_draw(spec: NetworkSpec, layer: LayerSpec, draws: dict | None):
@@ -249,7 +367,7 @@ def build(spec: NetworkSpec, max_memory: int | None = None, draws: dict | None =
     Builds that share a `draws` dict share each layer's standard family sample, so schemes of
     one family differ only by their scale (and the sample is drawn once, not once per scheme).
     """
-    check_memory(spec, max_memory)
+    check_memory(spec, max_memory, draws)
     workers = min(len(spec.layers), os.cpu_count() or 1)
     if workers > 1 and sum((layer.fan_in or 0) * layer.units for layer in spec.layers) > PARALLEL_DRAWS:
         from concurrent.futures import ThreadPoolExecutor

@@ -26,13 +26,16 @@ def diagnose(spec, thresholds=None, scheme: str | None = None, max_memory=None, 
 
     `baseline` (baseline.Reference) adds the comparison with a recorded baseline to the findings before the
     verdict; `built` is `network.build(spec, max_memory, draws)` when the caller needs the network itself
-    (recommend keeps its drawn weights)."""
+    (recommend keeps its drawn weights). A MemoryError becomes SpecErrors saying what the run needed and what fits."""
     # the spec's own thresholds win; their names (and its ignore: codes) are checked against the declared checks
     thresholds = (thresholds or checks.Thresholds()).override(checks.spec_thresholds(spec))
-    with threads.sized_to(spec):  # one BLAS thread for small GEMMs: waking more costs more than it saves
-        run = propagate.run(built if built is not None else network.build(spec, max_memory, draws), histogram_bins)
-    moments = [layer.weight_std**2 + layer.weight_mean**2 if layer.weight_std is not None else None for layer in run.layers]
-    predicted = theory.mean_field(spec, run.input_second_moment, moments)
-    findings = checks.find(run, spec, thresholds, theory.phase(predicted, spec))
-    data = report.assemble(spec, run, findings, scheme, thresholds, predicted)
+    try:
+        with threads.sized_to(spec):  # one BLAS thread for small GEMMs: waking more costs more than it saves
+            run = propagate.run(built if built is not None else network.build(spec, max_memory, draws), histogram_bins)
+        moments = [layer.weight_std**2 + layer.weight_mean**2 if layer.weight_std is not None else None for layer in run.layers]
+        predicted = theory.mean_field(spec, run.input_second_moment, moments)
+        findings = checks.find(run, spec, thresholds, theory.phase(predicted, spec))
+        data = report.assemble(spec, run, findings, scheme, thresholds, predicted)
+    except MemoryError as error:  # the estimate said it fits, the machine disagreed: the input's problem (exit 2)
+        raise network.out_of_memory(spec, error) from None
     return Diagnosis(data, run, report.judge(data, findings, baseline))

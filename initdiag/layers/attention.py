@@ -478,10 +478,11 @@ def declared_weights(kind_class):
 
 
 def cache_elements(layer, batch: int) -> int:
-    """Attention scores and weights (batch · heads · steps²), the block's activations and its other parameters."""
-    steps, heads = layer.input_shape[0], layer.config["heads"]
-    width = max(layer.config["dim"], layer.config.get("ffn", 0))
-    return batch * (3 * heads * steps * steps + 8 * steps * width) + 8 * width * width
+    """What the cache keeps beyond the output: Q and the context (batch · steps · dim each), K and V (batch · steps ·
+    kv_heads·d each) and the scores and weights (batch · heads · steps² each). The parameters are the estimate's."""
+    steps, heads, dim = layer.input_shape[0], layer.config["heads"], layer.config["dim"]
+    kv = dim // heads * layer.config.get("kv_heads", heads)
+    return batch * steps * (2 * dim + 2 * kv + 2 * heads * steps)
 
 
 def saturation(layer, cache) -> float:
