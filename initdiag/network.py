@@ -61,9 +61,8 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     samples, and the contrast's float64 features) or the loss (targets, dLoss/dy, dLoss/dz) and the backward pass,
     which frees each layer's cache and gradients once it has used them: at layer i, its parameters' gradients,
     dLoss/dy, dLoss/dz, dLoss/dx, the statistics' temporary and one gradient per element its kind's cache keeps
-    beyond them. Convolutions
-    and pools add their shared scratch buffers (`scratch_elements`: the im2col matrix), kept from the first
-    convolution on."""
+    beyond them. Convolutions, pools and transposed convolutions add their shared workspace, one buffer per role
+    kept at its largest need (their classes' `scratch`)."""
     itemsize = np.dtype(spec.dtype).itemsize
     batch = spec.batch
     layers = spec.layers
@@ -71,7 +70,6 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     outputs = [batch * math.prod(layer.output_shape) for layer in layers]
     inputs = [batch * math.prod(layer.input_shape) for layer in layers]
     kept = [output * _arrays_kept(layer) + _cache_elements(layer, batch) for layer, output in zip(layers, outputs)]
-    scratch = [batch * _im2col_elements(layer) for layer in layers]
     gradients = [_gradient_elements(layer, count) for layer, count in zip(layers, params)]
     inputs[0] = 0  # the first layer computes no dLoss/dx (and its input is counted once, below)
     extra = [_cache_elements(layer, batch) for layer in layers]
@@ -79,11 +77,10 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     loss = 4 * outputs[-1]  # targets, dLoss/dy, dLoss/dz and one temporary while they are computed
     # a probe's pass holds the cache of the layer it runs and of the one before (the loop's last item) and the output
     probe = max(before + keep + 2 * y for before, keep, y in zip([0] + kept, kept, outputs))
-    # convolutions and pools share scratch buffers, one per role, grown to the largest layer's need and kept: the
-    # im2col matrix, its gradient and the col2im sum (each up to the largest scratch), and the padded input, the
-    # output's transpose and the padded gradient (each up to the largest map a convolution reads or writes)
-    spatial = [max(x, y) for x, y, work in zip(inputs, outputs, scratch) if work]
-    workspace = 3 * max(scratch) + 3 * max(spatial, default=0)
+    # convolutions, pools and transposed convolutions share one buffer per workspace role (conv._Workspace: the
+    # im2col matrix, the GEMM output, the padded input, the col2im accumulator, ...), each grown to the largest
+    # layer's need and kept: the sum over roles of the largest need (each kind's `scratch` says its roles)
+    workspace = _workspace_bytes(spec, itemsize) // itemsize
     # the contrast probe: float64 copies of n samples and their near copies, at the input, then at the readout's
     weighted = [layer.index for layer in layers if layer.init is not None and not layer_kinds.LAYERS[layer.kind].block]
     readout = weighted[-1] if weighted else 0  # as probes.readout_index: the last layer with weights
@@ -132,9 +129,17 @@ def _cache_elements(layer: LayerSpec, batch: int) -> int:
     return layer_kinds.LAYERS[layer.kind].cache_elements(layer, batch)
 
 
-def _im2col_elements(layer: LayerSpec) -> int:
-    """Per sample: scratch beside the layer's arrays (its kind's `scratch_elements`: a convolution's im2col matrix)."""
-    return layer_kinds.LAYERS[layer.kind].scratch_elements(layer)
+def _workspace_bytes(spec: NetworkSpec, itemsize: int) -> int:
+    """Bytes of the shared workspace after a pass: per role, the largest need of any layer (its kind's class
+    `scratch(input_shape, config, batch, itemsize)`), summed over roles."""
+    roles: dict[str, int] = {}
+    for layer in spec.layers:
+        scratch = getattr(layer_kinds.LAYERS[layer.kind].cls, "scratch", None)
+        if scratch is None:
+            continue
+        for role, size in scratch(layer.input_shape, layer.config, spec.batch, itemsize).items():
+            roles[role] = max(roles.get(role, 0), size)
+    return sum(roles.values())
 
 
 def _largest_layer(spec: NetworkSpec, params: list, outputs: list) -> tuple:

@@ -417,11 +417,22 @@ class _Recurrent:
         per_step = {"rnn": 1, "lstm": 3, "gru": 2}[cls.kind]     # hidden (+ cell, φ(c) | + m_t)
         gate_arrays = 1 if cls.kind == "rnn" else 2               # z (+ gate values)
         output = steps * units if config["return_sequences"] else units
-        forward = steps * batch * (features + gate_arrays * k * units + per_step * units) + batch * output
+        forward = cls.kept_elements(batch, input_shape, config) + batch * output
         # backward: gate gradients (GRU: input- and recurrent-side), hidden_grad, dx
         # (dx is computed time-major, then copied batch-first: two of them at once)
         backward = steps * batch * ((2 if cls.kind == "gru" else 1) * k * units + units + 2 * features)
         return forward + backward
+
+    @classmethod
+    def kept_elements(cls, batch: int, input_shape, config) -> int:
+        """Array elements the forward cache keeps beyond the output: every step's input, gates (z, and the gate
+        values) and states (hidden; LSTM: cell and φ(c); GRU: the reset hidden)."""
+        steps, features = int(input_shape[0]), cls._features(input_shape)
+        config = normalize_config(cls.kind, config)
+        units, k = config["units"], cls.gates_per_unit
+        per_step = {"rnn": 1, "lstm": 3, "gru": 2}[cls.kind]     # hidden (+ cell, φ(c) | + m_t)
+        gate_arrays = 1 if cls.kind == "rnn" else 2               # z (+ gate values)
+        return steps * batch * (features + gate_arrays * k * units + per_step * units)
 
     # ----------------------------------------------------------------- forward / backward
     def forward(self, x: np.ndarray):
@@ -804,10 +815,9 @@ def _weights(kind_class):
 
 
 def _cache_elements(layer, batch: int) -> int:
-    """Hidden states and gates of every step, and the parameters beyond the first matrix with their gradients."""
-    kind_class = _BY_KIND[layer.kind]
-    parameters = sum(math.prod(shape) for shape in kind_class.parameter_shapes(layer.input_shape, layer.config).values())
-    return kind_class.cache_elements(batch, layer.input_shape, layer.config) + 2 * parameters
+    """What the forward cache keeps beyond the output (the estimate counts the output, the parameters at their
+    shapes, and the backward as one gradient per kept element itself: network.estimate_memory)."""
+    return _BY_KIND[layer.kind].kept_elements(batch, layer.input_shape, layer.config)
 
 
 def _torch(module_name: str):

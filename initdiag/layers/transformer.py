@@ -409,12 +409,12 @@ class TransformerBlock:
 def _cache_elements(layer, batch: int) -> int:
     """Beyond the output: the attention's cache, seven (steps, dim) arrays per sample (the two norms' x̂ and output,
     the attention's output, the stream between the halves, the FFN's output; post-norm: the two sums instead of a
-    norm's output and the stream), the FFN's φ argument and value (steps, ffn), the norms' three statistics per
-    token, one more (steps, ffn) array for an activation that keeps a factor for its backward (GELU's Φ), and,
-    gated, the up projection and the product (two more); sandwich, the two post norms' x̂ and output."""
+    norm's output and the stream), the FFN's φ argument and value (steps, ffn; GELU's backward reads Φ back from
+    them, activations.py), the norms' three statistics per token, and, gated, the up projection and the product
+    (two more); sandwich, the two post norms' x̂ and output."""
     steps, config = layer.input_shape[0], layer.config
     dim, ffn = config["dim"], config.get("ffn", 0)
-    per_token = 7 * dim + 3 * ffn + 6
+    per_token = 7 * dim + 2 * ffn + 6
     per_token += (2 * ffn if config.get("ffn_kind", "mlp") != "mlp" else 0) + (4 * dim + 6 if config.get("norm") == "sandwich" else 0)
     return cache_elements(layer, batch) + batch * steps * per_token
 
