@@ -414,8 +414,6 @@ class _Recurrent:
         steps, features = int(input_shape[0]), cls._features(input_shape)
         config = normalize_config(cls.kind, config)
         units, k = config["units"], cls.gates_per_unit
-        per_step = {"rnn": 1, "lstm": 3, "gru": 2}[cls.kind]     # hidden (+ cell, φ(c) | + m_t)
-        gate_arrays = 1 if cls.kind == "rnn" else 2               # z (+ gate values)
         output = steps * units if config["return_sequences"] else units
         forward = cls.kept_elements(batch, input_shape, config) + batch * output
         # backward: gate gradients (GRU: input- and recurrent-side), hidden_grad, dx
