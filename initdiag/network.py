@@ -81,6 +81,8 @@ def estimate_memory(spec: NetworkSpec) -> MemoryEstimate:
     # im2col matrix, the GEMM output, the padded input, the col2im accumulator, ...), each grown to the largest
     # layer's need and kept: the sum over roles of the largest need (each kind's `scratch` says its roles)
     workspace = _workspace_bytes(spec, itemsize) // itemsize
+    # a kind outside the shared workspace declares its pass's temporary (patchify's patch matrix): the largest, once
+    workspace += max((batch * _temporary_elements(layer) for layer in layers), default=0)
     # the contrast probe: float64 copies of n samples and their near copies, at the input, then at the readout's
     weighted = [layer.index for layer in layers if layer.init is not None and not layer_kinds.LAYERS[layer.kind].block]
     readout = weighted[-1] if weighted else 0  # as probes.readout_index: the last layer with weights
@@ -127,6 +129,13 @@ def _cache_elements(layer: LayerSpec, batch: int) -> int:
     """What a layer keeps for its backward pass beyond its output and pre-activation (its kind's declared
     `cache_elements`: a recurrent layer's states and gates of every step, attention scores, ...)."""
     return layer_kinds.LAYERS[layer.kind].cache_elements(layer, batch)
+
+
+def _temporary_elements(layer: LayerSpec) -> int:
+    """Per sample: the temporary a layer's pass takes beside its arrays when its kind does not use the shared
+    workspace (its `scratch_elements`: patchify's patch matrix); 0 for the workspace's kinds (counted there)."""
+    kind = layer_kinds.LAYERS[layer.kind]
+    return 0 if hasattr(kind.cls, "scratch") else kind.scratch_elements(layer)
 
 
 def _workspace_bytes(spec: NetworkSpec, itemsize: int) -> int:

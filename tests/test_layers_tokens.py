@@ -99,7 +99,7 @@ def test_patchify_keeps_float32_and_its_memory_facts_count_the_patch_matrix():
     assert y.dtype == cache.z.dtype == np.float32 and y.shape == (2, 4, 6)
     dx, grads = layer.backward(np.ones_like(y), cache)
     assert dx.dtype == grads["weights"].dtype == np.float32
-    assert network._im2col_elements(spec.layers[0]) == 3 * 8 * 8  # the patch matrix: the input's size
+    assert network._temporary_elements(spec.layers[0]) == 3 * 8 * 8  # the patch matrix: the input's size
     assert network._cache_elements(spec.layers[0], 2) == 0
 
 
