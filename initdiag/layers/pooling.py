@@ -50,6 +50,12 @@ class _Weightless:
         """Bytes per workspace role of a forward and backward pass (see _Conv.scratch)."""
         return {}
 
+    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+        """(dLoss/dx, {}): no parameters, so only the input's gradient (the kind's input_gradient), when asked."""
+        if dz is None:
+            dz = dy
+        return (self.input_gradient(dz, cache) if need_dx else None), {}
+
     def __init__(self, name: str, input_shape, config: dict | None = None):
         self.name = name
         self.input_shape = tuple(input_shape)
@@ -166,13 +172,9 @@ class MaxPool2d(_Pool2d):
         y = self._reduce(x, np.maximum)
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
         """Each window's gradient goes to its first maximum in row-major window order (a NaN counts as the
         maximum): per tap, the positions equal to the window's maximum (cache.y) that no earlier tap took."""
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
         g = self.geometry
         xp = self._padded(cache.x)
         maps = xp.shape[0]
@@ -186,7 +188,7 @@ class MaxPool2d(_Pool2d):
                 np.copyto(flat.reshape((maps,) + g.kernel), xp[:, rows, columns])
                 row, column = np.divmod(np.argmax(flat, axis=1), kw)  # the first maximum; NaN counts as one
                 acc[every, rows.start + row, columns.start + column] += dz[:, oy, ox]
-            return self._cropped(acc, cache.x.shape), {}
+            return self._cropped(acc, cache.x.shape)
         nan = np.isnan(y) if np.isnan(y).any() else None  # windows whose maximum is NaN: their first NaN wins
         mask = _WORKSPACE.get("mask", y.shape, np.bool_)
         taken = _WORKSPACE.get("taken", y.shape, np.bool_)
@@ -213,7 +215,7 @@ class MaxPool2d(_Pool2d):
                     tap += np.multiply(grad, hit, out=product[block])
                 else:
                     np.add(tap, grad, out=tap, where=hit)
-        return self._cropped(acc, cache.x.shape), {}
+        return self._cropped(acc, cache.x.shape)
 class AvgPool2d(_Pool2d):
     """Mean over kh×kw windows moved by stride, zero `padding` counted in the mean (PyTorch's
     count_include_pad); with `ceil_mode` a last window that runs past the padded input is divided by the
@@ -243,12 +245,8 @@ class AvgPool2d(_Pool2d):
         y /= self._divisor_in(y.dtype)  # the sum, then one division, as PyTorch
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
         """Each window's gradient divided by its count, added onto every position of the window (shifted adds)."""
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
         g = self.geometry
         share = _WORKSPACE.get("dzt", dz.shape, dz.dtype)
         np.divide(dz, self._divisor_in(dz.dtype), out=share)
@@ -263,7 +261,7 @@ class AvgPool2d(_Pool2d):
         else:
             for oy, ox, rows, columns in self._windows():
                 acc[:, rows, columns] += share[:, oy, ox, None, None]
-        return self._cropped(acc, cache.x.shape), {}
+        return self._cropped(acc, cache.x.shape)
 
 
 def _pool_pads(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> tuple[int, int]:
@@ -307,16 +305,12 @@ class GlobalAvgPool(_Weightless):
         y = x.mean(axis=self._axes(x.ndim))
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
         x, axes = cache.x, self._axes(cache.x.ndim)
         count = math.prod(x.shape[axis] for axis in axes)
         dx = np.empty(x.shape, dtype=dz.dtype)
         dx[...] = np.expand_dims(dz / count, axes)  # each averaged value's gradient shared equally
-        return dx, {}
+        return dx
 
 
 class AdaptiveAvgPool2d(_Weightless):
@@ -353,13 +347,9 @@ class AdaptiveAvgPool2d(_Weightless):
         y = np.einsum("oh,bchw,pw->bcop", along_rows, x, along_columns, optimize=True)
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
         along_rows, along_columns = self._matrices(dz.dtype)
-        return np.einsum("oh,bcop,pw->bchw", along_rows, dz, along_columns, optimize=True), {}
+        return np.einsum("oh,bcop,pw->bchw", along_rows, dz, along_columns, optimize=True)
 
 
 def _parse_adaptive(raw) -> dict:
@@ -394,10 +384,8 @@ class Flatten(_Weightless):
         y = x.reshape(x.shape[0], -1)  # a view when x is contiguous: callers must not write into y
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        return (dz.reshape(cache.x.shape) if need_dx else None), {}
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
+        return dz.reshape(cache.x.shape)
 
 
 

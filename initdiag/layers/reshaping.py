@@ -75,12 +75,8 @@ class ChannelShuffle(_Weightless):
         y = self._permuted(x, self.config["groups"])
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
-        return self._permuted(dz, dz.shape[1] // self.config["groups"]), {}
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
+        return self._permuted(dz, dz.shape[1] // self.config["groups"])
 
     def __repr__(self) -> str:
         return f"ChannelShuffle({self.name!r}, {self.input_shape}, groups={self.config['groups']})"
@@ -136,14 +132,10 @@ class Chunk(_Weightless):
         y = np.ascontiguousarray(x[self.part])
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
         dx = np.zeros(cache.x.shape, dtype=dz.dtype)
         dx[self.part] = dz
-        return dx, {}
+        return dx
 
     def __repr__(self) -> str:
         c = self.config
@@ -191,12 +183,8 @@ class Transpose(_Weightless):
         y = np.ascontiguousarray(x.transpose(0, 2, 1))
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
-        return np.ascontiguousarray(dz.transpose(0, 2, 1)), {}
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
+        return np.ascontiguousarray(dz.transpose(0, 2, 1))
 
 
 def _transpose_torch(input_shape, config):

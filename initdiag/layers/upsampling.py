@@ -364,19 +364,15 @@ class Upsample(_Weightless):
                 y = np.matmul(self._matrix(0, x.dtype), y)  # the height axis
         return y, Cache(x, y, y)
 
-    def backward(self, dy: np.ndarray | None, cache: Cache, dz: np.ndarray | None = None, need_dx: bool = True):
-        if dz is None:
-            dz = dy
-        if not need_dx:
-            return None, {}
+    def input_gradient(self, dz: np.ndarray, cache: Cache) -> np.ndarray:
         x = cache.x
         if self.config["mode"] == "nearest":
             split = x.shape[:2] + tuple(v for n, s in zip(x.shape[2:], self.scales) for v in (n, s))
-            return dz.reshape(split).sum(axis=tuple(range(3, 2 + 2 * len(self.scales), 2))), {}
+            return dz.reshape(split).sum(axis=tuple(range(3, 2 + 2 * len(self.scales), 2)))
         dx = dz @ self._matrix(len(self.scales) - 1, dz.dtype)
         if len(self.scales) == 2:
             dx = np.matmul(self._matrix(0, dz.dtype).T, dx)
-        return dx, {}
+        return dx
 
     def __repr__(self) -> str:
         return f"Upsample({self.name!r}, {self.input_shape}->{self.out_shape}, {self.config['mode']}, scale={self.scales})"
